@@ -1,0 +1,27 @@
+"""stonechat: a fast async web framework with Robyn's API, on uvloop, httptools and orjson.
+
+``from stonechat import Robyn`` (or ``App``, the same class) is all a Robyn app needs to move.
+"""
+
+__version__ = "0.1.0"
+
+from . import status_codes
+from .app import App, HttpMethod, Robyn, SubRouter
+from .authentication import AuthenticationHandler
+from .config import Config
+from .dependency_injection import DependencyMap
+from .exceptions import HTTPException, WebSocketException
+from .request import Headers, Identity, QueryParams, Request, Url
+from .response import (
+    Cookie, Cookies, FileResponse, Response, SSEMessage, SSEResponse, StreamingResponse, html,
+    jsonify, serve_file, serve_html,
+)
+from .types import Directory, JsonBody, RequestBody, RequestMethod, RequestURL
+
+__all__ = [
+    "App", "AuthenticationHandler", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
+    "FileResponse", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody", "QueryParams",
+    "Request", "RequestBody", "RequestMethod", "RequestURL", "Response", "Robyn", "SSEMessage",
+    "SSEResponse", "StreamingResponse", "SubRouter", "Url", "WebSocketException", "__version__",
+    "html", "jsonify", "serve_file", "serve_html", "status_codes",
+]

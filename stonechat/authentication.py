@@ -1,0 +1,80 @@
+"""Authentication (Robyn's ``robyn.authentication``): a handler decides who is calling, and
+routes registered with ``auth_required=True`` refuse callers it does not recognise (401)."""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from typing import Any, Optional
+
+from .request import Headers, Identity, Request
+from .response import Response
+
+
+class AuthenticationNotConfiguredError(Exception):
+    """``auth_required=True`` was used but ``app.configure_authentication`` was never called."""
+
+
+class TokenGetter(ABC):
+    @property
+    def scheme(self) -> str:
+        return self.__class__.__name__
+
+    @classmethod
+    @abstractmethod
+    def get_token(cls, request: Request) -> Optional[str]:
+        raise NotImplementedError
+
+    @classmethod
+    @abstractmethod
+    def set_token(cls, request: Request, token: str) -> None:
+        raise NotImplementedError
+
+
+class BearerGetter(TokenGetter):
+    @classmethod
+    def get_token(cls, request: Request) -> Optional[str]:
+        value = request.headers.get("authorization")
+        if value and value.startswith("Bearer "):
+            return value[len("Bearer "):]
+        return None
+
+    @classmethod
+    def set_token(cls, request: Request, token: str) -> None:
+        request.headers.set("authorization", f"Bearer {token}")
+
+
+class AuthenticationHandler(ABC):
+    def __init__(self, token_getter: TokenGetter) -> None:
+        self.token_getter = token_getter
+
+    @property
+    def unauthorized_response(self) -> Response:
+        return Response(401, Headers({"www-authenticate": self.token_getter.scheme}), "Unauthorized")
+
+    @abstractmethod
+    def authenticate(self, request: Request) -> Optional[Identity]:
+        raise NotImplementedError
+
+
+def make_auth_hook(app: Any):
+    """The before-request hook that ``auth_required=True`` adds to a route."""
+
+    async def authenticate(request: Request) -> Any:
+        handler = app.authentication_handler
+        if handler is None:
+            raise AuthenticationNotConfiguredError(
+                "auth_required=True needs app.configure_authentication(...) first")
+        identity = handler.authenticate(request)
+        if inspect.isawaitable(identity):
+            identity = await identity
+        if identity is None:
+            return handler.unauthorized_response
+        request.identity = identity
+        return request
+
+    return authenticate
+
+
+__all__ = ["AuthenticationHandler", "AuthenticationNotConfiguredError", "BearerGetter", "Identity",
+           "TokenGetter"]

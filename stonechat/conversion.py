@@ -1,0 +1,167 @@
+"""Turning what a handler returns into the server's ``HTTPResponse``.
+
+Each route gets one ``Converter`` built at registration time: the Content-Type lines and the
+app's default response headers are encoded to bytes once, so converting the common returns
+(``str``, ``dict``, ``bytes``) costs one encode and one object per request.
+
+Return values (Robyn's table, with its defects fixed): ``str`` -> text/plain; ``bytes`` ->
+application/octet-stream; ``dict``/``list`` -> JSON (orjson); ``Response``; ``FileResponse``;
+``StreamingResponse``; a Pydantic model; ``(body, headers, status)``, ``(body, status)`` or
+``(body, headers)`` tuples with any body type; ``None`` -> 200 with an empty body; anything else
+-> ``str(value)`` as text/plain.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, AsyncIterator, Iterable, Optional
+
+import orjson
+
+from .request import Headers
+from .response import FileResponse, Response, StreamingResponse
+from .server.interface import HTTPResponse
+
+TEXT = b"content-type: text/plain; charset=utf-8\r\n"
+JSON = b"content-type: application/json\r\n"
+OCTET = b"content-type: application/octet-stream\r\n"
+
+# The server writes these itself; a handler's values for them are dropped.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+def _header_line(name: str, value: str) -> bytes:
+    if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+        raise ValueError(f"invalid character in response header {name!r}")
+    try:
+        return b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+    except UnicodeEncodeError:
+        return b"%s: %s\r\n" % (name.encode("utf-8"), value.encode("utf-8"))
+
+
+def encode_headers(items: Iterable[tuple[str, str]]) -> bytes:
+    return b"".join(_header_line(n, v) for n, v in items if n not in _FRAMING)
+
+
+class DefaultHeaders:
+    """The app's default response headers, pre-encoded; a response's own header wins."""
+
+    __slots__ = ("items", "names", "block")
+
+    def __init__(self, headers: Optional[Headers] = None) -> None:
+        self.items = headers.multi_items() if headers is not None else []
+        self.names = frozenset(n for n, _ in self.items)
+        self.block = encode_headers(self.items)
+
+    def block_without(self, names: Iterable[str]) -> bytes:
+        skip = set(names)
+        return encode_headers((n, v) for n, v in self.items if n not in skip)
+
+
+NO_DEFAULTS = DefaultHeaders()
+
+
+class Converter:
+    """Converts one route's return values; ``status`` is the route's ``status_code`` option."""
+
+    __slots__ = ("status", "defaults", "text_block", "json_block", "octet_block", "empty_block")
+
+    def __init__(self, status: Optional[int] = None, defaults: DefaultHeaders = NO_DEFAULTS) -> None:
+        self.status = status or 200
+        self.defaults = defaults
+        plain = defaults.block_without(["content-type"])
+        self.text_block = TEXT + plain
+        self.json_block = JSON + plain
+        self.octet_block = OCTET + plain
+        self.empty_block = defaults.block
+
+    def __call__(self, value: Any) -> HTTPResponse:
+        cls = value.__class__
+        if cls is str:
+            return HTTPResponse(self.status, self.text_block, value.encode())
+        if cls is dict or cls is list:
+            return HTTPResponse(self.status, self.json_block, orjson.dumps(value))
+        if cls is Response:
+            return self.response(value)
+        if cls is bytes:
+            return HTTPResponse(self.status, self.octet_block, value)
+        if value is None:
+            return HTTPResponse(self.status, self.empty_block, b"")
+        return self._other(value)
+
+    def _other(self, value: Any) -> HTTPResponse:
+        if isinstance(value, Response):
+            return self.response(value)
+        if isinstance(value, str):
+            return HTTPResponse(self.status, self.text_block, str(value).encode())
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return HTTPResponse(self.status, self.octet_block, bytes(value))
+        if isinstance(value, (dict, list)):
+            return HTTPResponse(self.status, self.json_block, orjson.dumps(value))
+        if isinstance(value, tuple):
+            return self.response(self.tuple_response(value))
+        if isinstance(value, StreamingResponse):
+            return self.streaming(value)
+        if isinstance(value, FileResponse):
+            return self.response(value.to_response())
+        dump = getattr(value, "model_dump_json", None)
+        if dump is not None:  # a Pydantic model
+            return HTTPResponse(self.status, self.json_block, dump().encode())
+        return HTTPResponse(self.status, self.text_block, str(value).encode())
+
+    def tuple_response(self, value: tuple) -> Response:
+        """``(body, headers, status)``, ``(body, status)`` or ``(body, headers)``."""
+        if len(value) == 3:
+            body, headers, status = value
+        elif len(value) == 2:
+            body, second = value
+            if isinstance(second, int):
+                headers, status = None, second
+            else:
+                headers, status = second, self.status
+        else:
+            raise ValueError(f"a tuple response has 2 or 3 items (body, headers, status), got {len(value)}")
+        inner = self(body)
+        response = Response(int(status), _block_to_headers(inner.headers), inner.body)
+        if headers:
+            extra = headers if isinstance(headers, Headers) else Headers(headers)
+            for name, values in extra.get_headers().items():
+                response.headers._map[name] = values
+        return response
+
+    def response(self, response: Response) -> HTTPResponse:
+        own = response.headers._map
+        lines = [_header_line(n, v) for n, vs in own.items() if n not in _FRAMING for v in vs]
+        defaults = self.defaults
+        if defaults.items:
+            lines.extend(_header_line(n, v) for n, v in defaults.items if n not in own)
+        cookies = response._cookies
+        if cookies:
+            lines.extend(_header_line("set-cookie", c.serialize(n)) for n, c in cookies.items())
+        return HTTPResponse(response.status_code, b"".join(lines), response._body)
+
+    def streaming(self, value: StreamingResponse) -> HTTPResponse:
+        shell = Response(value.status_code, value.headers, b"")
+        head = self.response(shell)
+        head.body = b""
+        head.stream = _byte_chunks(value.content)
+        return head
+
+
+def _block_to_headers(block: bytes) -> Headers:
+    headers = Headers()
+    for line in block.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b": ")
+            headers.append(name.decode("latin-1"), value.decode("latin-1"))
+    return headers
+
+
+async def _byte_chunks(content: Any) -> AsyncIterator[bytes]:
+    """Normalise a sync or async generator of str/bytes into bytes chunks."""
+    if inspect.isasyncgen(content) or hasattr(content, "__anext__"):
+        async for chunk in content:
+            yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+    else:
+        for chunk in content:
+            yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)

@@ -1,0 +1,257 @@
+"""One request through the framework: route match → before hooks → handler → after hooks →
+``HTTPResponse``. This is the only module that runs handlers for HTTP requests.
+
+Every route is compiled into a ``Route`` when the app starts (``App._build``): its call shape,
+middleware chain and converter are fixed then. Per request, ``Dispatcher.handle``:
+
+* answers a route with no middleware and a sync handler *synchronously*: no task, no
+  coroutine, the server writes the bytes at once (Robyn runs sync handlers the same way);
+* returns a coroutine for everything else (async handlers, hooks, ``threaded=True``), which
+  the server awaits in order.
+
+Errors: a parameter error → 400 (422 for a Pydantic body); ``HTTPException`` → its status; any
+other exception → the app's exception handler if set, else 500 with a short body (traceback in
+the log, and in the body when debug is on). Nothing a handler does can escape to the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from time import perf_counter
+from typing import Any, Callable, Optional
+
+import orjson
+
+from .conversion import TEXT, Converter, DefaultHeaders, encode_headers
+from .exceptions import HTTPException
+from .params import ParamError
+from .request import Request
+from .response import Response, StreamingResponse
+from .routing import Router
+from .server.interface import HTTPRequest, HTTPResponse
+
+logger = logging.getLogger("stonechat")
+
+
+class Route:
+    """A registered route, compiled for dispatch."""
+
+    __slots__ = ("method", "endpoint", "handler", "call", "is_async", "threaded", "const",
+                 "auth_required", "status_code", "convert", "before", "after", "param_names",
+                 "cached", "fast", "name", "options")
+
+    def __init__(self, method: str, endpoint: str, handler: Callable, call: Callable, is_async: bool,
+                 param_names: list[str], *, threaded: bool = False, const: bool = False,
+                 auth_required: bool = False, status_code: Optional[int] = None,
+                 options: Optional[dict] = None) -> None:
+        self.method = method
+        self.endpoint = endpoint
+        self.handler = handler
+        self.call = call
+        self.is_async = is_async
+        self.threaded = threaded
+        self.const = const
+        self.auth_required = auth_required
+        self.status_code = status_code
+        self.param_names = param_names
+        self.convert = Converter(status_code)
+        self.before: list[tuple[Callable, bool, int]] = []
+        self.after: list[tuple[Callable, bool, int]] = []
+        self.cached: Optional[HTTPResponse] = None
+        self.fast = False
+        self.name = f"{method} {endpoint} ({getattr(handler, '__qualname__', handler)})"
+        self.options = options or {}
+
+
+class Dispatcher:
+    """Holds the compiled route table and answers requests; built by ``App._build``."""
+
+    def __init__(self, router: Router[Route], *, defaults: DefaultHeaders,
+                 exception_handler: Optional[Callable], exception_is_async: bool,
+                 global_before: list, global_after: list, request_headers: Optional[dict],
+                 excluded_paths: frozenset, blocking_warn_s: float, executor: Any,
+                 debug: bool, websocket: Any = None) -> None:
+        self.router = router
+        self.defaults = defaults
+        self.exception_handler = exception_handler
+        self.exception_is_async = exception_is_async
+        self.global_before = global_before
+        self.global_after = global_after
+        self.request_headers = request_headers
+        self.excluded_paths = excluded_paths
+        self.blocking_warn_s = blocking_warn_s
+        self.executor = executor
+        self.debug = debug
+        self.websocket = websocket
+        self.error_convert = Converter(None, defaults)
+        not_found = Converter(404, defaults)
+        self.not_found = not_found("Not Found")
+        self.not_found_route = Route("*", "*", _not_found, _not_found, False, [])
+        self.not_found_route.convert = not_found
+        self.not_found_route.before = global_before
+        self.not_found_route.after = global_after
+
+    # -- entry point (called by the server for every request) ------------------------------
+
+    def handle(self, raw: HTTPRequest) -> Any:
+        if raw.websocket and self.websocket is not None:
+            answer = self.websocket.handle(raw)
+            if answer is not None:
+                return answer
+        methods, values = self.router.match(raw.path)
+        if methods is None:
+            if self.websocket is not None and self.websocket.has_path(raw.path):
+                return HTTPResponse(426, TEXT + b"upgrade: websocket\r\nsec-websocket-version: 13\r\n",
+                                    b"Upgrade Required: this path only speaks WebSocket\n")
+            if self.global_before or self.global_after:
+                return self._run(self.not_found_route, self._request(raw, None, ()))
+            return self.not_found
+        method = raw.method
+        route = methods.get(method)
+        if route is None:
+            if method == "HEAD":
+                route = methods.get("GET")
+            if route is None:
+                return self._method_not_allowed(methods)
+        request = self._request(raw, route, values)
+        if route.fast:
+            cached = route.cached
+            if cached is not None:
+                return cached
+            try:
+                started = perf_counter()
+                result = route.call(request)
+                elapsed = perf_counter() - started
+                if elapsed > self.blocking_warn_s:
+                    self._warn_blocking(route, elapsed)
+                return route.convert(result)
+            except Exception as exc:
+                return self._error(route, exc)
+        return self._run(route, request)
+
+    def _request(self, raw: HTTPRequest, route: Optional[Route], values: Any) -> Request:
+        params = dict(zip(route.param_names, values)) if values else {}
+        request = Request._from_server(raw, params)
+        if self.request_headers:
+            request.extra_headers = self.request_headers
+        return request
+
+    # -- the full pipeline -----------------------------------------------------------------
+
+    async def _run(self, route: Route, request: Request) -> HTTPResponse:
+        convert = route.convert
+        try:
+            response: Any = None
+            for hook, is_async, _ in route.before:
+                result = hook(request)
+                if is_async:
+                    result = await result
+                if result is None or isinstance(result, Request):
+                    request = result or request
+                    continue
+                response = result  # a before hook answered: skip the handler
+                break
+            if response is None:
+                if route.cached is not None and not route.after:
+                    return route.cached
+                response = await self._call(route, request)
+            if route.after:
+                response = self._as_response(convert, response)
+                if isinstance(response, Response):
+                    for hook, is_async, n_args in route.after:
+                        result = hook(request, response) if n_args >= 2 else (hook(response) if n_args == 1 else hook())
+                        if is_async:
+                            result = await result
+                        if not isinstance(result, Response):
+                            raise TypeError(f"after_request hook {getattr(hook, '__qualname__', hook)} "
+                                            f"returned {type(result).__name__}, expected Response")
+                        response = result
+            return convert(response)
+        except Exception as exc:
+            answer = self._error(route, exc)
+            if not isinstance(answer, HTTPResponse):
+                answer = await answer
+            return answer
+
+    async def _call(self, route: Route, request: Request) -> Any:
+        if route.cached is not None:
+            return route.cached
+        if route.is_async:
+            return await route.call(request)
+        if route.threaded:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, route.call, request)
+        started = perf_counter()
+        result = route.call(request)
+        elapsed = perf_counter() - started
+        if elapsed > self.blocking_warn_s:
+            self._warn_blocking(route, elapsed)
+        return result
+
+    @staticmethod
+    def _as_response(convert: Converter, value: Any) -> Any:
+        """A ``Response`` object for after hooks (streams pass through untouched)."""
+        if isinstance(value, (Response, StreamingResponse)):
+            return value
+        if isinstance(value, HTTPResponse):
+            wire = value
+        else:
+            wire = convert(value)
+        if wire.stream is not None:
+            return value
+        from .conversion import _block_to_headers
+        return Response(wire.status, _block_to_headers(wire.headers), wire.body)
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def _error(self, route: Route, exc: Exception) -> Any:
+        if isinstance(exc, ParamError):
+            if exc.body is not None:
+                return HTTPResponse(exc.status, b"content-type: application/json\r\n", orjson.dumps(exc.body))
+            return HTTPResponse(exc.status, TEXT, (str(exc) + "\n").encode())
+        handler = self.exception_handler
+        if handler is not None:
+            if self.exception_is_async:
+                return self._async_exception_handler(route, exc)
+            try:
+                return route.convert(handler(exc))
+            except Exception as inner:
+                logger.exception("the exception handler raised while handling %r on %s", exc, route.name)
+                return self._internal_error(route, inner)
+        if isinstance(exc, HTTPException):
+            headers = encode_headers((str(k).lower(), str(v)) for k, v in (exc.headers or {}).items())
+            return HTTPResponse(exc.status_code, TEXT + headers, str(exc.detail).encode())
+        return self._internal_error(route, exc)
+
+    async def _async_exception_handler(self, route: Route, exc: Exception) -> HTTPResponse:
+        try:
+            return route.convert(await self.exception_handler(exc))  # type: ignore[misc]
+        except Exception as inner:
+            logger.exception("the exception handler raised while handling %r on %s", exc, route.name)
+            return self._internal_error(route, inner)
+
+    def _internal_error(self, route: Route, exc: BaseException) -> HTTPResponse:
+        logger.error("error in %s", route.name, exc_info=exc)
+        body = "Internal Server Error\n"
+        if self.debug:
+            body += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return HTTPResponse(500, TEXT, body.encode())
+
+    def _method_not_allowed(self, methods: dict) -> HTTPResponse:
+        allowed = set(methods)
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        allow = ", ".join(sorted(allowed))
+        return HTTPResponse(405, TEXT + b"allow: " + allow.encode() + b"\r\n" + self.defaults.block_without(["content-type"]),
+                            b"Method Not Allowed\n")
+
+    def _warn_blocking(self, route: Route, elapsed: float) -> None:
+        logger.warning("%s blocked the event loop for %.0f ms (threshold %.0f ms); "
+                       "make it async, or pass threaded=True to run it on the thread pool",
+                       route.name, elapsed * 1000, self.blocking_warn_s * 1000)
+
+
+def _not_found(*_: Any) -> str:
+    return "Not Found"

@@ -1,0 +1,73 @@
+"""Form bodies: ``application/x-www-form-urlencoded`` and ``multipart/form-data``.
+
+Multipart parsing is python-multipart's; this module only turns its callbacks into Robyn's
+``form_data`` (text fields) and ``files`` (uploads). Unlike Robyn, uploads are keyed by their
+*field* name, so two files called ``photo.jpg`` in different fields no longer collide.
+"""
+
+from __future__ import annotations
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from .request import parse_query
+
+
+class FormError(ValueError):
+    """A form body that cannot be parsed (answered with 400)."""
+
+
+def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    media_type, options = parse_options_header(content_type)
+    if media_type == b"application/x-www-form-urlencoded":
+        return {k: v[-1] for k, v in parse_query(body).items()}, {}
+    if media_type == b"multipart/form-data":
+        boundary = options.get(b"boundary")
+        if not boundary:
+            raise FormError("multipart body without a boundary")
+        return _parse_multipart(boundary, body)
+    return {}, {}
+
+
+def _parse_multipart(boundary: bytes, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    part: dict = {}
+
+    def on_part_begin() -> None:
+        part.clear()
+        part["headers"] = {}
+        part["data"] = []
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part["field"] = part.get("field", b"") + data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        part["value"] = part.get("value", b"") + data[start:end]
+
+    def on_header_end() -> None:
+        part["headers"][part.pop("field", b"").lower()] = part.pop("value", b"")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part["data"].append(data[start:end])
+
+    def on_part_end() -> None:
+        disposition, params = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        payload = b"".join(part["data"])
+        if b"filename" in params:
+            files[name] = payload
+        else:
+            fields[name] = payload.decode("utf-8", "replace")
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+        "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_part_data": on_part_data, "on_part_end": on_part_end,
+    })
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise FormError(f"invalid multipart body: {exc}") from None
+    return fields, files

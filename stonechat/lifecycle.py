@@ -1,0 +1,148 @@
+"""Startup and shutdown handlers and lifespans: the framework's half of the lifecycle.
+
+The server (``server/runner.py``) decides *when*: startup before the socket accepts, shutdown
+after connections drained. This module decides *what* and makes it dependable:
+
+* startup handlers run in registration order, lifespans are entered after them; the first
+  failure is logged with the handler's name and stops startup (the process exits 3), and the
+  shutdown side of everything that did start still runs;
+* shutdown handlers run in reverse registration order, after lifespans exit; each has its own
+  timeout; one that raises or hangs is logged with its name and the others still run;
+* sync shutdown handlers run on a helper thread, so a hung one can be timed out and abandoned
+  instead of freezing the process (startup handlers, like Robyn's, run on the loop thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from typing import Any, AsyncContextManager, Callable, Optional
+
+logger = logging.getLogger("stonechat.lifecycle")
+
+
+def handler_name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+class StartupError(Exception):
+    """A startup handler failed; ``handler`` names it."""
+
+    def __init__(self, handler: str, error: BaseException) -> None:
+        super().__init__(f"startup handler {handler} failed: {error!r}")
+        self.handler = handler
+        self.error = error
+
+
+def _run_in_thread(fn: Callable[[], Any]) -> "asyncio.Future[Any]":
+    """Run ``fn`` on a daemon thread: a hung handler must never keep the process alive."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: Optional[BaseException]) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # reported on the loop, never lost
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=target, name=f"shutdown:{handler_name(fn)}", daemon=True).start()
+    return future
+
+
+class Lifecycle:
+    def __init__(self) -> None:
+        self.startup_handlers: list[Callable] = []
+        self.shutdown_handlers: list[Callable] = []
+        self.lifespans: list[Callable[..., AsyncContextManager]] = []
+        self._entered: list[tuple[str, AsyncContextManager]] = []
+        self._started: int = 0  # how many startup handlers completed
+        self._startup_done = False
+
+    def add_startup(self, fn: Callable) -> None:
+        self.startup_handlers.append(fn)
+
+    def add_shutdown(self, fn: Callable) -> None:
+        self.shutdown_handlers.append(fn)
+
+    def add_lifespan(self, factory: Callable[..., AsyncContextManager]) -> None:
+        self.lifespans.append(factory)
+
+    async def startup(self, app: Any) -> None:
+        """Run startup handlers then enter lifespans; raise ``StartupError`` on the first failure."""
+        for fn in self.startup_handlers:
+            name = handler_name(fn)
+            logger.debug("running startup handler %s", name)
+            try:
+                result = fn()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                logger.error("startup handler %s failed", name, exc_info=exc)
+                raise StartupError(name, exc) from exc
+            self._started += 1
+        for factory in self.lifespans:
+            name = handler_name(factory)
+            try:
+                manager = factory(app) if _takes_argument(factory) else factory()
+                await manager.__aenter__()
+            except Exception as exc:
+                logger.error("lifespan %s failed to start", name, exc_info=exc)
+                raise StartupError(name, exc) from exc
+            self._entered.append((name, manager))
+        self._startup_done = True
+
+    async def shutdown(self, timeout: float) -> list[str]:
+        """Exit lifespans, then run every shutdown handler; return the names of those that failed."""
+        failed: list[str] = []
+        while self._entered:
+            name, manager = self._entered.pop()
+            logger.info("running shutdown of lifespan %s", name)
+            try:
+                await asyncio.wait_for(manager.__aexit__(None, None, None), timeout)
+            except asyncio.TimeoutError:
+                logger.error("lifespan %s did not finish within %.1f s; moving on", name, timeout)
+                failed.append(name)
+            except Exception as exc:
+                logger.error("lifespan %s failed during shutdown", name, exc_info=exc)
+                failed.append(name)
+        for fn in reversed(self.shutdown_handlers):
+            name = handler_name(fn)
+            logger.info("running shutdown handler %s", name)
+            started = time.monotonic()
+            try:
+                if inspect.iscoroutinefunction(fn):
+                    await asyncio.wait_for(fn(), timeout)
+                else:
+                    result = await asyncio.wait_for(_run_in_thread(fn), timeout)
+                    if inspect.isawaitable(result):
+                        await asyncio.wait_for(result, timeout)
+            except asyncio.TimeoutError:
+                logger.error("shutdown handler %s did not finish within %.1f s; moving on", name, timeout)
+                failed.append(name)
+            except Exception as exc:
+                logger.error("shutdown handler %s failed", name, exc_info=exc)
+                failed.append(name)
+            else:
+                logger.debug("shutdown handler %s done in %d ms", name, (time.monotonic() - started) * 1000)
+        return failed
+
+
+def _takes_argument(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)

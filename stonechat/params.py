@@ -1,0 +1,262 @@
+"""Handler parameter injection ("easy access params"), resolved once at registration.
+
+``compile_call(handler, endpoint, deps)`` reads the signature a single time and returns
+``call(request)``, which builds the arguments from a fixed list of getters. Resolution order
+follows Robyn: by annotation, then by reserved name, then path param (when ``:name`` is in the
+endpoint) or query param, with coercion by annotation.
+
+A bad or missing value raises ``ParamError``, which dispatch answers with 400.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any, Callable, Optional, Union
+
+from .request import Headers, Identity, QueryParams, Request, Url
+from . import types as T
+
+
+class ParamError(Exception):
+    """A parameter could not be filled from the request (answered with 400)."""
+
+    def __init__(self, message: str, status: int = 400, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+_MISSING = inspect.Parameter.empty
+
+_REQUEST_NAMES = frozenset({"r", "req", "request"})
+
+
+def _by_annotation(annotation: Any) -> Optional[Callable[[Request], Any]]:
+    if annotation is _MISSING or not isinstance(annotation, type):
+        if _is_typeddict(annotation):
+            return _json_body
+        return None
+    if issubclass(annotation, Request):
+        return _identity
+    if issubclass(annotation, QueryParams):
+        return lambda r: r.query_params
+    if issubclass(annotation, Headers):
+        return lambda r: r.headers
+    if issubclass(annotation, T.PathParams):
+        return lambda r: r.path_params
+    if issubclass(annotation, T.JsonBody):
+        return _json_body
+    if issubclass(annotation, T.Body):
+        return lambda r: r.body
+    if issubclass(annotation, T.Method):
+        return lambda r: r.method
+    if issubclass(annotation, Url):
+        return lambda r: r.url
+    if issubclass(annotation, T.FormData):
+        return lambda r: r.form_data
+    if issubclass(annotation, T.Files):
+        return lambda r: r.files
+    if issubclass(annotation, T.IPAddress):
+        return lambda r: r.ip_addr
+    if issubclass(annotation, Identity):
+        return lambda r: r.identity
+    if _is_typeddict(annotation):
+        return _json_body
+    if hasattr(annotation, "model_validate_json"):
+        return _pydantic_body(annotation)
+    return None
+
+
+_BY_NAME: dict[str, Callable[[Request], Any]] = {
+    "query_params": lambda r: r.query_params,
+    "headers": lambda r: r.headers,
+    "path_params": lambda r: r.path_params,
+    "body": lambda r: r.body,
+    "method": lambda r: r.method,
+    "url": lambda r: r.url,
+    "ip_addr": lambda r: r.ip_addr,
+    "identity": lambda r: r.identity,
+    "form_data": lambda r: r.form_data,
+    "files": lambda r: r.files,
+}
+
+
+def _identity(r: Request) -> Request:
+    return r
+
+
+def _is_typeddict(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, dict) and hasattr(annotation, "__total__")
+
+
+def _json_body(r: Request) -> Any:
+    try:
+        return r.json()
+    except ValueError as exc:
+        raise ParamError(f"Invalid JSON body: {exc}", body={"error": f"Invalid JSON body: {exc}"}) from None
+
+
+def _pydantic_body(model: Any) -> Callable[[Request], Any]:
+    def validate(r: Request) -> Any:
+        try:
+            return model.model_validate_json(r.body)
+        except Exception as exc:  # pydantic.ValidationError, without importing pydantic
+            errors = getattr(exc, "errors", None)
+            detail = errors(include_url=False, include_context=False) if callable(errors) else str(exc)
+            raise ParamError("Validation Error", status=422,
+                             body={"detail": detail, "error": "Validation Error"}) from None
+    return validate
+
+
+def _coercer(annotation: Any, name: str) -> tuple[Callable[[str], Any], bool, bool]:
+    """(convert one string, is_list, is_optional) for an individual parameter's annotation."""
+    optional = False
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        non_none = [a for a in args if a is not type(None)]
+        optional = len(non_none) < len(args)
+        annotation = non_none[0] if len(non_none) == 1 else str
+        origin = typing.get_origin(annotation)
+        args = typing.get_args(annotation)
+    if origin in (list, typing.List):
+        inner, _, _ = _coercer(args[0] if args else str, name)
+        return inner, True, optional
+    if annotation is _MISSING or annotation is str or annotation is Any:
+        return str, False, optional
+    if annotation is bool:
+        return _to_bool(name), False, optional
+    if annotation in (int, float):
+        kind = annotation
+        def number(value: str) -> Any:
+            try:
+                return kind(value)
+            except ValueError:
+                raise ParamError(f"Invalid value {value!r} for parameter {name!r}: expected {kind.__name__}") from None
+        return number, False, optional
+    if callable(annotation):
+        label = getattr(annotation, "__name__", str(annotation))
+        def convert(value: str) -> Any:
+            try:
+                return annotation(value)
+            except (ValueError, TypeError):
+                raise ParamError(f"Invalid value {value!r} for parameter {name!r}: expected {label}") from None
+        return convert, False, optional
+    return str, False, optional
+
+
+def _to_bool(name: str) -> Callable[[str], bool]:
+    def convert(value: str) -> bool:
+        lowered = value.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off", ""):
+            return False
+        raise ParamError(f"Invalid value {value!r} for parameter {name!r}: expected bool")
+    return convert
+
+
+def _individual(name: str, param: inspect.Parameter, annotation: Any, from_path: bool) -> Callable[[Request], Any]:
+    convert, is_list, optional = _coercer(annotation, name)
+    default = param.default
+    has_default = default is not _MISSING
+    missing_value = default if has_default else None
+
+    if from_path:
+        def from_path_params(r: Request) -> Any:
+            value = r.path_params.get(name)
+            if value is None:
+                if has_default or optional:
+                    return missing_value
+                raise ParamError(f"Missing required parameter: {name!r}")
+            return convert(value)
+        return from_path_params
+
+    if is_list:
+        def from_query_list(r: Request) -> Any:
+            values = r.query_params.get_all(name)
+            if not values:
+                if has_default or optional:
+                    return missing_value
+                raise ParamError(f"Missing required parameter: {name!r}")
+            return [convert(v) for v in values]
+        return from_query_list
+
+    def from_query(r: Request) -> Any:
+        value = r.query_params.get(name)
+        if value is None:
+            if has_default or optional:
+                return missing_value
+            raise ParamError(f"Missing required parameter: {name!r}")
+        return convert(value)
+    return from_query
+
+
+def resolve_getters(handler: Callable, endpoint: str, global_deps: dict, router_deps: dict,
+                    skip_first: bool = False) -> list[tuple[str, Callable[[Request], Any]]]:
+    """One getter per handler parameter, in signature order."""
+    from .routing import param_names
+    path_names = set(param_names(endpoint))
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception:
+        hints = {}
+    getters = []
+    params = list(inspect.signature(handler).parameters.values())
+    if skip_first:
+        params = params[1:]
+    for param in params:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        name = param.name
+        annotation = hints.get(name, param.annotation)
+        getter = _by_annotation(annotation)
+        if getter is None:
+            if name in _REQUEST_NAMES:
+                getter = _identity
+            elif name in _BY_NAME:
+                getter = _BY_NAME[name]
+            elif name == "global_dependencies":
+                getter = (lambda d: lambda r: d)(global_deps)
+            elif name == "router_dependencies":
+                getter = (lambda d: lambda r: d)(router_deps)
+            else:
+                getter = _individual(name, param, annotation, name in path_names)
+        getters.append((name, getter))
+    return getters
+
+
+def compile_call(handler: Callable, endpoint: str, global_deps: dict, router_deps: dict) -> Callable[[Request], Any]:
+    """``call(request)`` for ``handler``: the fastest shape its signature allows."""
+    getters = resolve_getters(handler, endpoint, global_deps, router_deps)
+    if not getters:
+        return lambda request: handler()
+    if len(getters) == 1 and getters[0][1] is _identity:
+        return handler
+    positional = all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                     for p in inspect.signature(handler).parameters.values()
+                     if p.name in dict(getters))
+    fns = tuple(g for _, g in getters)
+    if positional:
+        if len(fns) == 1:
+            (only,) = fns
+            return lambda request: handler(only(request))
+        return lambda request: handler(*[g(request) for g in fns])
+    names = tuple(n for n, _ in getters)
+    return lambda request: handler(**{n: g(request) for n, g in zip(names, fns)})
+
+
+def is_async_callable(fn: Callable) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def arity(fn: Callable) -> int:
+    try:
+        return len([p for p in inspect.signature(fn).parameters.values()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+    except (TypeError, ValueError):
+        return 1
+
+
+__all__ = ["ParamError", "compile_call", "resolve_getters", "is_async_callable", "arity"]

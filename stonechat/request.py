@@ -1,0 +1,391 @@
+"""The request a handler sees: ``Request`` and its parts (``Headers``, ``QueryParams``, ``Url``,
+``Identity``), with Robyn's names and behaviour minus its defects.
+
+Parsing is lazy: a request is built from the server's raw ``HTTPRequest`` in a few attribute
+stores, and headers, the query string, the URL and forms are decoded on first access only,
+so a handler that never reads them never pays for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Optional, Union
+from urllib.parse import unquote, unquote_plus
+
+import orjson
+
+
+def _decode_form_component(value: str) -> str:
+    if "%" in value or "+" in value:
+        return unquote_plus(value)
+    return value
+
+
+def parse_query(raw: Union[bytes, str]) -> dict[str, list[str]]:
+    """Percent-decode an ``application/x-www-form-urlencoded`` string (``+`` is a space)."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("latin-1")
+        if any(ord(c) > 127 for c in raw):
+            raw = raw.encode("latin-1").decode("utf-8", "replace")
+    result: dict[str, list[str]] = {}
+    for part in raw.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        key = _decode_form_component(key)
+        value = _decode_form_component(value)
+        values = result.get(key)
+        if values is None:
+            result[key] = [value]
+        else:
+            values.append(value)
+    return result
+
+
+class QueryParams:
+    """A multimap of query parameters. ``get(key, default=None)`` returns the last value."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, values: Optional[dict] = None) -> None:
+        self._map: dict[str, list[str]] = {}
+        if values:
+            for key, value in values.items():
+                self._map[key] = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+    @classmethod
+    def _parsed(cls, raw: Union[bytes, str]) -> "QueryParams":
+        qp = cls.__new__(cls)
+        qp._map = parse_query(raw)
+        return qp
+
+    def set(self, key: str, value: str) -> None:
+        self._map.setdefault(key, []).append(value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        values = self._map.get(key)
+        return values[-1] if values else default
+
+    def get_first(self, key: str) -> Optional[str]:
+        values = self._map.get(key)
+        return values[0] if values else None
+
+    def get_all(self, key: str) -> Optional[list[str]]:
+        values = self._map.get(key)
+        return list(values) if values else None
+
+    def contains(self, key: str) -> bool:
+        return key in self._map
+
+    def empty(self) -> bool:
+        return not self._map
+
+    def extend(self, other: "QueryParams") -> None:
+        for key, values in other._map.items():
+            self._map.setdefault(key, []).extend(values)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self._map.items()}
+
+    def keys(self) -> list[str]:
+        return list(self._map)
+
+    def values(self) -> list[str]:
+        return [v[-1] for v in self._map.values()]
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(k, v[-1]) for k, v in self._map.items()]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        return [(k, v) for k, vs in self._map.items() for v in vs]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+    def __getitem__(self, key: str) -> str:
+        values = self._map.get(key)
+        if not values:
+            raise KeyError(key)
+        return values[-1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, QueryParams) and other._map == self._map
+
+    def __repr__(self) -> str:
+        return f"QueryParams({self._map!r})"
+
+
+class Headers:
+    """Case-insensitive, multi-valued headers. Names are stored lower-case.
+
+    Unlike Robyn, ``get(name, default)`` accepts a default and ``Headers(Headers(...))`` works.
+    """
+
+    __slots__ = ("_map",)
+
+    def __init__(self, default: Union[dict, "Headers", None] = None) -> None:
+        self._map: dict[str, list[str]] = {}
+        if default:
+            self.populate_from_dict(default)
+
+    @classmethod
+    def _from_raw(cls, raw: list[tuple[bytes, bytes]]) -> "Headers":
+        headers = cls.__new__(cls)
+        mapping: dict[str, list[str]] = {}
+        for name, value in raw:
+            key = name.decode("latin-1")
+            values = mapping.get(key)
+            if values is None:
+                mapping[key] = [value.decode("latin-1")]
+            else:
+                values.append(value.decode("latin-1"))
+        headers._map = mapping
+        return headers
+
+    def populate_from_dict(self, values: Union[dict, "Headers"]) -> None:
+        items: Iterable[tuple[str, Any]]
+        if isinstance(values, Headers):
+            items = values.multi_items()
+        else:
+            items = values.items()
+        for key, value in items:
+            if isinstance(value, (list, tuple)):
+                for v in value:
+                    self.append(key, v)
+            else:
+                self.append(key, value)
+
+    def set(self, key: str, value: Any) -> None:
+        self._map[key.lower()] = [str(value)]
+
+    def append(self, key: str, value: Any) -> None:
+        self._map.setdefault(key.lower(), []).append(str(value))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        values = self._map.get(key.lower())
+        return values[-1] if values else default
+
+    def get_all(self, key: str) -> list[str]:
+        return list(self._map.get(key.lower(), ()))
+
+    def get_headers(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self._map.items()}
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: ", ".join(v) for k, v in self._map.items()}
+
+    def remove(self, key: str) -> None:
+        self._map.pop(key.lower(), None)
+
+    def contains(self, key: str) -> bool:
+        return key.lower() in self._map
+
+    def is_empty(self) -> bool:
+        return not self._map
+
+    def keys(self) -> list[str]:
+        return list(self._map)
+
+    def values(self) -> list[str]:
+        return [v[-1] for v in self._map.values()]
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(k, v[-1]) for k, v in self._map.items()]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        return [(k, v) for k, vs in self._map.items() for v in vs]
+
+    def copy(self) -> "Headers":
+        headers = Headers()
+        headers._map = {k: list(v) for k, v in self._map.items()}
+        return headers
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._map
+
+    def __getitem__(self, key: str) -> Optional[str]:
+        return self.get(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.remove(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and other._map == self._map
+
+    def __repr__(self) -> str:
+        return f"Headers({self._map!r})"
+
+
+class Url:
+    __slots__ = ("scheme", "host", "path")
+
+    def __init__(self, scheme: str, host: str, path: str) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"Url(scheme={self.scheme!r}, host={self.host!r}, path={self.path!r})"
+
+
+class Identity:
+    __slots__ = ("claims",)
+
+    def __init__(self, claims: dict[str, str]) -> None:
+        self.claims = claims
+
+    def __repr__(self) -> str:
+        return f"Identity(claims={self.claims!r})"
+
+
+_UNSET: Any = object()
+
+
+class Request:
+    """One HTTP request. Attribute names follow Robyn's ``Request``.
+
+    ``body`` is always ``bytes`` (Robyn gives ``str`` when the body happens to be valid UTF-8
+    and ``bytes`` otherwise); use ``text()`` for a string and ``json()`` for parsed JSON.
+    """
+
+    __slots__ = ("_raw", "method", "path_params", "body", "identity", "session", "_headers",
+                 "_query_params", "_url", "_form_data", "_files", "_ip_addr", "extra_headers",
+                 "__dict__")
+
+    def __init__(self, query_params: Optional[QueryParams] = None, headers: Optional[Headers] = None,
+                 path_params: Optional[dict] = None, body: Union[str, bytes] = b"", method: str = "GET",
+                 url: Optional[Url] = None, form_data: Optional[dict] = None, files: Optional[dict] = None,
+                 identity: Optional[Identity] = None, ip_addr: Optional[str] = None,
+                 session: Any = None) -> None:
+        self._raw = None
+        self.method = method
+        self.path_params = path_params if path_params is not None else {}
+        self.body = body.encode() if isinstance(body, str) else body
+        self.identity = identity
+        self.session = session
+        self._headers = headers if headers is not None else Headers()
+        self._query_params = query_params if query_params is not None else QueryParams()
+        self._url = url if url is not None else Url("http", "", "/")
+        self._form_data = form_data
+        self._files = files
+        self._ip_addr = ip_addr
+        self.extra_headers = None
+
+    @classmethod
+    def _from_server(cls, raw: Any, path_params: dict) -> "Request":
+        """The per-request constructor: no parsing here, only references."""
+        request = cls.__new__(cls)
+        request._raw = raw
+        request.method = raw.method
+        request.path_params = path_params
+        request.body = raw.body
+        request.identity = None
+        request.session = None
+        request._headers = None
+        request._query_params = None
+        request._url = None
+        request._form_data = None
+        request._files = None
+        request._ip_addr = _UNSET
+        request.extra_headers = None
+        return request
+
+    @property
+    def headers(self) -> Headers:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers._from_raw(self._raw.headers)
+            if self.extra_headers:
+                headers.populate_from_dict(self.extra_headers)
+        return headers
+
+    @headers.setter
+    def headers(self, value: Headers) -> None:
+        self._headers = value
+
+    @property
+    def query_params(self) -> QueryParams:
+        qp = self._query_params
+        if qp is None:
+            qp = self._query_params = QueryParams._parsed(self._raw.query)
+        return qp
+
+    @query_params.setter
+    def query_params(self, value: QueryParams) -> None:
+        self._query_params = value
+
+    @property
+    def url(self) -> Url:
+        url = self._url
+        if url is None:
+            raw = self._raw
+            path = raw.path.decode("latin-1")
+            if "%" in path:
+                path = unquote(path)
+            if len(path) > 1 and path.endswith("/"):
+                path = path[:-1]
+            host = raw.host.decode("latin-1") if raw.host else ""
+            if not host and raw.server:
+                host = f"{raw.server[0]}:{raw.server[1]}"
+            url = self._url = Url(raw.scheme, host, path)
+        return url
+
+    @property
+    def ip_addr(self) -> Optional[str]:
+        ip = self._ip_addr
+        if ip is _UNSET:
+            client = self._raw.client if self._raw is not None else None
+            ip = self._ip_addr = client[0] if client else None
+        return ip
+
+    @property
+    def form_data(self) -> dict[str, str]:
+        """Fields of an ``application/x-www-form-urlencoded`` or ``multipart/form-data`` body."""
+        if self._form_data is None:
+            self._parse_form()
+        return self._form_data  # type: ignore[return-value]
+
+    @form_data.setter
+    def form_data(self, value: dict) -> None:
+        self._form_data = value
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        if self._files is None:
+            self._parse_form()
+        return self._files  # type: ignore[return-value]
+
+    @files.setter
+    def files(self, value: dict) -> None:
+        self._files = value
+
+    def _parse_form(self) -> None:
+        from .forms import parse_form
+        content_type = self.headers.get("content-type", "")
+        self._form_data, self._files = parse_form(content_type, self.body)
+
+    def text(self, encoding: str = "utf-8") -> str:
+        return self.body.decode(encoding, "replace")
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"Invalid JSON: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url.path}>"

@@ -1,0 +1,550 @@
+"""The HTTP/1.1 protocol: one ``asyncio.Protocol`` per connection, parsing with httptools.
+
+Owns framing, limits, timeouts, keep-alive, pipelining order and flow control. It knows the
+application only through ``server/interface.py`` and never sees a route or a handler.
+
+Theory of operation
+-------------------
+httptools calls us back as bytes are parsed; every finished request is appended to
+``self.pending``. Requests are answered strictly one at a time, in arrival order: a request
+whose application result is ready at once (a sync handler) is written straight away; one that
+needs awaiting becomes the connection's single task, and the queue waits for it. A protocol
+error stops parsing; everything queued before it is still answered, then the error response,
+then the connection closes. Timeouts are checked once a second by ``ServerState.tick`` rather
+than with a timer per request, which keeps the per-request path free of allocations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, Optional
+
+import httptools
+
+from .interface import HTTPRequest, HTTPResponse, WebSocketAccept
+from .settings import ServerSettings
+
+logger = logging.getLogger("stonechat.server")
+
+_METHODS = {m: m.decode() for m in (
+    b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE")}
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return b"HTTP/1.1 %d %s\r\n" % (status, phrase.encode())
+
+
+_STATUS_LINES = {s.value: _status_line(s.value) for s in HTTPStatus}
+_NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# RFC 3986 reg-name / IP-literal / port characters: anything else in Host is refused.
+_HOST_CHARS = bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(0x61, 0x7B)) + b"-._~!$&'()*+,;=:%[]"
+
+
+def plain_response(status: int, text: str) -> HTTPResponse:
+    """A short text/plain answer the server itself gives (errors, limits)."""
+    return HTTPResponse(status, b"content-type: text/plain; charset=utf-8\r\n", text.encode())
+
+
+class ServerState:
+    """What all connections of one worker share: settings, the app, the clock, the live set."""
+
+    def __init__(self, app: Any, settings: ServerSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.settings = settings
+        self.loop = loop
+        self.connections: set["HttpProtocol"] = set()
+        self.websockets: set[Any] = set()
+        self.accepting = True
+        self.now = loop.time()
+        self.date_block = b""
+        self._ticker: Optional[asyncio.TimerHandle] = None
+
+    def start_ticker(self) -> None:
+        self.tick()
+
+    def stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    def tick(self) -> None:
+        """Once a second: refresh the Date header and enforce every connection's deadlines."""
+        self.now = now = self.loop.time()
+        self.date_block = b"date: %s\r\nserver: stonechat\r\n" % formatdate(usegmt=True).encode()
+        for conn in list(self.connections):
+            conn.check_timeouts(now)
+        for ws in list(self.websockets):
+            check = getattr(ws, "check_timeouts", None)
+            if check is not None:
+                check(now)
+        self._ticker = self.loop.call_later(1.0, self.tick)
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing with an HTTP error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        "state", "settings", "loop", "app", "transport", "parser", "client", "server_addr",
+        "scheme", "pending", "task", "request", "url_parts", "head_size", "header_count",
+        "body_parts", "body_size", "in_body", "head_started", "idle_since", "body_progress",
+        "error", "closing", "read_paused", "write_paused", "drain_waiter", "upgrade_tail",
+        "send_continue", "host_count", "expect_continue",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.loop = state.loop
+        self.app = state.app
+        self.transport: Optional[asyncio.Transport] = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.pending: deque[HTTPRequest] = deque()
+        self.task: Optional[asyncio.Task] = None
+        self.request: Optional[HTTPRequest] = None
+        self.url_parts: list[bytes] = []
+        self.head_size = 0
+        self.header_count = 0
+        self.host_count = 0
+        self.expect_continue = False
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.in_body = False
+        self.head_started: Optional[float] = None
+        self.idle_since = state.now
+        self.body_progress = state.now
+        self.error: Optional[_Reject] = None
+        self.closing = False
+        self.read_paused = False
+        self.write_paused = False
+        self.drain_waiter: Optional[asyncio.Future] = None
+        self.upgrade_tail: Optional[bytes] = None
+        self.send_continue = False
+
+    # -- connection events ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        state = self.state
+        self.client = transport.get_extra_info("peername")
+        self.server_addr = transport.get_extra_info("sockname")
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        if not state.accepting or len(state.connections) >= self.settings.max_connections:
+            logger.warning("refusing connection from %s: %s", self.client,
+                           "shutting down" if not state.accepting else "max_connections reached")
+            self._write_response(None, plain_response(503, "Server busy, try again later\n"), False)
+            transport.close()
+            self.closing = True
+            return
+        state.connections.add(self)
+        transport.set_write_buffer_limits(high=self.settings.write_buffer_high)  # type: ignore[attr-defined]
+        self.head_started = state.now  # a silent new connection is held to the header timeout
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.closing = True
+        self.state.connections.discard(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its responses: stop reading its requests until it does.
+        self.write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+        self._maybe_resume_reading()
+
+    def eof_received(self) -> Optional[bool]:
+        # Half-close from the client: answer what was already received, then close.
+        if not self.pending and self.task is None:
+            return False
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing or self.error is not None:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # The upgrade request was queued by on_message_complete; keep what followed it
+            # (the first WebSocket frames, maybe) for the protocol that takes over.
+            self.upgrade_tail = data[exc.args[0]:]
+            self._pause_reading()
+        except _Reject as exc:
+            self._fail(exc)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._fail(cause)
+            else:
+                detail = str(exc) or "malformed request"
+                self._fail(_Reject(400, f"Bad request: {detail}"))
+        self._process()
+
+    # -- parser callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        request = HTTPRequest()
+        request.client = self.client
+        request.server = self.server_addr
+        request.scheme = self.scheme
+        request.connection = self
+        self.request = request
+        self.url_parts = []
+        self.head_size = 0
+        self.header_count = 0
+        self.host_count = 0
+        self.expect_continue = False
+        self.body_parts = []
+        self.body_size = 0
+        self.in_body = False
+        if self.head_started is None:
+            self.head_started = self.state.now
+
+    def on_url(self, url: bytes) -> None:
+        self.url_parts.append(url)
+        self.head_size += len(url)
+        if self.head_size > self.settings.max_head_size:
+            raise _Reject(414, "Request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_body:  # a trailer field of a chunked body: bounded, then ignored
+            self.body_size += len(name) + len(value)
+            if self.body_size > self.settings.max_body_size:
+                raise _Reject(413, "Request body too large")
+            return
+        self.head_size += len(name) + len(value) + 4
+        self.header_count += 1
+        if self.head_size > self.settings.max_head_size:
+            raise _Reject(431, "Request header fields too large")
+        if self.header_count > self.settings.max_header_count:
+            raise _Reject(431, "Too many request header fields")
+        name = name.lower()
+        if name == b"host":
+            self.host_count += 1
+            if value.translate(None, _HOST_CHARS):
+                raise _Reject(400, "Bad request: invalid Host header")
+            self.request.host = value  # type: ignore[union-attr]
+        elif name == b"content-length":
+            # Refuse an announced oversize body before reading any of it.
+            if value.isdigit() and (len(value) > 18 or int(value) > self.settings.max_body_size):
+                raise _Reject(413, "Request body too large")
+        elif name == b"expect":
+            if value.lower() != b"100-continue":
+                raise _Reject(417, "Unsupported Expect header")
+            self.expect_continue = True
+        self.request.headers.append((name, value))  # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        request = self.request
+        parser = self.parser
+        assert request is not None
+        method = parser.get_method()
+        request.method = _METHODS.get(method) or method.decode("ascii", "replace")
+        request.http_version = version = parser.get_http_version()
+        request.keep_alive = parser.should_keep_alive()
+        if self.host_count > 1:
+            raise _Reject(400, "Bad request: more than one Host header")
+        if self.host_count == 0 and version != "1.0":
+            raise _Reject(400, "Bad request: missing Host header")
+        target = b"".join(self.url_parts) if len(self.url_parts) != 1 else self.url_parts[0]
+        request.target = target
+        if target[:1] == b"/":
+            path, _, query = target.partition(b"?")
+            request.path = path.partition(b"#")[0]
+            request.query = query.partition(b"#")[0]
+        elif target == b"*" and request.method == "OPTIONS":
+            request.path = b"*"
+        else:
+            try:
+                url = httptools.parse_url(target)
+            except httptools.HttpParserInvalidURLError:
+                raise _Reject(400, "Bad request: invalid request target") from None
+            request.path = url.path or b"/"
+            request.query = url.query or b""
+        if parser.should_upgrade():
+            for name, value in request.headers:
+                if name == b"upgrade" and value.lower() == b"websocket":
+                    request.websocket = True
+        self.head_started = None
+        self.in_body = True
+        self.body_progress = self.state.now
+        if self.expect_continue and version == "1.1":
+            if not self.pending and self.task is None:
+                self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+            else:
+                self.send_continue = True  # after the responses queued before it
+
+    def on_body(self, chunk: bytes) -> None:
+        self.body_size += len(chunk)
+        if self.body_size > self.settings.max_body_size:
+            raise _Reject(413, "Request body too large")
+        self.body_parts.append(chunk)
+        self.body_progress = self.state.now
+
+    def on_message_complete(self) -> None:
+        request = self.request
+        assert request is not None
+        parts = self.body_parts
+        if parts:
+            request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.in_body = False
+        self.send_continue = False
+        self.request = None
+        self.pending.append(request)
+        if len(self.pending) > self.settings.max_pipelined:
+            self._pause_reading()
+
+    # -- answering -----------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Answer queued requests in order until one needs awaiting or the queue is empty."""
+        while self.task is None and not self.closing:
+            if not self.pending:
+                if self.error is not None:
+                    self._send_error()
+                    return
+                if self.send_continue:
+                    self.send_continue = False
+                    self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+                self._maybe_resume_reading()
+                return
+            request = self.pending.popleft()
+            if request.websocket:
+                from .ws import check_handshake
+                refusal = check_handshake(request, self.state)
+                if refusal is not None:
+                    request.websocket = False
+                    self._write_response(request, refusal, request.keep_alive)
+                    continue
+            try:
+                result = self.app.handle(request)
+            except Exception:
+                logger.exception("unhandled error in the application for %s %s",
+                                 request.method, request.target)
+                result = plain_response(500, "Internal Server Error\n")
+            if result.__class__ is HTTPResponse and result.stream is None:
+                self._write_response(request, result, request.keep_alive)
+            else:
+                self.task = self.loop.create_task(self._run(request, result))
+
+    async def _run(self, request: HTTPRequest, result: Any) -> None:
+        written = False
+        try:
+            if result.__class__ is not HTTPResponse:
+                result = await result
+            if isinstance(result, WebSocketAccept):
+                if request.websocket and not self.closing:
+                    self._start_websocket(request, result)
+                    return
+                result = plain_response(400, "Bad request: not a WebSocket handshake\n")
+            if result.stream is not None:
+                written = True
+                await self._write_stream(request, result)
+            else:
+                written = True
+                self._write_response(request, result, request.keep_alive)
+        except asyncio.CancelledError:
+            # Cancelled by the drain deadline at shutdown, or because the client went away.
+            if not written and not self.closing:
+                self._write_response(request, plain_response(503, "Service unavailable: server shutting down\n"), False)
+            elif not self.closing:
+                self.transport.close()  # type: ignore[union-attr]
+                self.closing = True
+            return
+        except Exception:
+            logger.exception("unhandled error while answering %s %s", request.method, request.target)
+            if not written and not self.closing:
+                self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
+            elif not self.closing:
+                self.transport.close()  # type: ignore[union-attr]
+                self.closing = True
+        finally:
+            self.task = None
+        if not self.closing:
+            self._process()
+
+    def _keep_alive_header(self, request: Optional[HTTPRequest], keep_alive: bool) -> tuple[bool, bytes]:
+        if not keep_alive or not self.state.accepting or request is None:
+            return False, b"connection: close\r\n"
+        if request.http_version == "1.0":
+            return True, b"connection: keep-alive\r\n"
+        return True, b""
+
+    def _write_response(self, request: Optional[HTTPRequest], response: HTTPResponse, keep_alive: bool) -> None:
+        status = response.status
+        keep_alive, connection = self._keep_alive_header(request, keep_alive)
+        status_line = _STATUS_LINES.get(status) or _status_line(status)
+        if status in _NO_BODY_STATUSES:
+            head = b"%s%s%s%s\r\n" % (status_line, response.headers, self.state.date_block, connection)
+            self.transport.write(head)  # type: ignore[union-attr]
+        else:
+            body = response.body
+            if request is not None and request.method == "HEAD":
+                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n" % (  # type: ignore[union-attr]
+                    status_line, response.headers, len(body), self.state.date_block, connection))
+            else:
+                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n%s" % (  # type: ignore[union-attr]
+                    status_line, response.headers, len(body), self.state.date_block, connection, body))
+        if keep_alive:
+            self.idle_since = self.state.now
+        else:
+            self.closing = True
+            self.transport.close()  # type: ignore[union-attr]
+
+    async def _write_stream(self, request: HTTPRequest, response: HTTPResponse) -> None:
+        """Chunked transfer (or close-delimited for HTTP/1.0), waiting whenever the client lags."""
+        stream = response.stream
+        assert stream is not None
+        status = response.status
+        chunked = request.http_version != "1.0"
+        keep_alive, connection = self._keep_alive_header(request, request.keep_alive and chunked)
+        status_line = _STATUS_LINES.get(status) or _status_line(status)
+        framing = b"transfer-encoding: chunked\r\n" if chunked else b""
+        transport = self.transport
+        assert transport is not None
+        transport.write(b"%s%s%s%s%s\r\n" % (status_line, response.headers, framing,
+                                            self.state.date_block, connection))
+        try:
+            if request.method != "HEAD" and status not in _NO_BODY_STATUSES:
+                async for chunk in stream:
+                    if self.closing:
+                        break
+                    if not chunk:
+                        continue
+                    if chunked:
+                        transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    else:
+                        transport.write(chunk)
+                    if self.write_paused:
+                        await self._drain()
+                if chunked and not self.closing:
+                    transport.write(b"0\r\n\r\n")
+        finally:
+            closer = getattr(stream, "aclose", None)
+            if closer is not None:
+                await closer()
+        if keep_alive and not self.closing:
+            self.idle_since = self.state.now
+        else:
+            self.closing = True
+            transport.close()
+
+    async def _drain(self) -> None:
+        if self.write_paused and not self.closing:
+            self.drain_waiter = self.loop.create_future()
+            try:
+                await self.drain_waiter
+            finally:
+                self.drain_waiter = None
+
+    def _fail(self, reject: _Reject) -> None:
+        """Stop parsing; the error is sent after the responses already owed."""
+        self.error = reject
+        self.request = None
+        self._pause_reading()
+
+    def _send_error(self) -> None:
+        reject = self.error
+        assert reject is not None
+        if reject.status >= 500 or reject.status in (400, 413, 414, 431, 408):
+            logger.info("%s from %s: %s", reject.status, self.client, reject.message)
+        self._write_response(None, plain_response(reject.status, reject.message + "\n"), False)
+
+    def _start_websocket(self, request: HTTPRequest, accept: WebSocketAccept) -> None:
+        from .ws import WebSocketProtocol
+        self.state.connections.discard(self)
+        tail = self.upgrade_tail or b""
+        self.upgrade_tail = None
+        protocol = WebSocketProtocol(self.state, self.transport, request, accept)
+        self.closing = True  # this HTTP protocol is done with the connection
+        self.transport.set_protocol(protocol)  # type: ignore[union-attr]
+        protocol.start(tail)
+        self._resume_reading()
+
+    # -- reading control -----------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _maybe_resume_reading(self) -> None:
+        if (self.read_paused and not self.write_paused and self.error is None
+                and self.upgrade_tail is None and len(self.pending) <= self.settings.max_pipelined):
+            self._resume_reading()
+
+    # -- deadlines (called by ServerState.tick) -------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """No request in progress: safe to close during shutdown."""
+        return (self.task is None and not self.pending and self.request is None
+                and not self.in_body)
+
+    def check_timeouts(self, now: float) -> None:
+        if self.closing or self.task is not None or self.pending:
+            return  # the application has the floor; its own deadlines apply
+        settings = self.settings
+        if self.head_started is not None:
+            if now - self.head_started > settings.header_timeout:
+                if self.request is None:
+                    # Not a byte of a request: close quietly, as idle browser sockets expect.
+                    self.closing = True
+                    self.transport.close()  # type: ignore[union-attr]
+                else:
+                    self._timeout(408, "Request header timeout")
+        elif self.in_body:
+            if now - self.body_progress > settings.body_timeout:
+                self._timeout(408, "Request body timeout")
+        elif now - self.idle_since > settings.keep_alive_timeout:
+            self.closing = True
+            self.transport.close()  # type: ignore[union-attr]
+
+    def _timeout(self, status: int, message: str) -> None:
+        logger.info("closing connection from %s: %s", self.client, message)
+        self.request = None
+        self.in_body = False
+        self._write_response(None, plain_response(status, message + "\n"), False)
+
+    def close_if_idle(self) -> bool:
+        """Shutdown helper: close now if no request is in progress; report whether closed."""
+        if self.closing:
+            return True
+        if self.idle:
+            self.closing = True
+            self.transport.close()  # type: ignore[union-attr]
+            return True
+        return False
+
+    def abort(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        elif not self.closing:
+            self.closing = True
+            self.transport.close()  # type: ignore[union-attr]
