@@ -8,7 +8,7 @@ returns a ``ServerProcess``. Every process still running at the end of the test 
 from __future__ import annotations
 
 import os
-import signal
+import signal as sig
 import socket
 import subprocess
 import sys
@@ -68,10 +68,10 @@ class ServerProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def signal(self, signum: int = signal.SIGTERM) -> None:
+    def signal(self, signum: int = sig.SIGTERM) -> None:
         self.proc.send_signal(signum)
 
-    def signal_group(self, signum: int = signal.SIGINT) -> None:
+    def signal_group(self, signum: int = sig.SIGINT) -> None:
         os.killpg(os.getpgid(self.proc.pid), signum)
 
     def wait(self, timeout: float = 30.0) -> int:
@@ -79,7 +79,7 @@ class ServerProcess:
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -89,7 +89,7 @@ class ServerProcess:
     def kill(self) -> None:
         if self.proc.poll() is None:
             try:
-                os.killpg(os.getpgid(self.proc.pid), signal.SIGKILL)
+                os.killpg(os.getpgid(self.proc.pid), sig.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 self.proc.kill()
             self.proc.wait(5)
