@@ -190,6 +190,10 @@ class HttpProtocol(asyncio.Protocol):
             # (the first WebSocket frames, maybe) for the protocol that takes over.
             self.upgrade_tail = data[exc.args[0]:]
             self._pause_reading()
+            if self.pending:
+                # The parser cannot go on after an upgrade: unless this becomes a WebSocket,
+                # the connection closes after its response (h2c, refused handshakes).
+                self.pending[-1].keep_alive = False
         except _Reject as exc:
             self._fail(exc)
         except httptools.HttpParserError as exc:
