@@ -16,12 +16,13 @@ from .response import (
     Cookie, Cookies, FileResponse, Response, SSEMessage, SSEResponse, StreamingResponse, html,
     jsonify, serve_file, serve_html,
 )
+from .testing import TestClient
 from .types import Directory, JsonBody, RequestBody, RequestMethod, RequestURL
 
 __all__ = [
     "App", "AuthenticationHandler", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
     "FileResponse", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody", "QueryParams",
     "Request", "RequestBody", "RequestMethod", "RequestURL", "Response", "Robyn", "SSEMessage",
-    "SSEResponse", "StreamingResponse", "SubRouter", "Url", "WebSocketException", "__version__",
+    "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocketException", "__version__",
     "html", "jsonify", "serve_file", "serve_html", "status_codes",
 ]

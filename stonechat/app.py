@@ -193,10 +193,20 @@ class BaseRouter:
 
     def include_router(self, router: "BaseRouter") -> None:
         """Add a SubRouter's routes, hooks and WebSocket routes (prefix already applied)."""
+        # One global dependency dict for the whole app: the sub-router's entries join the app's,
+        # and its routes are re-bound to the app's dict so later inject_global() calls reach them.
+        app_globals = self.dependencies.global_dependency_map
+        for key, value in router.dependencies.global_dependency_map.items():
+            app_globals.setdefault(key, value)
+        rebind = router.dependencies.global_dependency_map is not app_globals
         for route in router.routes:
             self.router.add(route.method, self._prefixed(route.endpoint), route)
             route.endpoint = self._prefixed(route.endpoint)
+            if rebind:
+                route.call = compile_call(route.handler, route.endpoint, app_globals,
+                                          router.dependencies.router_dependency_map)
             self.routes.append(route)
+        router.dependencies.global_dependency_map = app_globals
         for mw in router.middlewares:
             if mw.endpoint is None:
                 # A SubRouter's global hook covers that router's routes only (Robyn: the whole app).

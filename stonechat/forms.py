@@ -10,10 +10,11 @@ from __future__ import annotations
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from .params import ParamError
 from .request import parse_query
 
 
-class FormError(ValueError):
+class FormError(ParamError, ValueError):
     """A form body that cannot be parsed (answered with 400)."""
 
 
