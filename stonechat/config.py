@@ -28,6 +28,8 @@ class Config:
         env = os.environ
         self.processes: int = args.processes or _env_int("STONECHAT_PROCESSES", "ROBYN_PROCESSES") or 1
         self.workers: int = args.workers or 1
+        # Given explicitly: the per-process thread pool for threaded handlers (see docs/lifecycle.md).
+        self.workers_given: bool = args.workers is not None
         self.dev: bool = args.dev or env.get("STONECHAT_DEV", "").lower() in ("1", "true")
         self.fast: bool = args.fast
         if self.fast:

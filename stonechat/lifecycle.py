@@ -9,7 +9,13 @@ after connections drained. This module decides *what* and makes it dependable:
 * shutdown handlers run in reverse registration order, after lifespans exit; each has its own
   timeout; one that raises or hangs is logged with its name and the others still run;
 * sync shutdown handlers run on a helper thread, so a hung one can be timed out and abandoned
-  instead of freezing the process (startup handlers, like Robyn's, run on the loop thread).
+  instead of freezing the process (startup handlers, like Robyn's, run on the loop thread);
+  an async one that overruns is cancelled and never awaited again, so even a handler that
+  swallows ``CancelledError`` cannot hang shutdown;
+* when shutdown itself is cancelled (a second Ctrl+C), the steps that were skipped are logged.
+
+Shutdown handlers are not paired with startup handlers: after a failed startup they all run,
+so write them to tolerate a resource that was never made (``getattr(app.state, "pool", None)``).
 """
 
 from __future__ import annotations
@@ -105,39 +111,70 @@ class Lifecycle:
         self._startup_done = True
 
     async def shutdown(self, timeout: float) -> list[str]:
-        """Exit lifespans, then run every shutdown handler; return the names of those that failed."""
-        failed: list[str] = []
+        """Exit lifespans, then run every shutdown handler; return the names of those that failed.
+
+        Each step gets ``timeout`` seconds. A step that overruns is cancelled and abandoned
+        (never awaited again, so one that ignores cancellation cannot hang the process). If
+        this coroutine itself is cancelled (a second Ctrl+C), what was not run is logged."""
+        steps: list[tuple[str, str, Callable[[], Any]]] = []
         while self._entered:
             name, manager = self._entered.pop()
-            logger.info("running shutdown of lifespan %s", name)
-            try:
-                await asyncio.wait_for(manager.__aexit__(None, None, None), timeout)
-            except asyncio.TimeoutError:
-                logger.error("lifespan %s did not finish within %.1f s; moving on", name, timeout)
-                failed.append(name)
-            except Exception as exc:
-                logger.error("lifespan %s failed during shutdown", name, exc_info=exc)
-                failed.append(name)
+            async def exit_lifespan(m: AsyncContextManager = manager) -> Any:
+                return await m.__aexit__(None, None, None)
+            steps.append(("lifespan", name, exit_lifespan))
         for fn in reversed(self.shutdown_handlers):
-            name = handler_name(fn)
-            logger.info("running shutdown handler %s", name)
+            steps.append(("shutdown handler", handler_name(fn), fn))
+        failed: list[str] = []
+        for index, (kind, name, fn) in enumerate(steps):
+            logger.info("running %s %s", kind, name)
             started = time.monotonic()
             try:
-                if inspect.iscoroutinefunction(fn):
-                    await asyncio.wait_for(fn(), timeout)
-                else:
-                    result = await asyncio.wait_for(_run_in_thread(fn), timeout)
-                    if inspect.isawaitable(result):
-                        await asyncio.wait_for(result, timeout)
+                await _bounded(fn, timeout)
+            except asyncio.CancelledError:
+                skipped = [n for _, n, _ in steps[index + 1:]]
+                logger.warning("shutdown interrupted during %s %s; skipped: %s", kind, name,
+                               ", ".join(skipped) if skipped else "nothing else")
+                raise
             except asyncio.TimeoutError:
-                logger.error("shutdown handler %s did not finish within %.1f s; moving on", name, timeout)
+                logger.error("%s %s did not finish within %.1f s; abandoned it, moving on",
+                             kind, name, timeout)
                 failed.append(name)
             except Exception as exc:
-                logger.error("shutdown handler %s failed", name, exc_info=exc)
+                logger.error("%s %s failed", kind, name, exc_info=exc)
                 failed.append(name)
             else:
-                logger.debug("shutdown handler %s done in %d ms", name, (time.monotonic() - started) * 1000)
+                logger.debug("%s %s done in %d ms", kind, name, (time.monotonic() - started) * 1000)
+        if failed:
+            logger.warning("%d of %d shutdown step(s) failed: %s", len(failed), len(steps), ", ".join(failed))
         return failed
+
+
+async def _bounded(fn: Callable[[], Any], timeout: float) -> Any:
+    """Call ``fn`` (sync: on a daemon thread; async: as a task) and wait at most ``timeout``.
+
+    Unlike ``asyncio.wait_for``, an overrun is cancelled but not awaited, so a handler that
+    swallows ``CancelledError`` cannot keep shutdown waiting."""
+    deadline = time.monotonic() + timeout
+    if inspect.iscoroutinefunction(fn):
+        result = await _wait_at_most(fn(), timeout)
+    else:
+        result = await _wait_at_most(_run_in_thread(fn), timeout)
+    if inspect.isawaitable(result):  # e.g. a lambda returning a coroutine, or __aexit__
+        result = await _wait_at_most(result, max(0.0, deadline - time.monotonic()))
+    return result
+
+
+async def _wait_at_most(awaitable: Any, timeout: float) -> Any:
+    future = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    if not done:
+        future.cancel()
+        raise asyncio.TimeoutError
+    return future.result()
 
 
 def _takes_argument(fn: Callable) -> bool:

@@ -1,6 +1,12 @@
 """``app.start()``: read flags and environment, set up logging, then hand the built app to the
 server layer — one worker in this process, or a supervisor for ``--processes``/``--dev``.
 
+This is the only place that maps user-facing flags onto the server layer: ``--processes N``
+(a supervisor forks N workers sharing one inherited socket), ``--dev`` (a reloader parent runs
+the app as a child with ``STONECHAT_DEV_CHILD=1``), ``--workers N`` (threads per process for
+threaded handlers). The app is built (``app.served``) in the process that serves it, after any
+fork, so no thread pool or event loop crosses a fork.
+
 Robyn's ``start()`` prompts on stdin when the port is taken; here a taken port is a startup
 error that names the address (exit 1), since servers run without a terminal.
 """
@@ -14,12 +20,13 @@ from typing import Any
 
 from . import __version__
 from .config import Config
-from .server.runner import EXIT_OK, bind_socket, serve
+from .server.runner import EXIT_OK, bind_socket, guard_exit, inherited_control_channel, serve
 from .server.settings import ServerSettings, SettingsError
 
 logger = logging.getLogger("stonechat")
 
 EXIT_BAD_CONFIG = 2
+DEV_CHILD_ENV = "STONECHAT_DEV_CHILD"
 
 
 def setup_logging(level: str) -> None:
@@ -71,17 +78,26 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
         elif keep_alive_timeout != 20:
             merged["keep_alive_timeout"] = keep_alive_timeout
         merged.update(overrides)
+        if config.workers_given:
+            # Robyn's --workers is "threads per process that run handlers"; here that is the
+            # pool for threaded handlers (async and plain sync handlers run on the loop).
+            merged["thread_pool_size"] = config.workers
         settings = ServerSettings.from_sources(merged)
     except SettingsError as exc:
         logger.error("bad setting: %s", exc)
         sys.exit(EXIT_BAD_CONFIG)
+    if settings.thread_pool_size < 1:
+        logger.error("bad setting: thread_pool_size/--workers must be at least 1")
+        sys.exit(EXIT_BAD_CONFIG)
 
-    if config.dev and not os.environ.get("STONECHAT_DEV_CHILD"):
+    if config.dev and not os.environ.get(DEV_CHILD_ENV):
         from .server.supervisor import run_dev
         sys.exit(run_dev(host, port))
 
     try:
-        sock = bind_socket(host, port, reuse_port=config.processes > 1, backlog=settings.backlog)
+        # --processes N: one socket, inherited by every worker (one accept queue, so a worker
+        # that dies loses no queued connection, and a second copy of the server cannot bind).
+        sock = bind_socket(host, port, reuse_port=False, backlog=settings.backlog)
     except OSError as exc:
         logger.error("%s (set another port with app.start(port=...) or STONECHAT_PORT)", exc.strerror or exc)
         sys.exit(1)
@@ -92,9 +108,20 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
         from .server.supervisor import run_supervisor
         banner = f"stonechat {__version__} serving {url} ({config.processes} processes)"
         code = run_supervisor(lambda: app.served(settings, config.debug), sock, settings,
-                              config.processes, banner)
+                              config.processes, banner, stop_timeout=stop_timeout(app, settings))
     else:
         banner = f"stonechat {__version__} serving {url} (pid {os.getpid()})"
-        code = serve(app.served(settings, config.debug), sock, settings, banner)
+        code = serve(app.served(settings, config.debug), sock, settings, banner,
+                     control=inherited_control_channel())
+    guard_exit(code)
     if code != EXIT_OK:
         sys.exit(code)
+
+
+def stop_timeout(app: Any, settings: ServerSettings) -> float:
+    """The longest a worker's stop sequence can take when every deadline runs out; past it
+    (plus a margin) the supervisor kills the worker."""
+    lifecycle = app.lifecycle
+    steps = len(lifecycle.shutdown_handlers) + len(lifecycle.lifespans)
+    return (settings.drain_timeout + 1.0 + settings.ws_close_timeout + 1.0
+            + steps * settings.shutdown_handler_timeout + 5.0)

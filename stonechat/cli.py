@@ -1,0 +1,61 @@
+"""The ``stonechat`` command (also ``python -m stonechat``), shaped like Robyn's CLI.
+
+    stonechat app.py [--processes N] [--workers N] [--log-level L] ...   run the app file
+    stonechat app.py --dev                                               run it, restart on .py changes
+    stonechat --version
+
+The app file runs in this process as ``__main__`` (so its ``app.start()`` sees the same flags
+and receives signals directly); nothing is re-spawned except in ``--dev``, where the reloader
+starts the app as a child and never imports it itself, so even an app that does not import
+(a syntax error) is watched until it is fixed.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from typing import Optional, Sequence
+
+from . import __version__
+
+USAGE = """usage: stonechat APP.py [--dev] [--processes N] [--workers N] [--log-level LEVEL] [...]
+       stonechat --version
+
+  --dev            restart the app when a .py file in its directory changes
+  --processes N    N worker processes sharing the port, under a supervisor
+  --workers N      threads per process for threaded handlers (threaded=True)
+  --log-level L    DEBUG, INFO (default), WARNING, ERROR
+Other flags are passed to the app (see docs/lifecycle.md)."""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--version" in args:
+        print(f"stonechat {__version__}")
+        return 0
+    if not args or "-h" in args or "--help" in args:
+        print(USAGE, file=sys.stderr if not args else sys.stdout)
+        return 0 if args else 2
+    app_file = next((a for a in args if a.endswith(".py") and not a.startswith("-")), None)
+    if app_file is None:
+        print(f"stonechat: no app file given\n{USAGE}", file=sys.stderr)
+        return 2
+    rest = [a for a in args if a is not app_file]
+    app_path = os.path.abspath(app_file)
+    if "--dev" in rest and not os.environ.get("STONECHAT_DEV_CHILD"):
+        from .serving import setup_logging
+        from .server.supervisor import run_dev
+        setup_logging("INFO")
+        return run_dev(None, None, argv=[app_path, *rest])
+    if not os.path.isfile(app_path):
+        print(f"stonechat: {app_file}: no such file", file=sys.stderr)
+        return 2
+    sys.argv = [app_path, *rest]
+    sys.path.insert(0, os.path.dirname(app_path))
+    runpy.run_path(app_path, run_name="__main__")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
