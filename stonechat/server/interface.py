@@ -72,12 +72,63 @@ class HTTPResponse:
         self.stream = stream
 
 
-class WebSocketConnection(Protocol):
-    """What a WebSocket session receives from the server (implemented in ``server/ws.py``)."""
+# Close codes an endpoint may send or receive: RFC 6455 7.4 plus IANA's 1012-1014.
+VALID_CLOSE_CODES = frozenset(list(range(1000, 1004)) + list(range(1007, 1015)) + list(range(3000, 5000)))
 
-    async def receive(self) -> Union[str, bytes]: ...          # raises ConnectionClosed
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    """The payload of a close frame we send; ``ValueError`` for an invalid code (outside
+    1000-1003, 1007-1014, 3000-4999) or a reason longer than 123 bytes of UTF-8."""
+    if code.__class__ is not int or code not in VALID_CLOSE_CODES:
+        raise ValueError(f"invalid WebSocket close code {code!r}: use 1000-1003, 1007-1014 or 3000-4999")
+    raw = reason.encode("utf-8") if reason else b""
+    if len(raw) > 123:
+        raise ValueError(f"WebSocket close reason too long: {len(raw)} bytes of UTF-8 (at most 123)")
+    return bytes((code >> 8, code & 0xFF)) + raw
+
+
+class ConnectionClosed(Exception):
+    """The WebSocket is closed: raised by ``receive()`` once the connection has closed, and by
+    the send methods after ``close()`` (or any other close). ``code``/``reason`` are the close
+    frame's (the peer's when it closed first; 1005 = its close frame had no code, 1006 = the
+    connection dropped without a close frame); ``by`` is ``"client"`` or ``"server"``."""
+
+    def __init__(self, code: int = 1006, reason: str = "", by: str = "", sending: bool = False) -> None:
+        what = "cannot send: the WebSocket is closed" if sending else "the WebSocket is closed"
+        who = f" by the {by}" if by else ""
+        super().__init__(f"{what}{who} (code {code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+        self.by = by
+
+
+class WebSocketConnection(Protocol):
+    """What a WebSocket session receives from the server (implemented in ``server/ws.py``).
+
+    One session task runs per connection; ``receive()`` may be awaited by one task at a time.
+    Every other method may be called from any task on the server's loop.
+    """
+
+    request: HTTPRequest       # the handshake request
+    closed: bool               # true once our close frame was sent or the connection ended
+    close_code: int            # after close: the close code (see ConnectionClosed)
+    close_reason: str
+    closed_by: str             # "client" or "server"
+
+    async def receive(self) -> Union[str, bytes]: ...
+        # next message (text → str, binary → bytes); raises ConnectionClosed when closed
     async def send(self, message: Union[str, bytes]) -> None: ...
+        # waits while the client's buffer is over ws_write_limit; closes 1013 after ws_send_timeout
+    def send_nowait(self, message: Union[str, bytes]) -> None: ...
+        # never waits; a client over ws_max_write_buffer is dropped with 1013
+    def prepare(self, message: Union[str, bytes]) -> bytes: ...
+        # the frame bytes, to write to many connections with send_frame_nowait (broadcast)
+    def send_frame_nowait(self, frame: bytes) -> None: ...
+    def close_nowait(self, code: int = 1000, reason: str = "") -> None: ...
+        # starts the close handshake; ValueError for an invalid code or a reason over 123 bytes
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
+        # close_nowait, then wait until closed (peer's close frame, or ws_close_timeout → abort)
+    async def wait_closed(self) -> None: ...
 
 
 class WebSocketAccept:
