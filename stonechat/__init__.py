@@ -18,11 +18,13 @@ from .response import (
 )
 from .testing import TestClient
 from .types import Directory, JsonBody, RequestBody, RequestMethod, RequestURL
+from .websocket import WebSocket, WebSocketAdapter, WebSocketConnector, WebSocketDisconnect
 
 __all__ = [
     "App", "AuthenticationHandler", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
     "FileResponse", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody", "QueryParams",
     "Request", "RequestBody", "RequestMethod", "RequestURL", "Response", "Robyn", "SSEMessage",
-    "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocketException", "__version__",
+    "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",
+    "WebSocketAdapter", "WebSocketConnector", "WebSocketDisconnect", "WebSocketException", "__version__",
     "html", "jsonify", "serve_file", "serve_html", "status_codes",
 ]

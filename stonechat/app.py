@@ -231,9 +231,9 @@ class BaseRouter:
 
     # -- WebSockets (the API lives in websocket.py) ---------------------------------------
 
-    def websocket(self, endpoint: str) -> Callable:
+    def websocket(self, endpoint: str, auth_required: bool = False) -> Callable:
         from .websocket import websocket_decorator
-        return websocket_decorator(self, self._full_path(endpoint))
+        return websocket_decorator(self, self._full_path(endpoint), auth_required=auth_required)
 
     def add_web_socket(self, endpoint: str, ws: Any) -> None:
         from .websocket import register_websocket

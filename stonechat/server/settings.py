@@ -45,6 +45,8 @@ class ServerSettings:
     ws_max_connections_per_ip: int = 256    # WebSockets per client IP (503 before the upgrade)
     ws_write_limit: int = 1 * MiB           # bytes queued for a client before send() waits
     ws_send_timeout: float = 30.0           # seconds send() may wait on a stuck client (close 1013)
+    ws_max_write_buffer: int = 16 * MiB     # bytes queued for a client by non-waiting sends (broadcast)
+                                            # before it is dropped with 1013
 
     @classmethod
     def from_sources(cls, overrides: Optional[Mapping[str, Any]] = None,
