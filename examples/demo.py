@@ -71,5 +71,18 @@ def health():
     return {"status": "ok"}
 
 
+# WebSocket echo (text -> text, binary -> binary): `python3 ../shared/tools/wscheck.py ws://127.0.0.1:8080/ws`
+from stonechat import WebSocketDisconnect  # noqa: E402
+
+
+@app.websocket("/ws")
+async def ws_echo(websocket):
+    try:
+        while True:
+            await websocket.send(await websocket.receive())
+    except WebSocketDisconnect:
+        pass
+
+
 if __name__ == "__main__":
     app.start(host="127.0.0.1", port=8080)
