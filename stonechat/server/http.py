@@ -172,7 +172,10 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         if self.drain_waiter is not None and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
-        self._maybe_resume_reading()
+        if self.task is None and (self.pending or self.error is not None):
+            self._process()  # answers held back by pause_writing
+        else:
+            self._maybe_resume_reading()
 
     def eof_received(self) -> Optional[bool]:
         # Half-close from the client: answer what was already received, then close.
@@ -322,8 +325,11 @@ class HttpProtocol(asyncio.Protocol):
     # -- answering -----------------------------------------------------------------------
 
     def _process(self) -> None:
-        """Answer queued requests in order until one needs awaiting or the queue is empty."""
-        while self.task is None and not self.closing:
+        """Answer queued requests in order until one needs awaiting or the queue is empty.
+
+        Stops while the client is not reading (``write_paused``): ``resume_writing`` carries
+        on, so at most one response beyond the write-buffer limit is ever buffered."""
+        while self.task is None and not self.closing and not self.write_paused:
             if not self.pending:
                 if self.error is not None:
                     self._send_error()

@@ -1,0 +1,603 @@
+"""Issue #2, the HTTP/1.1 server on the wire (raw sockets): keep-alive, pipelining, chunked
+bodies, 100-continue, HTTP/1.0, framing of responses, limits (431/414/413, connections),
+timeouts (slowloris, idle keep-alive), ambiguous framing (400 + close), flow control.
+
+After every malformed-input or limit case a normal request on a fresh connection must still
+answer 200.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Optional
+
+import pytest
+
+MAX_BODY = 100_000
+APP = r'''
+import asyncio
+from stonechat import Robyn, Response, StreamingResponse
+
+app = Robyn(__file__)
+BIG = b"x" * (1024 * 1024)
+
+@app.get("/")
+def index():
+    return "Hello, world!"
+
+@app.post("/echo")
+def echo(request):
+    return request.body
+
+@app.get("/slow")
+async def slow():
+    await asyncio.sleep(0.3)
+    return "slow"
+
+@app.get("/fast/:n")
+def fast(n):
+    return n
+
+@app.get("/big")
+def big():
+    return BIG
+
+@app.get("/stream")
+async def stream():
+    async def gen():
+        for i in range(5):
+            yield f"chunk{i}\n"
+            await asyncio.sleep(0)
+    return StreamingResponse(gen(), media_type="text/plain")
+
+@app.get("/nocontent")
+def nocontent():
+    return Response(204, {"x-kind": "204"}, "")
+
+@app.get("/notmodified")
+def notmodified():
+    return Response(304, {"etag": '"e"'}, "")
+
+@app.get("/crash")
+def crash():
+    raise RuntimeError("crash")
+
+if __name__ == "__main__":
+    app.start()
+'''
+ENV = {
+    "STONECHAT_MAX_BODY_SIZE": str(MAX_BODY),
+    "STONECHAT_MAX_HEAD_SIZE": "8192",
+    "STONECHAT_MAX_HEADER_COUNT": "30",
+    "STONECHAT_HEADER_TIMEOUT": "2",
+    "STONECHAT_KEEP_ALIVE_TIMEOUT": "2",
+    "STONECHAT_BODY_TIMEOUT": "2",
+}
+
+
+class Resp:
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes, head: bytes) -> None:
+        self.status = status
+        self.header_list = headers
+        self.body = body
+        self.head = head
+
+    def get(self, name: str) -> Optional[str]:
+        values = self.all(name)
+        return values[-1] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [v for n, v in self.header_list if n == name.lower()]
+
+
+class Conn:
+    """A raw HTTP/1.1 client connection that reads exactly one response at a time."""
+
+    def __init__(self, port: int, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise EOFError("connection closed")
+        self.buf += chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def read(self, method: str = "GET") -> Resp:
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        version, status, *_ = lines[0].split(b" ", 2)
+        assert version == b"HTTP/1.1", lines[0]
+        status_code = int(status)
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers.append((name.decode().strip().lower(), value.decode().strip()))
+        resp = Resp(status_code, headers, b"", head)
+        cl, te = resp.all("content-length"), resp.all("transfer-encoding")
+        assert not (cl and te), f"both Content-Length and Transfer-Encoding: {head!r}"
+        if method == "HEAD" or status_code in (204, 304) or 100 <= status_code < 200:
+            return resp
+        if te:
+            assert te == ["chunked"]
+            parts = []
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    while self._line():
+                        pass
+                    break
+                parts.append(self._take(size))
+                assert self._take(2) == b"\r\n"
+            resp.body = b"".join(parts)
+        elif cl:
+            resp.body = self._take(int(cl[0]))
+        else:  # close-delimited
+            try:
+                while True:
+                    self._fill()
+            except (EOFError, ConnectionResetError):
+                pass
+            resp.body, self.buf = self.buf, b""
+        return resp
+
+    def closed(self, timeout: float = 3.0) -> bool:
+        """True when the server closes the connection within ``timeout`` (no more bytes)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def req(method: str, path: str, *headers: str, body: bytes = b"", version: str = "HTTP/1.1",
+        host: bool = True) -> bytes:
+    lines = [f"{method} {path} {version}"]
+    if host:
+        lines.append("Host: test")
+    lines.extend(headers)
+    if body and not any(h.lower().startswith(("content-length", "transfer-encoding")) for h in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@pytest.fixture(scope="module")
+def server(serve_module):
+    return serve_module(APP, env=ENV)
+
+
+@pytest.fixture
+def conn(server):
+    c = Conn(server.port)
+    yield c
+    c.close()
+
+
+def fresh_ok(server) -> None:
+    c = Conn(server.port)
+    try:
+        c.send(req("GET", "/"))
+        r = c.read()
+        assert r.status == 200 and r.body == b"Hello, world!"
+    finally:
+        c.close()
+
+
+def expect_reject(server, data: bytes, status: int, *, send_all: bool = True) -> Resp:
+    """Send ``data``; the server must answer ``status`` and close; then a fresh request works."""
+    c = Conn(server.port)
+    try:
+        c.send(data)
+        r = c.read()
+        assert r.status == status, (r.status, r.body)
+        assert r.get("connection") == "close"
+        assert c.closed()
+    finally:
+        c.close()
+    fresh_ok(server)
+    return r
+
+
+# -- keep-alive, pipelining, versions ---------------------------------------------------------
+
+def test_keep_alive_and_standard_headers(conn):
+    for _ in range(3):
+        conn.send(req("GET", "/"))
+        r = conn.read()
+        assert r.status == 200 and r.body == b"Hello, world!"
+        assert r.get("connection") is None
+        assert r.get("server") == "stonechat"
+        assert r.get("date").endswith("GMT")
+        assert r.get("content-length") == "13"
+
+
+def test_pipelined_in_order(conn):
+    conn.send(b"".join(req("GET", f"/fast/{i}") for i in range(20)))
+    assert [conn.read().body for _ in range(20)] == [str(i).encode() for i in range(20)]
+
+
+def test_pipelined_slow_async_first(conn):
+    started = time.monotonic()
+    conn.send(req("GET", "/slow") + req("GET", "/fast/1") + req("HEAD", "/") +
+              req("POST", "/echo", body=b"abc") + req("GET", "/stream") + req("GET", "/fast/2"))
+    assert conn.read().body == b"slow"
+    assert conn.read().body == b"1"
+    head = conn.read("HEAD")
+    assert head.status == 200 and head.get("content-length") == "13" and head.body == b""
+    assert conn.read().body == b"abc"
+    assert conn.read().body == b"".join(f"chunk{i}\n".encode() for i in range(5))
+    assert conn.read().body == b"2"
+    assert time.monotonic() - started >= 0.3
+
+
+def test_connection_close(conn):
+    conn.send(req("GET", "/", "Connection: close"))
+    r = conn.read()
+    assert r.status == 200 and r.get("connection") == "close"
+    assert conn.closed()
+
+
+def test_connection_close_pipelined_stops_there(conn):
+    conn.send(req("GET", "/fast/1", "Connection: close") + req("GET", "/fast/2"))
+    assert conn.read().body == b"1"
+    assert conn.closed()
+    assert b"HTTP/1.1" not in conn.buf
+
+
+def test_http10(server):
+    c = Conn(server.port)
+    c.send(req("GET", "/", version="HTTP/1.0", host=False))
+    r = c.read()
+    assert r.status == 200 and r.body == b"Hello, world!" and r.get("connection") == "close"
+    assert c.closed()
+    c.close()
+    c = Conn(server.port)
+    c.send(req("GET", "/", "Connection: keep-alive", version="HTTP/1.0"))
+    r = c.read()
+    assert r.status == 200 and r.get("connection") == "keep-alive"
+    c.send(req("GET", "/fast/5", "Connection: keep-alive", version="HTTP/1.0"))
+    assert c.read().body == b"5"
+    c.close()
+
+
+def test_http10_stream_is_close_delimited(server):
+    c = Conn(server.port)
+    c.send(req("GET", "/stream", version="HTTP/1.0"))
+    r = c.read()
+    assert r.get("transfer-encoding") is None and r.get("content-length") is None
+    assert r.body.startswith(b"chunk0\n") and r.body.endswith(b"chunk4\n")
+    c.close()
+
+
+def test_no_body_responses(conn):
+    conn.send(req("HEAD", "/big") + req("GET", "/nocontent") + req("GET", "/notmodified") +
+              req("HEAD", "/stream") + req("GET", "/fast/ok"))
+    head = conn.read("HEAD")
+    assert head.status == 200 and head.get("content-length") == str(1024 * 1024)
+    r204 = conn.read()
+    assert r204.status == 204 and r204.get("content-length") is None and r204.get("x-kind") == "204"
+    assert r204.get("transfer-encoding") is None
+    r304 = conn.read()
+    assert r304.status == 304 and r304.get("etag") == '"e"' and r304.get("transfer-encoding") is None
+    hs = conn.read("HEAD")
+    assert hs.status == 200
+    # every byte so far was accounted for: the next response parses cleanly
+    assert conn.read().body == b"ok"
+
+
+def test_chunked_response_framing(conn):
+    conn.send(req("GET", "/stream"))
+    r = conn.read()
+    assert r.get("transfer-encoding") == "chunked" and r.get("content-length") is None
+    assert r.body.count(b"chunk") == 5
+
+
+# -- request bodies --------------------------------------------------------------------------
+
+def test_chunked_request_with_trailers(conn):
+    body = b"5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: yes\r\nX-Other: 1\r\n\r\n"
+    conn.send(req("POST", "/echo", "Transfer-Encoding: chunked", body=body))
+    assert conn.read().body == b"hello world"
+    conn.send(req("GET", "/fast/after"))
+    assert conn.read().body == b"after"
+
+
+def test_chunked_request_in_small_pieces(conn):
+    data = req("POST", "/echo", "Transfer-Encoding: chunked",
+               body=b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n")
+    for i in range(0, len(data), 3):
+        conn.send(data[i:i + 3])
+        time.sleep(0.001)
+    assert conn.read().body == b"abc0123456789abcdef"
+
+
+def test_binary_body(conn):
+    body = bytes(range(256)) * 100
+    conn.send(req("POST", "/echo", body=body))
+    assert conn.read().body == body
+
+
+def test_expect_100_continue(conn):
+    conn.send(req("POST", "/echo", "Expect: 100-continue", "Content-Length: 4"))
+    interim = conn.read()
+    assert interim.status == 100
+    conn.send(b"data")
+    r = conn.read()
+    assert r.status == 200 and r.body == b"data"
+
+
+def test_expect_100_continue_too_large(server):
+    c = Conn(server.port)
+    c.send(req("POST", "/echo", "Expect: 100-continue", f"Content-Length: {MAX_BODY + 1}"))
+    r = c.read()
+    assert r.status == 413  # refused before the body is sent, no 100 first
+    assert c.closed()
+    c.close()
+    fresh_ok(server)
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+def test_body_too_large_content_length(server):
+    c = Conn(server.port)
+    c.send(req("POST", "/echo", f"Content-Length: {MAX_BODY + 1}"))  # no body sent at all
+    r = c.read()
+    assert r.status == 413 and r.get("connection") == "close"
+    assert c.closed()
+    c.close()
+    fresh_ok(server)
+
+
+def test_body_at_limit_accepted(conn):
+    body = b"y" * MAX_BODY
+    conn.send(req("POST", "/echo", body=body))
+    assert conn.read().body == body
+
+
+def test_chunked_body_growing_past_limit(server):
+    c = Conn(server.port)
+    c.send(req("POST", "/echo", "Transfer-Encoding: chunked"))
+    chunk = b"%x\r\n%s\r\n" % (10_000, b"z" * 10_000)
+    sent = 0
+    try:
+        for _ in range(100):  # would be 1 MB: the server must stop us long before
+            c.send(chunk)
+            sent += 10_000
+            if sent > MAX_BODY + 20_000:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    r = c.read()
+    assert r.status == 413
+    assert c.closed()
+    c.close()
+    fresh_ok(server)
+
+
+def test_long_request_line_414(server):
+    expect_reject(server, req("GET", "/" + "a" * 9000), 414)
+
+
+def test_big_header_431(server):
+    expect_reject(server, req("GET", "/", "X-Big: " + "b" * 9000), 431)
+
+
+def test_too_many_headers_431(server):
+    expect_reject(server, req("GET", "/", *[f"X-H{i}: v" for i in range(40)]), 431)
+
+
+def test_many_headers_under_limit_ok(conn):
+    conn.send(req("GET", "/", *[f"X-H{i}: v" for i in range(25)]))
+    assert conn.read().status == 200
+
+
+# -- ambiguous or malformed framing ----------------------------------------------------------
+
+@pytest.mark.parametrize("headers,body", [
+    (["Content-Length: 5", "Transfer-Encoding: chunked"], b"0\r\n\r\n"),
+    (["Transfer-Encoding: chunked", "Content-Length: 5"], b"0\r\n\r\n"),
+    (["Content-Length: 3", "Content-Length: 4"], b"abcd"),
+    (["Content-Length: 3, 4"], b"abcd"),
+    (["Content-Length: abc"], b""),
+    (["Content-Length: -1"], b""),
+    (["Content-Length: +3"], b"abc"),
+    (["Content-Length: 0x10"], b""),
+    (["Transfer-Encoding: gzip"], b"abc"),
+    (["Transfer-Encoding: chunked, gzip"], b"0\r\n\r\n"),
+    (["Transfer-Encoding: xchunked"], b"0\r\n\r\n"),
+    (["Transfer-Encoding: chunked", "Transfer-Encoding: identity"], b"0\r\n\r\n"),
+    (["Transfer-Encoding : chunked"], b"0\r\n\r\n"),
+    (["Transfer-Encoding:\x0bchunked"], b"0\r\n\r\n"),
+    (["Transfer-Encoding: chunked"], b"zz\r\nabc\r\n0\r\n\r\n"),
+    (["Transfer-Encoding: chunked"], b"-1\r\nabc\r\n0\r\n\r\n"),
+    (["Transfer-Encoding: chunked"], b"ffffffffffffffffff\r\nabc\r\n0\r\n\r\n"),
+    (["Transfer-Encoding: chunked"], b"3\r\nabcdef\r\n0\r\n\r\n"),
+    (["Transfer-Encoding: chunked"], b"3 \r\nabc\r\n0\r\n\r\n"),
+])
+def test_ambiguous_framing_400(server, headers, body):
+    data = req("POST", "/echo", *headers) + body
+    r = expect_reject(server, data, 400)
+    assert len(r.body) < 200
+
+
+def test_duplicate_same_content_length_not_smuggled(server):
+    c = Conn(server.port)
+    c.send(req("POST", "/echo", "Content-Length: 3", "Content-Length: 3") + b"abc" + req("GET", "/fast/x"))
+    r = c.read()
+    # either refused outright, or read as one 3-byte body followed by the next request
+    if r.status == 400:
+        assert c.closed()
+    else:
+        assert r.status == 200 and r.body == b"abc"
+        assert c.read().body == b"x"
+    c.close()
+    fresh_ok(server)
+
+
+def test_missing_host_400(server):
+    expect_reject(server, req("GET", "/", host=False), 400)
+
+
+def test_duplicate_host_400(server):
+    expect_reject(server, req("GET", "/", "Host: other"), 400)
+
+
+def test_invalid_host_400(server):
+    expect_reject(server, b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400)
+
+
+def test_garbage_request_line_400(server):
+    expect_reject(server, b"HELLO\r\n\r\n", 400)
+    expect_reject(server, b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", 400)
+    expect_reject(server, b"GET / HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n", 400)
+
+
+def test_answers_owed_before_an_error_are_sent(server):
+    c = Conn(server.port)
+    c.send(req("GET", "/slow") + req("GET", "/fast/1") + b"BROKEN REQUEST\r\n\r\n")
+    assert c.read().body == b"slow"
+    assert c.read().body == b"1"
+    assert c.read().status == 400
+    assert c.closed()
+    c.close()
+    fresh_ok(server)
+
+
+def test_handler_exception_keeps_connection(conn, server):
+    conn.send(req("GET", "/crash") + req("GET", "/fast/alive"))
+    r = conn.read()
+    assert r.status == 500 and len(r.body) < 100 and b"crash" not in r.body
+    assert conn.read().body == b"alive"
+    assert "RuntimeError: crash" in server.output()
+
+
+# -- timeouts --------------------------------------------------------------------------------
+
+def test_slowloris_header_timeout(server):
+    c = Conn(server.port, timeout=10)
+    started = time.monotonic()
+    c.send(b"GET / HTTP/1.1\r\n")
+    closed = False
+    for i in range(8):  # one header byte per second would take far longer than the limit
+        try:
+            c.send(b"X-a: b\r\n"[i % 8:i % 8 + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+        if c.closed(timeout=1.0):
+            closed = True
+            break
+    elapsed = time.monotonic() - started
+    assert closed, "server kept a slowloris connection open"
+    assert elapsed < 5.0
+    assert c.buf.startswith(b"HTTP/1.1 408")
+    c.close()
+    fresh_ok(server)
+
+
+def test_silent_connection_closed(server):
+    c = Conn(server.port)
+    started = time.monotonic()
+    assert c.closed(timeout=5.0)
+    assert time.monotonic() - started < 4.5
+    c.close()
+
+
+def test_idle_keep_alive_timeout(conn, server):
+    conn.send(req("GET", "/"))
+    assert conn.read().status == 200
+    started = time.monotonic()
+    assert conn.closed(timeout=6.0)
+    assert 1.5 < time.monotonic() - started < 4.5
+    fresh_ok(server)
+
+
+def test_body_timeout(server):
+    c = Conn(server.port, timeout=10)
+    c.send(req("POST", "/echo", "Content-Length: 10") + b"abc")
+    started = time.monotonic()
+    assert c.closed(timeout=6.0)
+    assert time.monotonic() - started < 4.5
+    assert c.buf.startswith(b"HTTP/1.1 408")
+    c.close()
+    fresh_ok(server)
+
+
+# -- flow control ----------------------------------------------------------------------------
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_flow_control_unread_pipelined_big_responses(server):
+    before = rss_kib(server.pid)
+    c = Conn(server.port)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    n = 2000
+    c.sock.settimeout(10)
+    c.send(req("GET", "/big") * n)  # 60 KB of requests for 2 GB of responses, never read
+    time.sleep(1.5)
+    grown = rss_kib(server.pid) - before
+    assert grown < 64 * 1024, f"server RSS grew by {grown} KiB for a client that does not read"
+    # the connection still works: read some responses, in order and complete
+    for _ in range(3):
+        r = c.read()
+        assert r.status == 200 and len(r.body) == 1024 * 1024
+    assert rss_kib(server.pid) - before < 64 * 1024
+    c.close()
+    time.sleep(0.2)
+    fresh_ok(server)
+
+
+# -- max connections (own server) --------------------------------------------------------------
+
+def test_max_connections_503(serve):
+    server = serve(APP, env={**ENV, "STONECHAT_MAX_CONNECTIONS": "3", "STONECHAT_HEADER_TIMEOUT": "10",
+                             "STONECHAT_KEEP_ALIVE_TIMEOUT": "10"})
+    held = [Conn(server.port) for _ in range(3)]
+    for c in held:
+        c.send(req("GET", "/"))
+        assert c.read().status == 200
+    extra = Conn(server.port)
+    r = extra.read()
+    assert r.status == 503 and r.get("connection") == "close"
+    assert extra.closed()
+    extra.close()
+    # the held connections still work
+    held[0].send(req("GET", "/fast/held"))
+    assert held[0].read().body == b"held"
+    for c in held:
+        c.close()
+    time.sleep(0.3)
+    fresh_ok(server)
