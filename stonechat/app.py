@@ -258,7 +258,9 @@ class Robyn(BaseRouter):
         self.state = State()
         self.threaded_default = False
         self.settings_overrides: dict[str, Any] = dict(settings)
-        ServerSettings.from_sources(self.settings_overrides)  # a bad setting fails here, by name
+        # A bad keyword setting fails here, by name; the environment is read (and a bad value
+        # reported without a traceback) when the app starts.
+        ServerSettings.from_sources(self.settings_overrides, environ={})
         self.dispatcher: Optional[Dispatcher] = None
         self.executor: Optional[ThreadPoolExecutor] = None
         self.websocket_hub: Any = None

@@ -1,0 +1,184 @@
+"""Issue #2, starting the app: host/port from start() and from STONECHAT_*/ROBYN_* variables,
+the banner, settings per app (keyword, start(), environment), bad settings and a taken port
+(clear error, non-zero exit, no prompt), the blocking-handler warning and threaded=True."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import free_port
+
+APP = r'''
+import time
+from stonechat import Robyn
+
+app = Robyn(__file__{ctor})
+
+@app.get("/")
+def index():
+    return "hi"
+
+@app.post("/echo")
+def echo(body):
+    return body
+
+@app.get("/block")
+def block():
+    time.sleep(0.25)
+    return "blocked"
+
+@app.get("/quick")
+def quick():
+    return "quick"
+
+@app.get("/threaded", threaded=True)
+def threaded():
+    time.sleep(0.3)
+    return "threaded"
+
+if __name__ == "__main__":
+    app.start({start})
+'''
+
+
+def app_source(ctor: str = "", start: str = "") -> str:
+    return APP.replace("{ctor}", ctor).replace("{start}", start)
+
+
+def run_to_exit(tmp_path, source: str, env: dict, timeout: float = 15) -> subprocess.CompletedProcess:
+    path = tmp_path / "app.py"
+    path.write_text(textwrap.dedent(source))
+    import os
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    # stdin stays an open pipe: a prompt for another port would hang until the timeout
+    return subprocess.run([sys.executable, str(path)], env=full_env, cwd=str(tmp_path),
+                          stdin=subprocess.PIPE, capture_output=True, text=True, timeout=timeout)
+
+
+def test_banner_with_url(serve):
+    server = serve(app_source())
+    assert httpx.get(server.url + "/").text == "hi"
+    deadline = time.monotonic() + 5
+    while f"http://127.0.0.1:{server.port}" not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert f"serving http://127.0.0.1:{server.port}" in server.output()
+
+
+def test_start_host_and_port_arguments(serve):
+    port = free_port()
+    server = serve(app_source(start=f'host="127.0.0.1", port={port}'), port=port,
+                   env={"STONECHAT_PORT": ""})
+    assert httpx.get(f"http://127.0.0.1:{port}/").text == "hi"
+    assert server.proc.poll() is None
+
+
+@pytest.mark.parametrize("host_var,port_var", [("ROBYN_HOST", "ROBYN_PORT"),
+                                               ("STONECHAT_HOST", "STONECHAT_PORT")])
+def test_env_host_and_port_win(serve, host_var, port_var):
+    port = free_port()
+    # start() asks for an address this machine cannot bind: the variables must win
+    server = serve(app_source(start='host="192.0.2.1", port=1'), port=port,
+                   env={"STONECHAT_PORT": "", host_var: "127.0.0.1", port_var: str(port)})
+    assert httpx.get(server.url + "/").text == "hi"
+
+
+def test_port_in_use(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = run_to_exit(tmp_path, app_source(), {"STONECHAT_PORT": str(port)})
+    assert result.returncode != 0
+    assert time.monotonic() - started < 10
+    output = result.stdout + result.stderr
+    assert f"127.0.0.1:{port}" in output and "in use" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("env,name", [
+    ({"STONECHAT_MAX_BODY_SIZE": "abc"}, "STONECHAT_MAX_BODY_SIZE"),
+    ({"STONECHAT_HEADER_TIMEOUT": "-1"}, "STONECHAT_HEADER_TIMEOUT"),
+    ({"STONECHAT_PORT": "http"}, "STONECHAT_PORT"),
+    ({"STONECHAT_PORT": "", "ROBYN_PORT": "99999"}, "ROBYN_PORT"),
+])
+def test_bad_env_setting(tmp_path, env, name):
+    result = run_to_exit(tmp_path, app_source(), {"STONECHAT_PORT": str(free_port()), **env})
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert name in output
+    assert "Traceback" not in output
+
+
+def test_bad_start_keyword(tmp_path):
+    result = run_to_exit(tmp_path, app_source(start="max_body_size='lots'"),
+                         {"STONECHAT_PORT": str(free_port())})
+    assert result.returncode != 0
+    assert "max_body_size" in result.stdout + result.stderr
+
+
+def test_bad_and_unknown_constructor_keyword():
+    from stonechat import Robyn
+    from stonechat.server.settings import SettingsError
+    with pytest.raises(SettingsError, match="max_body_size"):
+        Robyn(__file__, max_body_size="big")
+    with pytest.raises(SettingsError, match="max_bodysize"):
+        Robyn(__file__, max_bodysize=10)
+
+
+@pytest.mark.parametrize("how", ["ctor", "start", "env"])
+def test_settings_per_app(serve, how):
+    source = app_source(ctor=", max_body_size=10" if how == "ctor" else "",
+                        start="max_body_size=10" if how == "start" else "")
+    env = {"STONECHAT_MAX_BODY_SIZE": "10"} if how == "env" else {}
+    server = serve(source, env=env)
+    assert httpx.post(server.url + "/echo", content=b"0123456789").content == b"0123456789"
+    r = httpx.post(server.url + "/echo", content=b"0123456789X")
+    assert r.status_code == 413
+    assert httpx.get(server.url + "/").status_code == 200
+
+
+def test_blocking_warning_and_threaded(serve):
+    server = serve(app_source())
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.get("/quick").text == "quick"
+        assert c.get("/block").text == "blocked"
+    deadline = time.monotonic() + 5
+    while "blocked the event loop" not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    warnings = [line for line in server.output().splitlines() if "blocked the event loop" in line]
+    assert len(warnings) == 1, server.output()
+    assert "GET /block" in warnings[0] and "WARNING" in warnings[0]
+
+    results: list = []
+
+    def fetch():
+        results.append(httpx.get(server.url + "/threaded", timeout=10).text)
+
+    httpx.get(server.url + "/").raise_for_status()  # warm up
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    assert results == ["threaded", "threaded"]
+    assert elapsed < 0.55, f"two 300 ms threaded handlers took {elapsed:.3f}s"
+    # a threaded handler does not block the loop, so no warning for it
+    assert "GET /threaded" not in server.output()
+
+
+def test_blocking_warn_threshold_setting(serve):
+    server = serve(app_source(), env={"STONECHAT_BLOCKING_WARN_MS": "1000"})
+    assert httpx.get(server.url + "/block", timeout=10).text == "blocked"
+    time.sleep(0.3)
+    assert "blocked the event loop" not in server.output()
