@@ -67,6 +67,8 @@ class Converter:
     __slots__ = ("status", "defaults", "text_block", "json_block", "octet_block", "empty_block")
 
     def __init__(self, status: Optional[int] = None, defaults: DefaultHeaders = NO_DEFAULTS) -> None:
+        if status is not None and not 200 <= status <= 599:
+            raise ValueError(f"invalid status_code {status!r}: must be 200-599")
         self.status = status or 200
         self.defaults = defaults
         plain = defaults.block_without(["content-type"])
@@ -130,6 +132,9 @@ class Converter:
         return response
 
     def response(self, response: Response) -> HTTPResponse:
+        status = response.status_code
+        if not 200 <= status <= 599:  # 1xx and 101 are the server's; others are not HTTP
+            raise ValueError(f"invalid response status {status!r}: must be 200-599")
         own = response.headers._map
         lines = [_header_line(n, v) for n, vs in own.items() if n not in _FRAMING for v in vs]
         defaults = self.defaults
@@ -138,7 +143,7 @@ class Converter:
         cookies = response._cookies
         if cookies:
             lines.extend(_header_line("set-cookie", c.serialize(n)) for n, c in cookies.items())
-        return HTTPResponse(response.status_code, b"".join(lines), response._body)
+        return HTTPResponse(status, b"".join(lines), response._body)
 
     def streaming(self, value: StreamingResponse) -> HTTPResponse:
         shell = Response(value.status_code, value.headers, b"")

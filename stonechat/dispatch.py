@@ -209,8 +209,8 @@ class Dispatcher:
     def _error(self, route: Route, exc: Exception) -> Any:
         if isinstance(exc, ParamError):
             if exc.body is not None:
-                return HTTPResponse(exc.status, b"content-type: application/json\r\n", orjson.dumps(exc.body))
-            return HTTPResponse(exc.status, TEXT, (str(exc) + "\n").encode())
+                return HTTPResponse(exc.status, route.convert.json_block, orjson.dumps(exc.body))
+            return HTTPResponse(exc.status, route.convert.text_block, (str(exc) + "\n").encode())
         handler = self.exception_handler
         if handler is not None:
             if self.exception_is_async:
@@ -220,9 +220,9 @@ class Dispatcher:
             except Exception as inner:
                 logger.exception("the exception handler raised while handling %r on %s", exc, route.name)
                 return self._internal_error(route, inner)
-        if isinstance(exc, HTTPException):
+        if isinstance(exc, HTTPException) and 200 <= exc.status_code <= 599:
             headers = encode_headers((str(k).lower(), str(v)) for k, v in (exc.headers or {}).items())
-            return HTTPResponse(exc.status_code, TEXT + headers, str(exc.detail).encode())
+            return HTTPResponse(exc.status_code, route.convert.text_block + headers, str(exc.detail).encode())
         return self._internal_error(route, exc)
 
     async def _async_exception_handler(self, route: Route, exc: Exception) -> HTTPResponse:
@@ -237,7 +237,7 @@ class Dispatcher:
         body = "Internal Server Error\n"
         if self.debug:
             body += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return HTTPResponse(500, TEXT, body.encode())
+        return HTTPResponse(500, route.convert.text_block, body.encode())
 
     def _method_not_allowed(self, methods: dict) -> HTTPResponse:
         allowed = set(methods)

@@ -99,6 +99,28 @@ async def stream():
 def stream_sync():
     return StreamingResponse((c for c in [b"a", "b", b"c"]), headers={"x-s": "1"}, media_type="application/x-thing")
 
+@app.get("/framing")
+def framing(): return Response(200, {"Content-Length": "999", "Transfer-Encoding": "chunked",
+                                     "Connection": "close", "x-ok": "1"}, "abc")
+@app.get("/crlf")
+def crlf(): return Response(200, {"x-bad": "a\r\nSet-Cookie: evil=1"}, "abc")
+@app.get("/status-1000")
+def status_1000(): return Response(1000, {}, "abc")
+@app.get("/status-100")
+def status_100(): return Response(100, {}, "")
+@app.get("/status-599")
+def status_599(): return Response(599, {}, "edge")
+@app.get("/http-exc-headers")
+def http_exc_headers(): raise HTTPException(401, "who", headers={"WWW-Authenticate": "Basic"})
+@app.get("/param/:n")
+def param(n: int): return n
+@app.get("/stream-fail")
+async def stream_fail():
+    async def gen():
+        yield "first;"
+        raise RuntimeError("mid-stream")
+    return StreamingResponse(gen(), media_type="text/plain")
+
 # app-wide default response headers
 app.add_response_header("x-app", "default")
 app.set_response_header("server-tag", "sc")
@@ -416,3 +438,60 @@ def test_debug_mode_shows_traceback(serve):
     server2 = serve(SYNC_EXC_APP.replace("@app.exception", "@app.get('/unused')"), args=["--debug"])
     r = httpx.get(server2.url + "/boom-async", timeout=10)
     assert r.status_code == 500 and "ValueError: bad async" in r.text
+
+
+def test_framing_headers_from_handler_dropped(client):
+    r = client.get("/framing")
+    assert r.status_code == 200 and r.content == b"abc"
+    assert r.headers["content-length"] == "3" and "transfer-encoding" not in r.headers
+    assert r.headers["x-ok"] == "1" and r.headers.get("connection") != "close"
+
+
+def test_header_injection_refused(client, server):
+    r = client.get("/crlf")
+    assert r.status_code == 500 and "evil" not in r.headers.get("set-cookie", "")
+    assert httpx.get(server.url + "/str").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/status-1000", "/status-100"])
+def test_invalid_status_becomes_500(client, server, path):
+    r = client.get(path)
+    assert r.status_code == 500
+    assert httpx.get(server.url + "/str").status_code == 200
+
+
+def test_status_599_allowed(client):
+    r = client.get("/status-599")
+    assert r.status_code == 599 and r.text == "edge"
+
+
+def test_invalid_route_status_code_refused_at_registration():
+    from stonechat import Robyn
+    app = Robyn(__file__)
+    with pytest.raises(ValueError):
+        app.get("/x", status_code=1000)(lambda: "x")
+
+
+def test_http_exception_headers(client):
+    r = client.get("/http-exc-headers")
+    assert r.status_code == 401 and r.text == "who" and r.headers["www-authenticate"] == "Basic"
+
+
+def test_default_headers_on_error_responses(client):
+    for path, status in (("/param/x", 400), ("/crash", 500), ("/http-exc", 409), ("/status-1000", 500)):
+        r = client.get(path)
+        assert r.status_code == status
+        assert r.headers.get("x-app") == "default", path
+        assert r.headers["content-type"].startswith("text/plain")
+
+
+def test_stream_failing_midway_is_cut_not_completed(server):
+    import socket
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET /stream-fail HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and b"first;" in data
+    assert not data.endswith(b"0\r\n\r\n")  # no terminating chunk: the client sees the failure
+    assert httpx.get(server.url + "/str").status_code == 200
