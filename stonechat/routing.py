@@ -126,6 +126,8 @@ class Router(Generic[T]):
             return None
         seg = segments[i]
         child = node.static.get(seg)
+        if child is None and b"%" in seg:  # /users/m%65 is /users/me
+            child = node.static.get(_decode(seg).encode())
         if child is not None:
             found = self._walk(child, segments, i + 1, values)
             if found is not None:

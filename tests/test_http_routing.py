@@ -165,6 +165,13 @@ def test_path_params_percent_decoded(client):
     assert client.get("/files/x%20y/z").json()["path"] == "x y/z"
 
 
+def test_percent_encoded_static_segment_beats_param(client):
+    assert client.get("/users/m%65").json() == {"route": "static"}
+    assert client.get("/files/r%65adme").text == "readme"
+    # a static segment between parameters, percent-encoded
+    assert client.get("/users/5/p%6Fsts/x%20y").json() == {"id": 5, "post": "x y"}
+
+
 def test_unicode_static_path(client):
     assert client.get("/h%C3%A9llo%20w%C3%B6rld").text == "unicode"
 

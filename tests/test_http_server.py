@@ -353,6 +353,26 @@ def test_expect_100_continue(conn):
     assert r.status == 200 and r.body == b"data"
 
 
+def test_expect_100_continue_after_pipelined_request(conn):
+    conn.send(req("GET", "/slow") + req("POST", "/echo", "Expect: 100-continue", "Content-Length: 4"))
+    assert conn.read().body == b"slow"  # the 100 comes after the answer owed before it
+    assert conn.read().status == 100
+    conn.send(b"wxyz")
+    assert conn.read().body == b"wxyz"
+
+
+def test_expect_100_body_sent_without_waiting(conn):
+    conn.send(req("POST", "/echo", "Expect: 100-continue", body=b"eager") + req("GET", "/fast/n"))
+    assert conn.read().status == 100
+    assert conn.read().body == b"eager"
+    assert conn.read().body == b"n"
+
+
+def test_absolute_form_target(conn):
+    conn.send(b"GET http://example.com/fast/abs?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert conn.read().body == b"abs"
+
+
 def test_expect_100_continue_too_large(server):
     c = Conn(server.port)
     c.send(req("POST", "/echo", "Expect: 100-continue", f"Content-Length: {MAX_BODY + 1}"))
