@@ -1,10 +1,12 @@
 """Robyn's ``robyn.testing``: call an app's handlers in-process, without a socket.
 
-``TestClient(app)`` builds the app exactly as ``app.start()`` does (``app.served()``), runs its
-startup (startup handlers, const routes) on a private event loop, and sends each request through
+``TestClient(app)`` builds the app exactly as ``app.start()`` does (``app.served()``) and sends
+each request through
 ``Dispatcher.handle`` as a server-built ``HTTPRequest``: routing, middlewares, parameter
 injection, DI, conversion and error handling are the real ones. Only the socket and the HTTP/1.1
-framing are left out.
+framing are left out. Const routes are computed on first use. Used as a context manager the
+client also runs the app's startup handlers on entry and its shutdown handlers on exit (like
+Robyn's, a client used without ``with`` runs neither). Handlers run on the client's own event loop.
 
     with TestClient(app) as client:          # runs startup, and shutdown on exit
         r = client.get("/items/1", query_params={"q": "x"}, headers={"x-key": "k"})
@@ -67,19 +69,23 @@ class TestClient:
         self.host = (host or "testserver").rstrip("/")
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._served: Any = None
+        self._lifecycle = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _ensure_started(self) -> Any:
+    def _ensure_started(self, lifecycle: bool = False) -> Any:
         if self._served is None:
             loop = asyncio.new_event_loop()
             served = self.app.served()
             try:
-                loop.run_until_complete(served.startup())
+                if lifecycle:
+                    loop.run_until_complete(served.startup())
+                else:
+                    loop.run_until_complete(served._compute_const_routes())
             except BaseException:
                 loop.close()
                 raise
-            self._loop, self._served = loop, served
+            self._loop, self._served, self._lifecycle = loop, served, lifecycle
         return self._served
 
     def close(self) -> None:
@@ -88,12 +94,17 @@ class TestClient:
         self._served = self._loop = None
         if served is not None and loop is not None:
             try:
-                loop.run_until_complete(served.shutdown())
+                if self._lifecycle:
+                    loop.run_until_complete(served.shutdown())
+                elif served.app.executor is not None:
+                    served.app.executor.shutdown(wait=False, cancel_futures=True)
             finally:
                 loop.close()
 
     def __enter__(self) -> "TestClient":
-        self._ensure_started()
+        if self._served is not None and not self._lifecycle:
+            self.close()  # already used without ``with``: start again, this time fully
+        self._ensure_started(lifecycle=True)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -143,7 +154,7 @@ class TestClient:
         user = {str(k).lower(): v for k, v in (headers or {}).items()}
         content_type: Optional[str] = None
         data = b""
-        if json_data is not None:
+        if json_data is not None and body is None:
             data, content_type = orjson.dumps(json_data), "application/json"
         elif files:
             data, content_type = _multipart(form_data or {}, files)

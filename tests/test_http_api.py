@@ -199,11 +199,14 @@ def test_testclient_full_pipeline():
     assert app.calls["shutdown"] == 1
 
 
-def test_testclient_without_context_manager_starts_lazily():
+def test_testclient_without_context_manager():
     app = make_app()
     client = TestClient(app)
-    assert app.calls["startup"] == 0
     assert client.get("/const").text == "cached"
-    assert app.calls["startup"] == 1
+    assert client.get("/const").text == "cached"
+    assert app.calls["const"] == 1
+    # like Robyn's client: no startup/shutdown handlers without ``with``
+    assert app.calls["startup"] == 0
     client.close()
-    assert app.calls["shutdown"] == 1
+    assert app.calls["shutdown"] == 0
+    assert TestClient(app).put("/json", json_data={"a": 1}, body="[2]").json()["got"] == [2]
