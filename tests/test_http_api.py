@@ -210,3 +210,30 @@ def test_testclient_without_context_manager():
     client.close()
     assert app.calls["shutdown"] == 0
     assert TestClient(app).put("/json", json_data={"a": 1}, body="[2]").json()["got"] == [2]
+
+
+def test_testclient_async_authentication_and_unconfigured():
+    from stonechat.authentication import AuthenticationHandler, BearerGetter, Identity
+
+    class AsyncAuth(AuthenticationHandler):
+        async def authenticate(self, request):
+            token = self.token_getter.get_token(request)
+            return Identity(claims={"user": token}) if token else None
+
+    app = Robyn(__file__)
+
+    @app.put("/me", auth_required=True)
+    async def me(request: Request):
+        return request.identity.claims
+
+    client = TestClient(app)
+    r = client.put("/me")
+    assert r.status_code == 500  # auth_required without configure_authentication
+    client.close()
+
+    app.configure_authentication(AsyncAuth(BearerGetter()))
+    client = TestClient(app)
+    r = client.put("/me")
+    assert r.status_code == 401 and r.headers.get("www-authenticate") == "BearerGetter"
+    assert client.put("/me", headers={"Authorization": "Bearer u9"}).json() == {"user": "u9"}
+    client.close()
