@@ -140,9 +140,12 @@ class WebSocketConnector:
     async_send_bytes_to = async_send_to
 
     def sync_broadcast(self, message: Union[str, bytes]) -> int:
-        """Send to every live client of this endpoint (this one included), never waiting: a
-        client too slow to keep up is dropped (1013) rather than stalling the others.
-        Returns how many clients it was written to."""
+        """Send to every live client of this endpoint (this one included), never waiting for
+        any of them: a client whose unsent data passes ``ws_max_write_buffer`` is dropped (1013)
+        rather than stalling the others. Returns how many clients it was written to."""
+        return self._broadcast(message)
+
+    def _broadcast(self, message: Union[str, bytes]) -> int:
         clients = self._clients
         if not clients:
             return 0
@@ -162,7 +165,16 @@ class WebSocketConnector:
         return sent
 
     async def async_broadcast(self, message: Union[str, bytes]) -> int:
-        return self.sync_broadcast(message)
+        """Like ``sync_broadcast``, then waits for *this* client's own backlog the way
+        ``send`` does (so a loop of broadcasts is paced by its sender, never by the others)."""
+        sent = self._broadcast(message)
+        conn = self._conn
+        if conn is not None and conn.write_paused and not conn.closed:
+            try:
+                await conn.drain()
+            except ConnectionClosed as exc:
+                raise _disconnect(exc) from None
+        return sent
 
     sync_broadcast_bytes = sync_broadcast
     async_broadcast_bytes = async_broadcast
@@ -245,7 +257,7 @@ class WebSocketAdapter(WebSocketConnector):
             await self.send_text(data)
 
     async def broadcast(self, data: Union[str, bytes]) -> int:
-        return self.sync_broadcast(data)
+        return await self.async_broadcast(data)
 
     async def send_to(self, recipient_id: str, data: Union[str, bytes]) -> bool:
         return self.sync_send_to(recipient_id, data)

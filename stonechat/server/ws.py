@@ -763,6 +763,12 @@ class WebSocketProtocol(asyncio.Protocol):
         self._set_closed(1013, "client too slow", "server")
         self.transport.abort()
 
+    async def drain(self) -> None:
+        """Wait while this client's unsent data is over ``ws_write_limit`` (1013 after
+        ``ws_send_timeout``)."""
+        if self.write_paused and self.state != CLOSED:
+            await self._drain()
+
     async def _drain(self) -> None:
         fut = self.loop.create_future()
         self.drain_waiters.append(fut)

@@ -1,0 +1,349 @@
+"""WebSocket protocol rules (RFC 6455) and limits, against a real server, with raw sockets
+for the frames a polite client never sends: handshake validation, masking, reserved bits and
+opcodes, fail-fast UTF-8, fragmentation with control frames in between, message size, keepalive,
+idle timeout, per-IP limits, backpressure, slow clients in a broadcast, shutdown with 1001, and
+memory over 3000 connect/close cycles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import struct
+import time
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from wsraw import RawWS, frame
+
+APP = r'''
+import asyncio, os
+from stonechat import Robyn, WebSocketDisconnect
+
+app = Robyn(__file__)
+events = []
+
+@app.get("/events")
+def get_events():
+    return {"events": events}
+
+@app.get("/clients")
+def clients():
+    return {path: len(ep.clients) for path, ep in app.websocket_hub.endpoints.items()}
+
+@app.get("/rss")
+def rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return {"kib": int(line.split()[1])}
+
+@app.websocket("/ws")
+async def echo(ws):
+    try:
+        while True:
+            await ws.send(await ws.receive())
+    except WebSocketDisconnect:
+        pass
+
+@echo.on_close
+async def echo_closed(ws):
+    await asyncio.sleep(0.05)
+    print(f"close handler ran: {ws.close_code} {ws.close_reason}", flush=True)
+
+@app.websocket("/push")
+async def push(ws):
+    chunk = "p" * 65536
+    sent = 0
+    try:
+        while True:
+            await ws.send_text(chunk)
+            sent += 1
+    except WebSocketDisconnect as exc:
+        events.append(["push-stopped", exc.code, sent])
+
+@app.websocket("/feed")
+async def feed(ws):
+    try:
+        while True:
+            msg = await ws.receive_text()
+            if msg.startswith("flood:"):
+                chunk = "f" * 65536
+                for _ in range(int(msg[6:])):
+                    await ws.broadcast(chunk)
+                await ws.send_text("flood-done")
+    except WebSocketDisconnect:
+        pass
+
+@app.shutdown_handler
+def bye():
+    print("shutdown handler ran", flush=True)
+
+app.start()
+'''
+
+
+def start(serve, **settings):
+    env = {f"STONECHAT_{k.upper()}": str(v) for k, v in settings.items()}
+    return serve(APP, env=env)
+
+
+@pytest.fixture(scope="module")
+def _module_tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("wsproto")
+
+
+@pytest.fixture
+def srv(serve):
+    return start(serve, ws_max_message_size=100_000)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+# -- handshake -------------------------------------------------------------------------------
+
+def raw_handshake(port, lines):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_handshake_validation(srv):
+    base = ["GET /ws HTTP/1.1", f"Host: 127.0.0.1:{srv.port}", "Upgrade: websocket", "Connection: Upgrade"]
+    key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+    ok = raw_handshake(srv.port, base + [key, "Sec-WebSocket-Version: 13"])
+    assert ok.startswith(b"HTTP/1.1 101")
+    assert b"sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in ok
+    assert raw_handshake(srv.port, base + ["Sec-WebSocket-Version: 13"]).startswith(b"HTTP/1.1 400")
+    short = raw_handshake(srv.port, base + ["Sec-WebSocket-Key: MTIzNDU2Nzg=", "Sec-WebSocket-Version: 13"])
+    assert short.startswith(b"HTTP/1.1 400")
+    v8 = raw_handshake(srv.port, base + [key, "Sec-WebSocket-Version: 8"])
+    assert v8.startswith(b"HTTP/1.1 426") and b"sec-websocket-version: 13" in v8.lower()
+    no_conn = raw_handshake(srv.port, [base[0], base[1], base[2], key, "Sec-WebSocket-Version: 13"])
+    assert not no_conn.startswith(b"HTTP/1.1 101")
+    post = raw_handshake(srv.port, ["POST /ws HTTP/1.1"] + base[1:] + [key, "Sec-WebSocket-Version: 13",
+                                                                     "Content-Length: 0"])
+    assert post.startswith(b"HTTP/1.1 400")
+
+
+# -- framing rules ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, code", [
+    (frame(0x1, b"hi", mask=False), 1002),               # unmasked client frame
+    (frame(0x1, b"hi", rsv=4), 1002),                    # RSV1 without an extension
+    (frame(0x3, b"hi"), 1002),                           # reserved data opcode
+    (frame(0xB, b""), 1002),                             # reserved control opcode
+    (frame(0x9, b"p", fin=False), 1002),                 # fragmented ping
+    (frame(0x9, b"x" * 126), 1002),                      # control payload over 125
+    (frame(0x0, b"cont"), 1002),                         # continuation without a message
+    (frame(0x8, b"\x03"), 1002),                         # 1-byte close payload
+    (frame(0x8, struct.pack("!H", 1005)), 1002),         # close code that must not be sent
+    (frame(0x8, struct.pack("!H", 1000) + b"\xff"), 1007),  # close reason not UTF-8
+    (frame(0x1, b"ok \xed\xa0\x80"), 1007),              # UTF-16 surrogate in a text message
+])
+def test_protocol_errors_close_with_the_right_code(srv, bad, code):
+    ws = RawWS(srv.port, "/ws")
+    ws.send_text("before")
+    assert ws.recv_frame() == (0x1, b"before")
+    ws.send(bad)
+    assert ws.recv_close()[0] == code
+    ws.send(frame(0x8, struct.pack("!H", 1000)))
+    assert ws.at_eof()  # the server closes TCP after the close handshake
+
+
+def test_invalid_utf8_fails_fast_before_the_message_ends(srv):
+    ws = RawWS(srv.port, "/ws")
+    ws.send(frame(0x1, "κόσμε".encode(), fin=False))
+    ws.send(frame(0x0, b"\xf4\x90", fin=False))  # can never become valid UTF-8
+    assert ws.recv_close()[0] == 1007            # without the rest of the message
+    # Within one frame too: a frame whose payload so far is invalid, the rest never sent.
+    ws2 = RawWS(srv.port, "/ws")
+    whole = frame(0x1, b"abc\xf4\x90\x80\x80" + b"d" * 1000)
+    ws2.send(whole[:14])
+    assert ws2.recv_close()[0] == 1007
+
+
+def test_fragments_with_control_frames_between(srv):
+    ws = RawWS(srv.port, "/ws")
+    ws.send(frame(0x1, b"frag", fin=False) + frame(0x9, b"ping!") + frame(0x0, "ment€".encode(), fin=False))
+    assert ws.recv_frame() == (0xA, b"ping!")
+    ws.send(frame(0xA, b"unsolicited") + frame(0x0, b"ed"))
+    assert ws.recv_frame() == (0x1, "fragment€ed".encode())
+    # A close between two fragments is legal and answered normally.
+    ws.send(frame(0x2, b"\x01", fin=False) + frame(0x8, struct.pack("!H", 1000) + b"done"))
+    assert ws.recv_close() == (1000, "")
+    assert ws.at_eof()
+
+
+def test_message_size_limit_1009(srv):
+    ws = RawWS(srv.port, "/ws")
+    ws.send(frame(0x2, b"x" * 100_000))
+    assert ws.recv_frame() == (0x2, b"x" * 100_000)
+    # The header alone announces too much: refused before the payload is sent.
+    ws.send(frame(0x2, b"", length=100_001)[:14])
+    assert ws.recv_close()[0] == 1009
+    # Over the limit across fragments.
+    ws2 = RawWS(srv.port, "/ws")
+    ws2.send(frame(0x1, b"a" * 60_000, fin=False) + frame(0x0, b"b" * 60_000))
+    assert ws2.recv_close()[0] == 1009
+
+
+# -- keepalive, idle, per-IP limit ---------------------------------------------------------------
+
+def test_keepalive_ping_and_pong_timeout(serve):
+    server = start(serve, ws_ping_interval=1, ws_ping_timeout=1)
+    silent = RawWS(server.port, "/ws", timeout=8)
+    started = time.monotonic()
+    opcode, payload = silent.recv_frame()
+    assert opcode == 0x9  # the server pings an idle client
+    code, reason = silent.recv_close()  # and closes when no pong comes
+    assert code == 1011 and "ping" in reason
+    assert time.monotonic() - started < 6
+
+    async def polite():  # the websockets client answers pings: it stays connected
+        async with websockets.connect(server.ws_url + "/ws", ping_interval=None) as c:
+            await asyncio.sleep(3.5)
+            await c.send("still here")
+            return await c.recv()
+    assert run(polite()) == "still here"
+
+
+def test_idle_timeout(serve):
+    server = start(serve, ws_idle_timeout=1, ws_ping_interval=0)
+    ws = RawWS(server.port, "/ws", timeout=8)
+    started = time.monotonic()
+    assert ws.recv_close() == (1001, "idle timeout")
+    assert 0.9 < time.monotonic() - started < 4
+
+
+def test_connection_limit_per_ip_503(serve):
+    server = start(serve, ws_max_connections_per_ip=3)
+    held = [RawWS(server.port, "/ws") for _ in range(3)]
+    assert all(w.status == 101 for w in held)
+    refused = RawWS(server.port, "/ws")
+    assert refused.status == 503
+    held[0].send(frame(0x8, struct.pack("!H", 1000)))
+    assert held[0].recv_close()[0] == 1000
+    assert held[0].at_eof()
+    held[0].close()  # the slot is free once TCP is closed (or after ws_close_timeout)
+    time.sleep(0.2)
+    again = RawWS(server.port, "/ws")
+    assert again.status == 101
+
+
+# -- backpressure --------------------------------------------------------------------------------
+
+def test_send_waits_then_closes_a_stuck_client_1013(serve):
+    server = start(serve, ws_write_limit=65536, ws_send_timeout=1, ws_max_write_buffer=1 << 20)
+    stuck = RawWS(server.port, "/push", rcvbuf=4096)  # never reads
+    deadline = time.monotonic() + 8
+    found = None
+    while time.monotonic() < deadline and not found:
+        time.sleep(0.2)
+        found = [e for e in httpx.get(server.url + "/events").json()["events"] if e[0] == "push-stopped"]
+    assert found, server.output()[-2000:]
+    _, code, sent = found[0]
+    assert code == 1013
+    assert sent < 200  # it waited instead of queueing without bound (200 x 64 KiB = 12.5 MiB)
+    stuck.close()
+
+
+def test_broadcast_is_not_stalled_by_a_slow_client(serve):
+    server = start(serve, ws_write_limit=65536, ws_max_write_buffer=4 << 20)
+    slow = RawWS(server.port, "/feed", rcvbuf=4096)  # never reads
+    fast = RawWS(server.port, "/feed", timeout=10)   # reads as fast as it can
+    time.sleep(0.1)
+    assert httpx.get(server.url + "/clients").json()["/feed"] == 2
+    started = time.monotonic()
+    fast.send_text("flood:400")  # 400 x 64 KiB = 25 MiB to both clients
+    count = 0
+    while True:
+        opcode, payload = fast.recv_frame()
+        if payload == b"flood-done":
+            break
+        assert opcode == 0x1 and len(payload) == 65536
+        count += 1
+    assert count == 400 and time.monotonic() - started < 10
+    time.sleep(0.2)
+    assert httpx.get(server.url + "/clients").json()["/feed"] == 1  # the slow one was dropped
+    assert "client not reading" in server.output()
+    fast.send_text("still open")  # the fast one is still served
+    slow.close()
+    fast.close()
+
+
+# -- shutdown ----------------------------------------------------------------------------------------
+
+def test_shutdown_closes_1001_and_runs_close_handlers_first(serve):
+    server = start(serve)
+    clients = [RawWS(server.port, "/ws", timeout=10) for _ in range(3)]
+    for c in clients:
+        c.send_text("x")
+        assert c.recv_frame() == (0x1, b"x")
+    server.signal(signal.SIGTERM)
+    for c in clients:
+        assert c.recv_close() == (1001, "server shutting down")
+        c.send(frame(0x8, struct.pack("!H", 1001)))
+    assert server.wait(15) == 0
+    out = server.output()
+    assert out.count("close handler ran: 1001 server shutting down") == 3, out
+    assert out.rindex("close handler ran") < out.index("shutdown handler ran"), out
+
+
+# -- memory ----------------------------------------------------------------------------------------
+
+def test_rss_stable_over_3000_connect_close_cycles(serve):
+    server = start(serve, ws_ping_interval=0)
+    handshake = (f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    close = frame(0x8, struct.pack("!H", 1000))
+    hello = frame(0x1, b"hello")
+
+    def cycle(i):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        s.sendall(handshake + hello)
+        data = b""
+        while not data.endswith(b"hello"):
+            chunk = s.recv(4096)
+            assert chunk, "server closed early"
+            data += chunk
+        if i % 2:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # abort: RST, no close frame
+            return
+        s.sendall(close)
+        while s.recv(4096):
+            pass
+        s.close()
+
+    def rss_kib():
+        return httpx.get(server.url + "/rss").json()["kib"]
+
+    for i in range(1000):  # warm-up
+        cycle(i)
+    time.sleep(0.3)
+    before = rss_kib()
+    for i in range(3000):
+        cycle(i)
+    time.sleep(0.5)
+    middle = rss_kib()
+    assert httpx.get(server.url + "/clients").json()["/ws"] == 0
+    assert middle - before < 5 * 1024, f"RSS grew {middle - before} KiB over 3000 cycles"
+    # Allocator pools settle in the first thousands of cycles; after that growth must be ~flat.
+    for i in range(3000):
+        cycle(i)
+    time.sleep(0.5)
+    after = rss_kib()
+    assert after - middle < 1536, f"RSS still growing: {after - middle} KiB over 3000 more cycles"
