@@ -20,7 +20,8 @@ from typing import Any
 
 from . import __version__
 from .config import Config
-from .server.runner import EXIT_OK, bind_socket, guard_exit, inherited_control_channel, serve
+from .server.runner import (EXIT_OK, bind_socket, guard_exit, hold_stop_signals,
+                            inherited_control_channel, serve)
 from .server.settings import ServerSettings, SettingsError
 
 logger = logging.getLogger("stonechat")
@@ -94,6 +95,7 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
         from .server.supervisor import run_dev
         sys.exit(run_dev(host, port))
 
+    hold_stop_signals()  # from bind on, a Ctrl+C means the stop sequence (runner.py)
     try:
         # --processes N: one socket, inherited by every worker (one accept queue, so a worker
         # that dies loses no queued connection, and a second copy of the server cannot bind).

@@ -449,3 +449,15 @@ def test_taken_port_is_a_clear_error_not_a_prompt(serve):
     assert second.wait(10) == 1
     assert f"cannot listen on 127.0.0.1:{first.port}" in second.output()
     assert httpx.get(first.url + "/").text == "ok"
+
+
+@pytest.mark.parametrize("args", [[], ["--processes", "2"]])
+def test_signal_as_soon_as_the_port_opens_is_a_clean_stop(serve, args):
+    # the port is visible from bind() on; a Ctrl+C from then on must mean the stop sequence,
+    # never a KeyboardInterrupt traceback (regression: the loop's handlers came later)
+    for _ in range(3):
+        server = serve(BUG_REPORT_APP, args=args)  # returns the moment the port accepts
+        server.signal(signal.SIGINT)
+        assert server.wait(10) == 0, server.output()
+        out = server.output()
+        assert "Traceback" not in out and "KeyboardInterrupt" not in out, out

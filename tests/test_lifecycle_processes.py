@@ -42,13 +42,14 @@ app.start()
 """
 
 
-def wait_for_text(server, text: str, timeout: float = 10.0, count: int = 1) -> str:
+def wait_for_text(server, text: str, timeout: float = 10.0, count: int = 1,
+                  while_alive: bool = True) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = server.output()
         if out.count(text) >= count:
             return out
-        if server.proc.poll() is not None:
+        if while_alive and server.proc.poll() is not None:
             break
         time.sleep(0.02)
     out = server.output()
@@ -180,8 +181,8 @@ def test_killed_supervisor_leaves_no_serving_orphans(serve):
     os.kill(server.pid, signal.SIGKILL)
     server.wait(5)
     # the workers see their control channel close and stop gracefully on their own
-    out = wait_for_text(server, "Shutting down...", count=2)
-    assert "stopping (parent process gone)" in out
+    out = wait_for_text(server, "Shutting down...", count=2, while_alive=False)
+    assert out.count("stopping (parent process gone)") == 2
     deadline = time.monotonic() + 5
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -230,3 +231,45 @@ def test_workers_flag_sizes_the_thread_pool_for_threaded_handlers(serve, args, e
     assert max(results) == expected_max, results
     server.signal(signal.SIGTERM)
     assert server.wait(10) == 0
+
+
+WEDGED_APP = """
+import time
+from stonechat import Robyn
+app = Robyn(__file__)
+
+@app.startup_handler
+def wedged():
+    print("wedged", flush=True)
+    time.sleep(3600)  # a sync handler that blocks the worker's loop: no signal can be handled
+
+app.start(drain_timeout=0.5, ws_close_timeout=0.5, shutdown_handler_timeout=0.5)
+"""
+
+
+def test_second_signal_kills_wedged_workers(serve):
+    server = serve(WEDGED_APP, args=["--processes", "2"])
+    wait_for_text(server, "wedged", count=2)
+    pids = worker_pids(server)
+    server.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait(10) == 1
+    assert time.monotonic() - started < 6.0
+    out = server.output()
+    assert out.count("did not stop within its deadline") == 2, out
+    assert not any(alive(p) for p in pids)
+
+
+def test_wedged_workers_are_killed_after_the_stop_deadline(serve):
+    server = serve(WEDGED_APP, args=["--processes", "2"])
+    wait_for_text(server, "wedged", count=2)
+    pids = worker_pids(server)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    # deadline = drain 0.5 + 1 + ws_close 0.5 + 1 + 0 shutdown steps + 5 = 8 s
+    assert server.wait(20) == 1
+    assert 7.5 < time.monotonic() - started < 12.0
+    assert "did not stop within its deadline" in server.output()
+    assert not any(alive(p) for p in pids)

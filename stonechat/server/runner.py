@@ -79,6 +79,16 @@ def bind_socket(host: str, port: int, reuse_port: bool = False, backlog: int = 2
     return sock
 
 
+def hold_stop_signals() -> None:
+    """Keep SIGINT/SIGTERM pending (blocked) until a handler for them exists.
+
+    Called just before the socket is bound: from then on clients can see the server, and a
+    Ctrl+C must lead to the stop sequence, not a ``KeyboardInterrupt`` traceback. ``Worker``
+    (and the supervisor) unblock them once their handlers are installed; a signal that
+    arrived meanwhile is delivered then."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop

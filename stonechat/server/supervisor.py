@@ -49,6 +49,7 @@ from .runner import CONTROL_FD_ENV, EXIT_FORCED, EXIT_OK, EXIT_STARTUP_FAILED, S
 from .settings import ServerSettings
 
 logger = logging.getLogger("stonechat.supervisor")
+dev_logger = logging.getLogger("stonechat.dev")
 
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
@@ -164,6 +165,7 @@ class Supervisor:
 
     def run(self) -> int:
         self.waker = _SignalWaker(STOP_SIGNALS + (signal.SIGCHLD,))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # see runner.hold_stop_signals
         try:
             logger.info("supervisor pid %d starting %d workers", os.getpid(), len(self.slots))
             for slot in self.slots:
@@ -335,8 +337,8 @@ class Supervisor:
         self.signals_seen += 1
         name = signal.Signals(signum).name
         if self.signals_seen == 1 or not self.stopping:
-            logger.info("stopping (%s): waiting for %d workers to finish their shutdown",
-                        name, len(self._alive()))
+            logger.info("stopping (%s): telling %d workers to stop, waiting for their shutdown",
+                        name, len(self.slots))
             self._begin_stop(name)
             return
         logger.warning("second %s: telling workers to skip what is left of their shutdown", name)
@@ -423,7 +425,7 @@ class _Watcher:
                 except OSError:
                     return
         except Exception:
-            logger.exception("dev: file watcher failed; changes will not restart the app")
+            dev_logger.exception("dev: file watcher failed; changes will not restart the app")
 
     def drain(self) -> list[str]:
         try:
@@ -456,9 +458,10 @@ class DevReloader:
 
     def run(self) -> int:
         self.waker = _SignalWaker(STOP_SIGNALS + (signal.SIGCHLD,))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         watcher = _Watcher(self.directory)
         self.waker.selector.register(watcher.read_end, selectors.EVENT_READ, "changes")
-        logger.info("dev: watching %s for .py changes%s", self.directory,
+        dev_logger.info("dev: watching %s for .py changes%s", self.directory,
                     f" (app at {self.url})" if self.url else "")
         try:
             self._start()
@@ -474,7 +477,7 @@ class DevReloader:
                     paths = watcher.drain()
                     if paths:
                         shown = ", ".join(os.path.relpath(p, self.directory) for p in paths[:3])
-                        logger.info("dev: %s changed; restarting", shown)
+                        dev_logger.info("dev: %s changed; restarting", shown)
                         code = self._stop_child("reload", DEV_STOP_TIMEOUT)
                         if self.signals_seen:  # stopped while reloading: do not start again
                             return EXIT_FORCED if self.forced else code
@@ -482,7 +485,7 @@ class DevReloader:
                 if self.child is not None and self.child.poll() is not None:
                     code = self.child.returncode
                     self._forget_child()
-                    logger.error("dev: the app exited with code %d; fix it and save a .py file "
+                    dev_logger.error("dev: the app exited with code %d; fix it and save a .py file "
                                  "to restart", code)
         finally:
             if self.child is not None and self.child.poll() is None:
@@ -500,7 +503,7 @@ class DevReloader:
                                       pass_fds=(child_end.fileno(),))
         child_end.close()
         self.channel = parent_end
-        logger.info("dev: started the app (pid %d)", self.child.pid)
+        dev_logger.info("dev: started the app (pid %d)", self.child.pid)
 
     def _forget_child(self) -> None:
         if self.channel is not None:
@@ -523,7 +526,7 @@ class DevReloader:
             while child.poll() is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    logger.error("dev: the app (pid %d) did not stop within %.0f s; killing it",
+                    dev_logger.error("dev: the app (pid %d) did not stop within %.0f s; killing it",
                                  child.pid, timeout)
                     child.kill()
                     child.wait()
@@ -543,10 +546,10 @@ class DevReloader:
         self.signals_seen += 1
         name = signal.Signals(signum).name
         if self.signals_seen == 1:
-            logger.info("dev: stopping (%s)", name)
+            dev_logger.info("dev: stopping (%s)", name)
             _send(self.channel, f"stop {name} via dev reloader")
         elif not self.forced:
-            logger.warning("dev: second %s: telling the app to skip what is left of its shutdown", name)
+            dev_logger.warning("dev: second %s: telling the app to skip what is left of its shutdown", name)
             self.forced = True
             _send(self.channel, f"force {name} via dev reloader")
 
