@@ -368,11 +368,13 @@ class SubRouter(BaseRouter):
     def __init__(self, *args: Any, prefix: str = "", tags: Optional[list] = None, config: Any = None,
                  openapi: Any = None, file_object: Optional[str] = None,
                  dependencies: Optional[DependencyMap] = None) -> None:
-        if args:
+        # New style: SubRouter("/users") or SubRouter(prefix="/users"). Legacy style passes
+        # __file__ or __name__ first: SubRouter(__file__, "/users"), SubRouter(__name__, prefix=...).
+        if args and not prefix:
             first = args[0]
             if len(args) >= 2:
                 prefix = args[1]
-            elif isinstance(first, str) and first.startswith("/"):
+            elif isinstance(first, str) and first.startswith("/") and not first.endswith(".py"):
                 prefix = first
         super().__init__(prefix, dependencies)
         self.tags = tags or []

@@ -1,0 +1,37 @@
+"""Registration-time behaviour that needs no server: SubRouter prefixes in every form Robyn
+apps use, and route conflicts raised at once."""
+
+import pytest
+
+from stonechat import Robyn, SubRouter
+from stonechat.routing import RouteConflict
+
+
+@pytest.mark.parametrize("args, kwargs, expected", [
+    (("/users",), {}, "/users"),
+    ((), {"prefix": "/users"}, "/users"),
+    (("/srv/app/routes.py", "/users"), {}, "/users"),        # legacy: SubRouter(__file__, "/x")
+    (("/srv/app/routes.py",), {"prefix": "/users/"}, "/users"),  # legacy with keyword
+    (("routes",), {"prefix": "/users"}, "/users"),           # legacy: SubRouter(__name__, prefix=)
+    (("/srv/app/routes.py",), {}, ""),                       # a file path alone is not a prefix
+    (("/",), {}, ""),
+])
+def test_subrouter_prefix_forms(args, kwargs, expected):
+    assert SubRouter(*args, **kwargs).prefix == expected
+
+
+def test_conflicting_routes_raise_at_registration():
+    app = Robyn(__file__)
+
+    @app.get("/u/:id")
+    def by_id(id):
+        return id
+
+    with pytest.raises(RouteConflict):
+        @app.get("/u/:name")
+        def by_name(name):
+            return name
+
+    @app.delete("/u/:name")  # another method at the same shape is fine
+    def delete(name):
+        return name
