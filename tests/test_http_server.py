@@ -481,6 +481,13 @@ def test_duplicate_same_content_length_not_smuggled(server):
     fresh_ok(server)
 
 
+def test_http10_transfer_encoding_400(server):
+    # RFC 9112 6.1: a Transfer-Encoding in an HTTP/1.0 message is faulty framing.
+    data = req("POST", "/echo", "Transfer-Encoding: chunked", version="HTTP/1.0") + b"3\r\nabc\r\n0\r\n\r\n"
+    r = expect_reject(server, data, 400)
+    assert b"HTTP/1.0" in r.body
+
+
 def test_missing_host_400(server):
     expect_reject(server, req("GET", "/", host=False), 400)
 

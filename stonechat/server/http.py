@@ -104,7 +104,7 @@ class HttpProtocol(asyncio.Protocol):
         "scheme", "pending", "task", "request", "url_parts", "head_size", "header_count",
         "body_parts", "body_size", "in_body", "head_started", "idle_since", "body_progress",
         "error", "closing", "read_paused", "write_paused", "drain_waiter", "upgrade_tail",
-        "send_continue", "host_count", "expect_continue",
+        "send_continue", "host_count", "expect_continue", "chunked",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -122,6 +122,7 @@ class HttpProtocol(asyncio.Protocol):
         self.header_count = 0
         self.host_count = 0
         self.expect_continue = False
+        self.chunked = False
         self.body_parts: list[bytes] = []
         self.body_size = 0
         self.in_body = False
@@ -222,6 +223,7 @@ class HttpProtocol(asyncio.Protocol):
         self.header_count = 0
         self.host_count = 0
         self.expect_continue = False
+        self.chunked = False
         self.body_parts = []
         self.body_size = 0
         self.in_body = False
@@ -256,6 +258,8 @@ class HttpProtocol(asyncio.Protocol):
             # Refuse an announced oversize body before reading any of it.
             if value.isdigit() and (len(value) > 18 or int(value) > self.settings.max_body_size):
                 raise _Reject(413, "Request body too large")
+        elif name == b"transfer-encoding":
+            self.chunked = True
         elif name == b"expect":
             if value.lower() != b"100-continue":
                 raise _Reject(417, "Unsupported Expect header")
@@ -274,6 +278,9 @@ class HttpProtocol(asyncio.Protocol):
             raise _Reject(400, "Bad request: more than one Host header")
         if self.host_count == 0 and version != "1.0":
             raise _Reject(400, "Bad request: missing Host header")
+        if self.chunked and version == "1.0":
+            # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
+            raise _Reject(400, "Bad request: Transfer-Encoding is not allowed in HTTP/1.0")
         target = b"".join(self.url_parts) if len(self.url_parts) != 1 else self.url_parts[0]
         request.target = target
         if target[:1] == b"/":
