@@ -11,11 +11,9 @@ import inspect
 import logging
 import os
 import socket
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional, Union
 
-from . import __version__
 from .authentication import AuthenticationHandler, make_auth_hook
 from .config import Config
 from .conversion import Converter, DefaultHeaders

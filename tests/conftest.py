@@ -15,7 +15,9 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Iterator, Optional
+
+import httpx
 
 import pytest
 
@@ -35,8 +37,11 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 class ServerProcess:
+    """A server subprocess: by default ``python app.py``; ``command`` replaces ``python app.py``
+    (e.g. ``[python, "-m", "stonechat"]`` with the app path in ``args``)."""
+
     def __init__(self, app_path: Path, port: int, args: list[str], env: dict, log_path: Path,
-                 new_session: bool = False) -> None:
+                 new_session: bool = False, command: Optional[list[str]] = None) -> None:
         self.app_path = app_path
         self.port = port
         self.log_path = log_path
@@ -46,8 +51,9 @@ class ServerProcess:
         full_env.update({"STONECHAT_PORT": str(port), "PYTHONUNBUFFERED": "1"})
         full_env.update(env)
         self._log = open(log_path, "wb")
+        argv = [*(command or [sys.executable, str(app_path)]), *args]
         self.proc = subprocess.Popen(
-            [sys.executable, str(app_path), *args], cwd=str(app_path.parent), env=full_env,
+            argv, cwd=str(app_path.parent), env=full_env,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=new_session)
 
     @property
@@ -67,6 +73,21 @@ class ServerProcess:
     def output(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = 10.0, count: int = 1,
+                        while_alive: bool = True) -> str:
+        """Wait until ``text`` appears ``count`` times in the log; fail with the log if not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.output()
+            if out.count(text) >= count:
+                return out
+            if while_alive and self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        out = self.output()
+        assert out.count(text) >= count, f"{text!r} x{count} not in output:\n{out}"
+        return out
 
     def signal(self, signum: int = sig.SIGTERM) -> None:
         self.proc.send_signal(signum)
@@ -95,52 +116,54 @@ class ServerProcess:
             self.proc.wait(5)
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Callable[..., ServerProcess]:
-    started: list[ServerProcess] = []
+class Launcher:
+    """Starts servers for one fixture scope and kills whatever is left at its end."""
 
-    def start(app: str, args: Optional[list[str]] = None, env: Optional[dict] = None,
-              port: Optional[int] = None, wait: bool = True, new_session: bool = True,
-              name: str = "app.py") -> ServerProcess:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[ServerProcess] = []
+
+    def __call__(self, app: str, args: Optional[list[str]] = None, env: Optional[dict] = None,
+                 port: Optional[int] = None, wait: bool = True, new_session: bool = True,
+                 name: str = "app.py", command: Optional[list[str]] = None) -> ServerProcess:
+        n = len(self.started)
         if "\n" in app or not app.endswith(".py"):
-            path = tmp_path / name
+            path = self.directory / (name if n == 0 else f"{n}-{name}")
             path.write_text(textwrap.dedent(app))
         else:
             path = Path(app)
         server = ServerProcess(path, port or free_port(), args or [], env or {},
-                               tmp_path / f"server-{len(started)}.log", new_session=new_session)
-        started.append(server)
+                               self.directory / f"server-{n}.log", new_session=new_session,
+                               command=command)
+        self.started.append(server)
         if wait:
             server.wait_ready()
         return server
 
-    yield start
-    for server in started:
-        server.kill()
-        server._log.close()
+    def close(self) -> None:
+        for server in self.started:
+            server.kill()
+            server._log.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Launcher]:
+    """Start servers that live for one test."""
+    launcher = Launcher(tmp_path)
+    yield launcher
+    launcher.close()
 
 
 @pytest.fixture(scope="module")
-def serve_module(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., ServerProcess]:
-    """Like ``serve`` but the servers live for the whole test module (one start per module)."""
-    started: list[ServerProcess] = []
-    tmp = tmp_path_factory.mktemp("serve_module")
+def serve_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """Start servers that live for the whole test module (one start per module)."""
+    launcher = Launcher(tmp_path_factory.mktemp("serve_module"))
+    yield launcher
+    launcher.close()
 
-    def start(app: str, args: Optional[list[str]] = None, env: Optional[dict] = None,
-              port: Optional[int] = None, wait: bool = True, name: str = "app.py") -> ServerProcess:
-        if "\n" in app or not app.endswith(".py"):
-            path = tmp / f"{len(started)}-{name}"
-            path.write_text(textwrap.dedent(app))
-        else:
-            path = Path(app)
-        server = ServerProcess(path, port or free_port(), args or [], env or {},
-                               tmp / f"server-{len(started)}.log", new_session=True)
-        started.append(server)
-        if wait:
-            server.wait_ready()
-        return server
 
-    yield start
-    for server in started:
-        server.kill()
-        server._log.close()
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    """An httpx client for the module's ``server`` fixture."""
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c

@@ -146,12 +146,6 @@ def server(serve_module):
     return serve_module(APP)
 
 
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        yield c
-
-
 def test_global_hooks_run_everywhere(client):
     r = client.get("/plain")
     assert r.json() == {"order": "g-before"}

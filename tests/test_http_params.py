@@ -3,7 +3,6 @@ by reserved name, path and query params with coercion, JsonBody, DI."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 APP = r'''
@@ -115,12 +114,6 @@ if __name__ == "__main__":
 @pytest.fixture(scope="module")
 def server(serve_module):
     return serve_module(APP)
-
-
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        yield c
 
 
 def test_no_params(client):

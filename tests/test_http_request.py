@@ -92,12 +92,6 @@ def server(serve_module):
     return serve_module(APP)
 
 
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        yield c
-
-
 def test_url(client, server):
     assert client.get("/url").json() == {"scheme": "http", "host": f"127.0.0.1:{server.port}",
                                          "path": "/url"}

@@ -229,12 +229,6 @@ def server(serve_module):
     return serve_module(APP)
 
 
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        yield c
-
-
 @pytest.mark.parametrize("path,status,ctype,body", [
     ("/str", 200, "text/plain", b"text"),
     ("/substr", 200, "text/plain", b"sub"),

@@ -91,12 +91,6 @@ def server(serve_module):
     return serve_module(APP)
 
 
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        yield c
-
-
 def fresh_ok(server):
     """A normal request on a fresh connection still answers 200."""
     assert httpx.get(server.url + "/", timeout=5).status_code == 200

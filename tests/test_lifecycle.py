@@ -40,19 +40,6 @@ app.start()
 """
 
 
-def wait_for_text(server, text: str, timeout: float = 10.0, count: int = 1) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = server.output()
-        if out.count(text) >= count:
-            return out
-        if server.proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    out = server.output()
-    assert out.count(text) >= count, f"{text!r} x{count} not in output:\n{out}"
-    return out
-
 
 def assert_phase_lines(out: str, signame: str, handler: str) -> None:
     assert f"stopping ({signame})" in out, out
@@ -193,7 +180,7 @@ def test_in_flight_request_completes_and_new_connections_are_refused(serve):
     t = _get_in_thread(server.url + "/slow/2", results, "slow")
     time.sleep(0.5)  # the request is in the handler now
     server.signal(signal.SIGTERM)
-    out = wait_for_text(server, "draining 1 requests")
+    out = server.wait_for_output("draining 1 requests")
     # the listening socket is closed: a new connection is refused while the old one drains
     with socket.socket() as s:
         s.settimeout(1)
@@ -312,7 +299,7 @@ def test_second_sigint_during_slow_shutdown_forces_exit(serve):
         app.start(shutdown_handler_timeout=30)
     """)
     server.signal(signal.SIGINT)
-    wait_for_text(server, "slow cleanup started")
+    server.wait_for_output("slow cleanup started")
     started = time.monotonic()
     server.signal(signal.SIGINT)
     code = server.wait(5)
@@ -417,7 +404,7 @@ def test_signal_during_hung_startup_stops_promptly(serve):
 
         app.start()
     """, wait=False)
-    wait_for_text(server, "startup waiting")
+    server.wait_for_output("startup waiting")
     started = time.monotonic()
     server.signal(signal.SIGTERM)
     assert server.wait(5) == 0

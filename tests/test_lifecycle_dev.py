@@ -40,19 +40,6 @@ app.start(drain_timeout=1, shutdown_handler_timeout=2)
 """
 
 
-def wait_for_text(server, text: str, timeout: float = 15.0, count: int = 1) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = server.output()
-        if out.count(text) >= count:
-            return out
-        if server.proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    out = server.output()
-    assert out.count(text) >= count, f"{text!r} x{count} not in output:\n{out}"
-    return out
-
 
 def get_text(url: str, timeout: float = 15.0) -> str:
     deadline = time.monotonic() + timeout
@@ -71,10 +58,10 @@ def write(path, text: str) -> None:
 
 def test_dev_restarts_on_edit_after_graceful_stop(serve):
     server = serve(DEV_APP.format(version="v1"), args=["--dev"])
-    wait_for_text(server, "startup v1")
+    server.wait_for_output("startup v1")
     assert get_text(server.url + "/") == "v1"
     write(server.app_path, DEV_APP.format(version="v2"))
-    out = wait_for_text(server, "startup v2")
+    out = server.wait_for_output("startup v2")
     assert out.index("shutdown v1") < out.index("startup v2"), out
     assert "changed; restarting" in out
     assert get_text(server.url + "/") == "v2"
@@ -88,48 +75,31 @@ def test_dev_restarts_on_edit_after_graceful_stop(serve):
 
 def test_dev_keeps_watching_after_a_syntax_error(serve):
     server = serve(DEV_APP.format(version="v1"), args=["--dev"])
-    wait_for_text(server, "startup v1")
+    server.wait_for_output("startup v1")
     server.app_path.write_text("from stonechat import Robyn\nthis is not python(\n")
-    out = wait_for_text(server, "fix it and save a .py file to restart")
+    out = server.wait_for_output("fix it and save a .py file to restart")
     assert "SyntaxError" in out and "shutdown v1" in out
     assert server.proc.poll() is None, "the reloader died with the app"
     write(server.app_path, DEV_APP.format(version="v3"))
-    wait_for_text(server, "startup v3")
+    server.wait_for_output("startup v3")
     assert get_text(server.url + "/") == "v3"
     server.signal(signal.SIGTERM)
     assert server.wait(10) == 0
     assert "shutdown v3" in server.output()
 
 
-def test_cli_dev_watches_even_if_the_app_never_imported(tmp_path):
-    app = tmp_path / "app.py"
+def test_cli_dev_watches_even_if_the_app_never_imported(serve, tmp_path):
+    app = tmp_path / "cli_app.py"
     app.write_text("this is not python(\n")
-    port = free_port()
-    log = open(tmp_path / "cli.log", "wb")
-    env = dict(os.environ, STONECHAT_PORT=str(port), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "stonechat", str(app), "--dev"], cwd=str(tmp_path),
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    class Handle:
-        def __init__(self) -> None:
-            self.proc = proc
-
-        def output(self) -> str:
-            return (tmp_path / "cli.log").read_text(errors="replace")
-    handle = Handle()
-    try:
-        wait_for_text(handle, "fix it and save a .py file to restart")
-        write(app, DEV_APP.format(version="cli"))
-        wait_for_text(handle, "startup cli")
-        assert get_text(f"http://127.0.0.1:{port}/") == "cli"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-        assert "shutdown cli" in handle.output()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    server = serve(str(app), command=[sys.executable, "-m", "stonechat"], args=[str(app), "--dev"],
+                   wait=False)
+    server.wait_for_output("fix it and save a .py file to restart")
+    write(app, DEV_APP.format(version="cli"))
+    server.wait_for_output("startup cli")
+    assert get_text(f"{server.url}/") == "cli"
+    server.signal(signal.SIGTERM)
+    assert server.wait(10) == 0
+    assert "shutdown cli" in server.output()
 
 
 def test_cli_runs_an_app_file_and_prints_version(tmp_path):

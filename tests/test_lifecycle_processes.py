@@ -42,20 +42,6 @@ app.start()
 """
 
 
-def wait_for_text(server, text: str, timeout: float = 10.0, count: int = 1,
-                  while_alive: bool = True) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = server.output()
-        if out.count(text) >= count:
-            return out
-        if while_alive and server.proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    out = server.output()
-    assert out.count(text) >= count, f"{text!r} x{count} not in output:\n{out}"
-    return out
-
 
 def worker_pids(server) -> set[int]:
     return {int(p) for p in re.findall(r"worker \d started \(pid (\d+)\)", server.output())}
@@ -71,7 +57,7 @@ def alive(pid: int) -> bool:
 
 def start_two(serve, app: str = BUG_REPORT_APP, **kwargs):
     server = serve(app, args=["--processes", "2"], **kwargs)
-    wait_for_text(server, "serving http://127.0.0.1")  # the banner: both workers are ready
+    server.wait_for_output("serving http://127.0.0.1")  # the banner: both workers are ready
     return server
 
 
@@ -116,7 +102,7 @@ def test_in_flight_request_drains_across_workers(serve):
         futures = [pool.submit(httpx.get, server.url + "/slow", timeout=10) for _ in range(2)]
         time.sleep(0.5)
         server.signal(signal.SIGTERM)
-        wait_for_text(server, "draining", count=2)
+        server.wait_for_output("draining", count=2)
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", server.port)) != 0  # every copy of the socket closed
         assert [f.result().text for f in futures] == ["finished", "finished"]
@@ -128,11 +114,11 @@ def test_worker_that_dies_is_logged_and_restarted(serve):
     victim = sorted(worker_pids(server))[0]
     slot = re.search(rf"worker (\d) started \(pid {victim}\)", server.output()).group(1)
     os.kill(victim, signal.SIGKILL)
-    out = wait_for_text(server, f"worker {slot} started", count=2)
+    out = server.wait_for_output(f"worker {slot} started", count=2)
     assert f"(pid {victim}) died unexpectedly (killed by SIGKILL)" in out, out
     new_pids = worker_pids(server) - {victim}
     assert len(new_pids) == 2
-    wait_for_text(server, "Starting up...", count=3)
+    server.wait_for_output("Starting up...", count=3)
     seen = {int(httpx.get(server.url + "/pid").text) for _ in range(20)}
     assert victim not in seen and seen <= new_pids
     server.signal(signal.SIGTERM)
@@ -146,8 +132,8 @@ def test_worker_stopped_alone_is_restarted(serve):
     server = start_two(serve)
     victim = sorted(worker_pids(server))[0]
     os.kill(victim, signal.SIGTERM)  # an operator stopping one worker: it shuts down cleanly
-    wait_for_text(server, f"Shutting down... {victim}")
-    out = wait_for_text(server, "Starting up...", count=3)
+    server.wait_for_output(f"Shutting down... {victim}")
+    out = server.wait_for_output("Starting up...", count=3)
     assert f"(pid {victim}) stopped on its own" in out, out
     server.signal(signal.SIGTERM)
     assert server.wait(15) == 0
@@ -181,7 +167,7 @@ def test_killed_supervisor_leaves_no_serving_orphans(serve):
     os.kill(server.pid, signal.SIGKILL)
     server.wait(5)
     # the workers see their control channel close and stop gracefully on their own
-    out = wait_for_text(server, "Shutting down...", count=2, while_alive=False)
+    out = server.wait_for_output("Shutting down...", count=2, while_alive=False)
     assert out.count("stopping (parent process gone)") == 2
     deadline = time.monotonic() + 5
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
@@ -196,7 +182,7 @@ def test_restart_on_the_same_port_at_once(serve):
     server.signal(signal.SIGTERM)
     assert server.wait(15) == 0
     again = serve(BUG_REPORT_APP, args=["--processes", "2"], port=server.port)
-    wait_for_text(again, "serving http://127.0.0.1")
+    again.wait_for_output("serving http://127.0.0.1")
     assert httpx.get(again.url + "/pid").status_code == 200
     again.signal(signal.SIGTERM)
     assert again.wait(15) == 0
@@ -249,7 +235,7 @@ app.start(drain_timeout=0.5, ws_close_timeout=0.5, shutdown_handler_timeout=0.5)
 
 def test_second_signal_kills_wedged_workers(serve):
     server = serve(WEDGED_APP, args=["--processes", "2"])
-    wait_for_text(server, "wedged", count=2)
+    server.wait_for_output("wedged", count=2)
     pids = worker_pids(server)
     server.signal(signal.SIGTERM)
     time.sleep(0.3)
@@ -264,7 +250,7 @@ def test_second_signal_kills_wedged_workers(serve):
 
 def test_wedged_workers_are_killed_after_the_stop_deadline(serve):
     server = serve(WEDGED_APP, args=["--processes", "2"])
-    wait_for_text(server, "wedged", count=2)
+    server.wait_for_output("wedged", count=2)
     pids = worker_pids(server)
     started = time.monotonic()
     server.signal(signal.SIGTERM)

@@ -16,7 +16,6 @@ import time
 import httpx
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from wsraw import RawWS, frame
 
@@ -306,8 +305,8 @@ def test_shutdown_closes_1001_and_runs_close_handlers_first(serve):
 
 def test_rss_stable_over_3000_connect_close_cycles(serve):
     server = start(serve, ws_ping_interval=0)
-    handshake = (f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    handshake = ("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
     close = frame(0x8, struct.pack("!H", 1000))
     hello = frame(0x1, b"hello")
 

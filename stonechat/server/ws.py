@@ -44,7 +44,6 @@ import binascii
 import codecs
 import hashlib
 import logging
-import os
 import struct
 from collections import deque
 from typing import Any, Optional, Union
