@@ -41,10 +41,45 @@ def parse_query(raw: Union[bytes, str]) -> dict[str, list[str]]:
     return result
 
 
-class QueryParams:
-    """A multimap of query parameters. ``get(key, default=None)`` returns the last value."""
+class _MultiMap:
+    """Names mapped to lists of values, in insertion order; the read API both multimaps share.
+
+    Single-value accessors return the *last* value, as Robyn's do.
+    """
 
     __slots__ = ("_map",)
+
+    _map: dict[str, list[str]]
+
+    def keys(self) -> list[str]:
+        return list(self._map)
+
+    def values(self) -> list[str]:
+        return [v[-1] for v in self._map.values()]
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(k, v[-1]) for k, v in self._map.items()]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        return [(k, v) for k, vs in self._map.items() for v in vs]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._map == self._map  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._map!r})"
+
+
+class QueryParams(_MultiMap):
+    """A multimap of query parameters. ``get(key, default=None)`` returns the last value."""
+
+    __slots__ = ()
 
     def __init__(self, values: Optional[dict] = None) -> None:
         self._map: dict[str, list[str]] = {}
@@ -86,18 +121,6 @@ class QueryParams:
     def to_dict(self) -> dict[str, list[str]]:
         return {k: list(v) for k, v in self._map.items()}
 
-    def keys(self) -> list[str]:
-        return list(self._map)
-
-    def values(self) -> list[str]:
-        return [v[-1] for v in self._map.values()]
-
-    def items(self) -> list[tuple[str, str]]:
-        return [(k, v[-1]) for k, v in self._map.items()]
-
-    def multi_items(self) -> list[tuple[str, str]]:
-        return [(k, v) for k, vs in self._map.items() for v in vs]
-
     def __contains__(self, key: object) -> bool:
         return key in self._map
 
@@ -107,26 +130,15 @@ class QueryParams:
             raise KeyError(key)
         return values[-1]
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map)
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, QueryParams) and other._map == self._map
-
-    def __repr__(self) -> str:
-        return f"QueryParams({self._map!r})"
 
 
-class Headers:
+class Headers(_MultiMap):
     """Case-insensitive, multi-valued headers. Names are stored lower-case.
 
     Unlike Robyn, ``get(name, default)`` accepts a default and ``Headers(Headers(...))`` works.
     """
 
-    __slots__ = ("_map",)
+    __slots__ = ()
 
     def __init__(self, default: Union[dict, "Headers", None] = None) -> None:
         self._map: dict[str, list[str]] = {}
@@ -188,18 +200,6 @@ class Headers:
     def is_empty(self) -> bool:
         return not self._map
 
-    def keys(self) -> list[str]:
-        return list(self._map)
-
-    def values(self) -> list[str]:
-        return [v[-1] for v in self._map.values()]
-
-    def items(self) -> list[tuple[str, str]]:
-        return [(k, v[-1]) for k, v in self._map.items()]
-
-    def multi_items(self) -> list[tuple[str, str]]:
-        return [(k, v) for k, vs in self._map.items() for v in vs]
-
     def copy(self) -> "Headers":
         headers = Headers()
         headers._map = {k: list(v) for k, v in self._map.items()}
@@ -217,17 +217,6 @@ class Headers:
     def __delitem__(self, key: str) -> None:
         self.remove(key)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map)
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Headers) and other._map == self._map
-
-    def __repr__(self) -> str:
-        return f"Headers({self._map!r})"
 
 
 class Url:

@@ -355,6 +355,17 @@ def serve(app: Any, sock: socket.socket, settings: ServerSettings, banner: Optio
     return Worker(app, sock, settings, banner, control).run()
 
 
+def exit_now(code: int) -> None:
+    """Flush stdio and leave the process at once (no atexit, no thread joins): for forked
+    workers and for a process whose handler threads will not finish."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
 def guard_exit(code: int, grace: float = 2.0) -> None:
     """Make sure the process can exit: threads stuck in user code (a blocking handler that
     outlived the drain deadline) would otherwise keep the interpreter alive at exit.
@@ -373,14 +384,6 @@ def guard_exit(code: int, grace: float = 2.0) -> None:
     logger.warning("%d handler thread(s) still running (%s); exiting anyway in %.1f s",
                    len(stuck), ", ".join(t.name for t in stuck[:5]), grace)
 
-    def hard_exit() -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(code)
-
-    timer = threading.Timer(grace, hard_exit)
+    timer = threading.Timer(grace, exit_now, (code,))
     timer.daemon = True
     timer.start()

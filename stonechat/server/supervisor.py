@@ -45,7 +45,8 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Optional
 
-from .runner import CONTROL_FD_ENV, EXIT_FORCED, EXIT_OK, EXIT_STARTUP_FAILED, STOP_SIGNALS, Worker
+from .runner import (CONTROL_FD_ENV, EXIT_FORCED, EXIT_OK, EXIT_STARTUP_FAILED, STOP_SIGNALS, Worker,
+                     exit_now)
 from .settings import ServerSettings
 
 logger = logging.getLogger("stonechat.supervisor")
@@ -231,12 +232,7 @@ class Supervisor:
             except BaseException:
                 traceback.print_exc()
             finally:
-                for stream in (sys.stdout, sys.stderr):
-                    try:
-                        stream.flush()
-                    except Exception:
-                        pass
-                os._exit(code)
+                exit_now(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         child_end.close()
         parent_end.setblocking(False)
