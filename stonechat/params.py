@@ -163,33 +163,27 @@ def _individual(name: str, param: inspect.Parameter, annotation: Any, from_path:
     has_default = default is not _MISSING
     missing_value = default if has_default else None
 
+    def missing() -> Any:  # only on the rare path where the value is absent
+        if has_default or optional:
+            return missing_value
+        raise ParamError(f"Missing required parameter: {name!r}")
+
+    # Three specialised closures so the per-request path has no branching on the kind.
     if from_path:
         def from_path_params(r: Request) -> Any:
             value = r.path_params.get(name)
-            if value is None:
-                if has_default or optional:
-                    return missing_value
-                raise ParamError(f"Missing required parameter: {name!r}")
-            return convert(value)
+            return missing() if value is None else convert(value)
         return from_path_params
 
     if is_list:
         def from_query_list(r: Request) -> Any:
             values = r.query_params.get_all(name)
-            if not values:
-                if has_default or optional:
-                    return missing_value
-                raise ParamError(f"Missing required parameter: {name!r}")
-            return [convert(v) for v in values]
+            return [convert(v) for v in values] if values else missing()
         return from_query_list
 
     def from_query(r: Request) -> Any:
         value = r.query_params.get(name)
-        if value is None:
-            if has_default or optional:
-                return missing_value
-            raise ParamError(f"Missing required parameter: {name!r}")
-        return convert(value)
+        return missing() if value is None else convert(value)
     return from_query
 
 
