@@ -73,6 +73,7 @@ ENV = {
     "STONECHAT_HEADER_TIMEOUT": "2",
     "STONECHAT_KEEP_ALIVE_TIMEOUT": "2",
     "STONECHAT_BODY_TIMEOUT": "2",
+    "STONECHAT_BODY_DEADLINE": "3",
 }
 
 
@@ -572,6 +573,30 @@ def test_body_timeout(server):
     started = time.monotonic()
     assert c.closed(timeout=6.0)
     assert time.monotonic() - started < 4.5
+    assert c.buf.startswith(b"HTTP/1.1 408")
+    c.close()
+    fresh_ok(server)
+
+
+def test_body_trickling_past_the_deadline(server):
+    # A byte every 0.5 s never trips the 2 s idle timeout; the 3 s total deadline ends it.
+    c = Conn(server.port, timeout=10)
+    c.send(req("POST", "/echo", "Content-Length: 100"))
+    started = time.monotonic()
+    closed = False
+    for _ in range(20):
+        time.sleep(0.5)
+        try:
+            c.sock.sendall(b"x")
+        except OSError:
+            closed = True
+            break
+        if c.closed(timeout=0.01):
+            closed = True
+            break
+    assert closed or c.closed(timeout=3.0)
+    elapsed = time.monotonic() - started
+    assert 2.5 < elapsed < 6.5, elapsed
     assert c.buf.startswith(b"HTTP/1.1 408")
     c.close()
     fresh_ok(server)

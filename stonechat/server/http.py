@@ -102,7 +102,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "state", "settings", "loop", "app", "transport", "parser", "client", "server_addr",
         "scheme", "pending", "task", "request", "url_parts", "head_size", "header_count",
-        "body_parts", "body_size", "in_body", "head_started", "idle_since", "body_progress",
+        "body_parts", "body_size", "in_body", "head_started", "idle_since", "body_progress", "body_started",
         "error", "closing", "read_paused", "write_paused", "drain_waiter", "upgrade_tail",
         "send_continue", "host_count", "expect_continue", "chunked",
     )
@@ -129,6 +129,7 @@ class HttpProtocol(asyncio.Protocol):
         self.head_started: Optional[float] = None
         self.idle_since = state.now
         self.body_progress = state.now
+        self.body_started = state.now
         self.error: Optional[_Reject] = None
         self.closing = False
         self.read_paused = False
@@ -302,7 +303,7 @@ class HttpProtocol(asyncio.Protocol):
                     request.websocket = True
         self.head_started = None
         self.in_body = True
-        self.body_progress = self.state.now
+        self.body_progress = self.body_started = self.state.now
         if self.expect_continue and version == "1.1":
             if not self.pending and self.task is None:
                 self.transport.write(_CONTINUE)  # type: ignore[union-attr]
@@ -537,7 +538,10 @@ class HttpProtocol(asyncio.Protocol):
                 else:
                     self._timeout(408, "Request header timeout")
         elif self.in_body:
-            if now - self.body_progress > settings.body_timeout:
+            # Both an idle gap and a total deadline: a body that trickles in a byte at a
+            # time must not hold a connection (and a slot) forever.
+            if (now - self.body_progress > settings.body_timeout
+                    or now - self.body_started > settings.body_deadline):
                 self._timeout(408, "Request body timeout")
         elif now - self.idle_since > settings.keep_alive_timeout:
             self.closing = True

@@ -27,6 +27,7 @@ class ServerSettings:
     header_timeout: float = 15.0            # seconds to receive a full request head (slowloris)
     keep_alive_timeout: float = 20.0        # seconds an idle keep-alive connection is kept
     body_timeout: float = 60.0              # seconds without body progress before giving up (408)
+    body_deadline: float = 300.0            # seconds for a whole body, however it trickles (408)
     max_connections: int = 10000            # open connections per process; excess get 503 + close
     max_pipelined: int = 32                 # queued pipelined requests before reading pauses
     write_buffer_high: int = 256 * 1024     # bytes buffered per connection before reading pauses
