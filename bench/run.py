@@ -15,6 +15,7 @@ Standard library only. See bench/README.md.
 
 import argparse
 import datetime as dt
+import fcntl
 import http.client
 import json
 import os
@@ -84,6 +85,21 @@ def expect_text(text):
     return check
 
 
+def expect_echo(text):
+    """The echoed body, byte for byte. The Content-Type may differ by design: Robyn's
+    ``request.body`` is ``str`` for a UTF-8 body (so ``return request.body`` is text/plain),
+    stonechat's is always ``bytes`` (application/octet-stream); see the README."""
+    def check(status, ctype, body):
+        if status != 200:
+            return f"status {status}"
+        if not ctype.startswith(("text/plain", "application/octet-stream")):
+            return f"content-type {ctype!r}"
+        if body != text.encode():
+            return f"body {body[:80]!r}"
+        return None
+    return check
+
+
 def expect_json(value):
     def check(status, ctype, body):
         if status != 200:
@@ -107,7 +123,7 @@ HTTP_SCENARIOS = [
     HttpScenario("query", "GET /q (query + header)", "/q?name=bench", headers={"x-token": TOKEN},
                  expect=expect_json({"name": "bench", "token": TOKEN})),
     HttpScenario("echo", "POST /echo (1 KiB)", "/echo", method="POST", body=ECHO_BODY,
-                 expect=expect_text(ECHO_BODY)),
+                 expect=expect_echo(ECHO_BODY)),
 ]
 WS_SCENARIOS = [("ws-1", "WS echo, 1 conn", 1), ("ws-100", "WS echo, 100 conns", 100)]
 
@@ -154,7 +170,7 @@ def port_open(port):
 
 def cmd_output(argv, **kw):
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw).stdout.strip()
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, **kw).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -186,6 +202,23 @@ def descendants(root):
     return out
 
 
+def core_busy():
+    """Busy ticks per CPU from /proc/stat: everything but idle and iowait.
+
+    irq/softirq ticks are kept: the kernel charges a softirq tick to the task it interrupted
+    (as stime) as well as to the core's softirq column, so leaving them out would make a
+    process look busier than its core. Softirq work done in ksoftirqd or in the idle task
+    (loopback packets of the benchmark itself, partly) shows up as outside load: a few %."""
+    busy = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                vals = [int(v) for v in vals[:8]]
+                busy[int(name[3:])] = sum(vals) - vals[3] - vals[4]  # guest is inside user
+    return busy
+
+
 def cpu_sample(root):
     """CPU seconds of root's process tree, with a per-thread view.
 
@@ -213,7 +246,7 @@ def cpu_sample(root):
             except OSError:
                 continue
             threads[(pid, int(tid))] = (comm, int(tf[11]) + int(tf[12]))
-    return {"t": time.perf_counter(), "ticks": total, "threads": threads, "pids": pids}
+    return {"t": time.perf_counter(), "ticks": total, "threads": threads, "pids": pids, "cores": core_busy()}
 
 
 def cpu_delta(before, after):
@@ -231,14 +264,25 @@ def cpu_delta(before, after):
     # difference is noise, more is CPU of threads that ended during the window.
     if ticks - live >= 5:
         groups["(threads that exited)"] = [ticks - live, 0]
+    wall = after["t"] - before["t"]
+    cores = {c: (after["cores"][c] - before["cores"].get(c, 0)) / CLK_TCK for c in after["cores"]}
     return {
         "cpu_s": ticks / CLK_TCK,
-        "wall_s": after["t"] - before["t"],
+        "wall_s": wall,
+        "core_busy_pct": {c: 100 * v / wall for c, v in cores.items()} if wall > 0 else {},
         "threads_by_name": {k: {"cpu_s": v[0] / CLK_TCK, "threads": v[1]}
                             for k, v in sorted(groups.items(), key=lambda kv: -kv[1][0]) if v[0] > 0},
         "threads_total": len(after["threads"]),
         "processes": len(after["pids"]),
     }
+
+
+def other_load(cpu, server_core):
+    """% of the server's core used by anything but the server during the window."""
+    busy = cpu["core_busy_pct"].get(server_core)
+    if busy is None or not cpu["wall_s"]:
+        return None
+    return max(0.0, busy - 100 * cpu["cpu_s"] / cpu["wall_s"])
 
 
 def listening_pid_ok(port, pids):
@@ -276,9 +320,9 @@ class Framework:
 
 def venv_import_ok(python, module):
     try:
-        r = subprocess.run([str(python), "-c", f"import {module}, sys; "
-                            f"print(getattr({module}, '__version__', '?'))"],
-                           capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+        r = subprocess.run([str(python), "-c", (f"import {module}, sys; "
+                                                f"print(getattr({module}, '__version__', '?'))")],
+                           capture_output=True, text=True, timeout=120, cwd=str(ROOT), check=False)
     except (OSError, subprocess.SubprocessError) as exc:
         return False, str(exc)
     return r.returncode == 0, (r.stdout.strip() if r.returncode == 0 else r.stderr.strip()[-2000:])
@@ -295,8 +339,7 @@ def ensure_robyn(args):
                   flush=True)
             if not python.exists():
                 subprocess.run([sys.executable, "-m", "venv", str(ROBYN_VENV)], check=True)
-            r = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
-            r = subprocess.run([str(python), "-m", "pip", "install", "--quiet", args.robyn_spec])
+            r = subprocess.run([str(python), "-m", "pip", "install", "--quiet", args.robyn_spec], check=False)
             if r.returncode != 0:
                 die(f"pip install {args.robyn_spec} into {ROBYN_VENV} failed")
     ok, info = venv_import_ok(python, "robyn")
@@ -329,14 +372,14 @@ def ensure_stonechat(args, tmpdir):
 
 
 class Server:
-    def __init__(self, fw, app, port, log_path, cpu):
+    def __init__(self, fw, app, port, log_path, cpu, extra_args=()):
         self.fw, self.port, self.log_path = fw, port, log_path
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("ROBYN_", "STONECHAT_"))}
         env.update(BENCH_PORT=str(port), ROBYN_PORT=str(port), STONECHAT_PORT=str(port),
                    ROBYN_HOST="127.0.0.1", STONECHAT_HOST="127.0.0.1")
-        self.argv = ["taskset", "-c", str(cpu), fw.python, str(fw.app_dir / app)] + SERVER_FLAGS
-        self.log = open(log_path, "wb")
+        self.argv = ["taskset", "-c", str(cpu), fw.python, str(fw.app_dir / app)] + SERVER_FLAGS + list(extra_args)
+        self.log = open(log_path, "wb")  # noqa: SIM115 -- lives as long as the server; closed in stop()
         # stdin is /dev/null so Robyn's "port in use, enter another" prompt cannot hang us.
         self.proc = subprocess.Popen(self.argv, cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -385,11 +428,10 @@ class Server:
                 self.proc.wait(timeout=5)
             except ProcessLookupError:
                 pass
-        else:
-            try:  # leader gone; anything it left in its group is still ours
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:  # leader gone; anything it left behind in its (our) process group goes too
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self.log.close()
 
 
@@ -415,13 +457,13 @@ def parse_wrk_text(out):
     """Fallback / cross-check: numbers from wrk's own --latency text."""
     res = {}
     unit = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
-    m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.MULTILINE)
     if m:
         res["p99_ms"] = float(m.group(1)) * unit[m.group(2)]
-    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)", out, re.M)
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)", out, re.MULTILINE)
     if m:
         res["requests"] = int(m.group(1))
-    m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.MULTILINE)
     if m:
         res["rps"] = float(m.group(1))
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -436,21 +478,42 @@ def run_wrk(args, url, script, seconds):
     argv = ["taskset", "-c", str(args.load_cpu), "wrk", f"-t{args.threads}", f"-c{args.connections}",
             f"-d{seconds}s", "--latency", "-s", str(script), url]
     before = os.times()
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     after = os.times()
     load_cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
     return r, load_cpu
 
 
+NOISE_PCT = 8.0  # quiet runs show up to ~5% on the load core (softirq outside wrk's context)
+
+
+def note_noise(res):
+    notes = res.setdefault("notes", [])
+    other = res.get("other_on_server_core_pct")
+    if other is not None and other > NOISE_PCT:
+        notes.append(f"other processes used {other:.0f}% of the server's core during the run")
+    busy, own = res.get("load_core_busy_pct"), res.get("load_cpu_pct")
+    if busy is not None and own is not None and busy - own > NOISE_PCT:
+        notes.append(f"other processes used {busy - own:.0f}% of the load generator's core")
+    quiet = not notes  # no outside load on either core that would explain it
+    if res["scenario"] != "ws-1" and res.get("server_cpu_pct", 100) < 90 and quiet:
+        notes.append(f"server used only {res['server_cpu_pct']:.0f}% of its core: it was waiting, not "
+                     "CPU-bound, so req/s understates it")
+
+
 def measure_http(args, fw, sc, logdir):
     port = free_port()
-    res = {"framework": fw.name, "scenario": sc.key, "label": sc.label, "kind": "http", "flags": []}
+    res = {"framework": fw.name, "scenario": sc.key, "label": sc.label, "kind": "http", "flags": [],
+           "notes": []}
     script = logdir / f"{sc.key}.lua"
     script.write_text(sc.lua())
-    server = Server(fw, "http_app.py", port, logdir / f"{fw.name}-{sc.key}.server.log", args.server_cpu)
+    server = Server(fw, "http_app.py", port, logdir / f"{fw.name}-{sc.key}.server.log", args.server_cpu,
+                    shlex.split(args.server_args))
     try:
         server.wait_ready(args.start_timeout, http_probe=True)
         res["server_affinity"] = sorted(os.sched_getaffinity(server.pid))
+        if res["server_affinity"] != [args.server_cpu]:
+            res["flags"].append(f"server not pinned: affinity {res['server_affinity']}")
         problem = http_check(port, sc)
         if problem:
             res["flags"].append(f"WRONG RESPONSE: {problem}")
@@ -465,7 +528,7 @@ def measure_http(args, fw, sc, logdir):
         if r.returncode != 0:
             raise RuntimeError(f"wrk exited {r.returncode}: {(r.stderr or r.stdout).strip()[-500:]}")
         text = parse_wrk_text(r.stdout)
-        m = re.search(r"^BENCH_JSON (\{.*\})$", r.stdout, re.M)
+        m = re.search(r"^BENCH_JSON (\{.*\})$", r.stdout, re.MULTILINE)
         w = json.loads(m.group(1)) if m else None
         cpu = cpu_delta(before, after)
         if w:
@@ -479,6 +542,10 @@ def measure_http(args, fw, sc, logdir):
             requests, secs = text.get("requests", 0), args.duration
             errs, non2xx = text["socket_errors"], text["non_2xx"]
             p50, p99 = None, text.get("p99_ms")
+        # wrk's own text is the cross-check: an error either source reports counts.
+        for k, v in text["socket_errors"].items():
+            errs[k] = max(errs.get(k, 0), v)
+        non2xx = max(non2xx, text["non_2xx"])
         res.update(
             requests=requests, seconds=secs, rps=requests / secs if secs else 0.0,
             p50_ms=p50, p99_ms=p99, socket_errors=errs, non_2xx=non2xx,
@@ -486,8 +553,11 @@ def measure_http(args, fw, sc, logdir):
             cpu_us_per_req=1e6 * cpu["cpu_s"] / requests if requests else None,
             load_cpu_pct=100 * load_cpu / secs if secs else None,
             threads=cpu["threads_by_name"], threads_total=cpu["threads_total"],
+            other_on_server_core_pct=other_load(cpu, args.server_cpu),
+            load_core_busy_pct=cpu["core_busy_pct"].get(args.load_cpu),
             processes=cpu["processes"],
         )
+        note_noise(res)
         if non2xx:
             res["flags"].append(f"{non2xx} non-2xx/3xx responses")
         if any(errs.values()):
@@ -496,7 +566,7 @@ def measure_http(args, fw, sc, logdir):
             res["flags"].append("no requests completed")
         if server.proc.poll() is not None:
             res["flags"].append(f"server died during the run (exit {server.proc.returncode})")
-    except Exception as exc:  # a failed scenario is reported, the run goes on
+    except Exception as exc:  # noqa: BLE001 -- a failed scenario is reported, the run goes on
         res["flags"].append(f"FAILED: {exc}")
         res["server_log_tail"] = server.log_tail()
     finally:
@@ -506,18 +576,21 @@ def measure_http(args, fw, sc, logdir):
 
 def measure_ws(args, fw, key, label, conns, logdir):
     port = free_port()
-    res = {"framework": fw.name, "scenario": key, "label": label, "kind": "ws", "flags": []}
-    server = Server(fw, "ws_app.py", port, logdir / f"{fw.name}-{key}.server.log", args.server_cpu)
+    res = {"framework": fw.name, "scenario": key, "label": label, "kind": "ws", "flags": [],
+           "notes": []}
+    server = Server(fw, "ws_app.py", port, logdir / f"{fw.name}-{key}.server.log", args.server_cpu,
+                    shlex.split(args.server_args))
     try:
         server.wait_ready(args.start_timeout, http_probe=False)
         res["server_affinity"] = sorted(os.sched_getaffinity(server.pid))
+        if res["server_affinity"] != [args.server_cpu]:
+            res["flags"].append(f"server not pinned: affinity {res['server_affinity']}")
         argv = ["taskset", "-c", str(args.load_cpu), sys.executable, str(BENCH / "wsload.py"),
                 f"ws://127.0.0.1:{port}/ws", "-c", str(conns), "-d", str(args.duration),
                 "-w", str(args.warmup), "--json"]
         before = after = None
         final = None
         lines = []
-        t_os0 = os.times()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             for line in proc.stdout:
@@ -549,8 +622,11 @@ def measure_ws(args, fw, key, label, conns, logdir):
             cpu_us_per_req=1e6 * cpu["cpu_s"] / n if n else None,
             load_cpu_pct=final["client_cpu_pct"],
             threads=cpu["threads_by_name"], threads_total=cpu["threads_total"],
+            other_on_server_core_pct=other_load(cpu, args.server_cpu),
+            load_core_busy_pct=cpu["core_busy_pct"].get(args.load_cpu),
             processes=cpu["processes"],
         )
+        note_noise(res)
         if final["mismatched"]:
             res["flags"].append(f"{final['mismatched']} echoes did not match what was sent")
         if final["closed_by_server"]:
@@ -559,7 +635,7 @@ def measure_ws(args, fw, key, label, conns, logdir):
             res["flags"].append("no messages completed")
         if server.proc.poll() is not None:
             res["flags"].append(f"server died during the run (exit {server.proc.returncode})")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- a failed scenario is reported, the run goes on
         res["flags"].append(f"FAILED: {exc}")
         res["server_log_tail"] = server.log_tail()
     finally:
@@ -580,13 +656,15 @@ def table_rows(results, frameworks, keys):
         rb = by.get(("robyn", key))
         if s is None and rb is None:
             continue
-        get = lambda r, f: None if r is None else r.get(f)  # noqa: E731
+        def get(r, f):
+            return None if r is None else r.get(f)
         sc_cpu, rb_cpu = get(s, "cpu_us_per_req"), get(rb, "cpu_us_per_req")
         ratio = rb_cpu / sc_cpu if sc_cpu and rb_cpu else None
         flags = []
         for r in (s, rb):
             if r and r["flags"]:
                 flags.append(f"{r['framework']}: " + "; ".join(r["flags"]))
+        notes = [f"{r['framework']}: " + "; ".join(r["notes"]) for r in (s, rb) if r and r.get("notes")]
         unit = "msg/s" if key.startswith("ws") else "req/s"
         rows.append([
             label,
@@ -597,6 +675,7 @@ def table_rows(results, frameworks, keys):
             fmt(get(s, "p99_ms"), ".2f"), fmt(get(rb, "p99_ms"), ".2f"),
             " | ".join(flags) if flags else "",
             unit,
+            ("note: " + " | ".join(notes)) if notes else "",
         ])
     return rows
 
@@ -612,6 +691,8 @@ def markdown_table(rows):
         cells = [c.replace("|", "\\|") for c in cells]
         if cells[8]:
             cells[8] = "**" + cells[8] + "**"
+        if r[10]:
+            cells[8] = (cells[8] + " " if cells[8] else "") + r[10].replace("|", "\\|")
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -624,21 +705,25 @@ def text_table(rows):
         lines.append("  ".join(r[i].ljust(w[i]) if i == 0 else r[i].rjust(w[i]) for i in range(8)))
         if r[8]:
             lines.append("    !!! " + r[8])
+        if r[10]:
+            lines.append("    " + r[10])
     return "\n".join(lines)
 
 
 def details_md(results):
-    out = ["| framework | scenario | done | seconds | server CPU % of one core | load generator CPU % "
-           "| threads (processes) | server CPU by thread (s) |",
-           "|---|---|---:|---:|---:|---:|---:|---|"]
+    out = [("| framework | scenario | done | seconds | server CPU % of one core | other load on server core % "
+           "| load generator CPU % | load core busy % | threads (processes) | server CPU by thread (s) |"),
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         if "requests" not in r:
-            out.append(f"| {r['framework']} | {r['label']} | — | — | — | — | — | **{'; '.join(r['flags'])}** |")
+            out.append(f"| {r['framework']} | {r['label']} | — | — | — | — | — | — | — | "
+                       f"**{'; '.join(r['flags'])}** |".replace("|**", "| **"))
             continue
         th = ", ".join(f"{k} ×{v['threads']}: {v['cpu_s']:.2f}" if v["threads"] else f"{k}: {v['cpu_s']:.2f}"
-                       for k, v in list(r["threads"].items())[:6])
+                       for k, v in list(r["threads"].items())[:6]).replace("|", "\\|")
         out.append(f"| {r['framework']} | {r['label']} | {r['requests']:,} | {r['seconds']:.2f} | "
-                   f"{r['server_cpu_pct']:.0f} | {fmt(r['load_cpu_pct'], '.0f')} | "
+                   f"{r['server_cpu_pct']:.0f} | {fmt(r.get('other_on_server_core_pct'), '.0f')} | "
+                   f"{fmt(r['load_cpu_pct'], '.0f')} | {fmt(r.get('load_core_busy_pct'), '.0f')} | "
                    f"{r['threads_total']} ({r['processes']}) | {th} |")
     return "\n".join(out)
 
@@ -646,10 +731,11 @@ def details_md(results):
 def machine_info(frameworks, args):
     cpu_model = ""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     wrk_version = cmd_output(["wrk", "-v"]).splitlines()
@@ -659,7 +745,7 @@ def machine_info(frameworks, args):
         "cpu": cpu_model,
         "kernel": platform.release(),
         "harness_python": platform.python_version(),
-        "wrk": wrk_version[0] if wrk_version else "?",
+        "wrk": wrk_version[0].split(" [")[0].split(" Copyright")[0] if wrk_version else "?",
         "git": cmd_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]) or "(no commit)",
     }
     for fw in frameworks:
@@ -675,20 +761,20 @@ def render_markdown(results, frameworks, info, command, args):
     ws_keys = [(k, label) for k, label, _ in WS_SCENARIOS]
     parts = [f"## Run {info['date']}", "",
              f"Command: `{command}`", "",
-             f"Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; harness Python "
-             f"{info['harness_python']}; {info['wrk']}; project commit {info['git']}."]
+             (f"Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; harness Python "
+             f"{info['harness_python']}; {info['wrk']}; project commit {info['git']}.")]
     for fw in frameworks:
         parts.append(f"- {fw.name} {info.get(fw.name + '_version', '?')} on Python "
                      f"{info.get(fw.name + '_python', '?')} (`{os.path.relpath(fw.python, ROOT)}`)")
-    parts += ["", f"Frameworks measured: {', '.join(fw_names)}. Server pinned to CPU {args.server_cpu}, "
+    parts += ["", (f"Frameworks measured: {', '.join(fw_names)}. Server pinned to CPU {args.server_cpu}, "
               f"load generator to CPU {args.load_cpu}; {args.warmup:g} s warm-up, {args.duration:g} s "
-              f"measured per scenario; wrk -t{args.threads} -c{args.connections}; fresh server per scenario.",
+              f"measured per scenario; wrk -t{args.threads} -c{args.connections}; fresh server per scenario."),
               ""]
     head_rows = table_rows(results, fw_names, http_keys + ws_keys)
     if head_rows:
         parts += ["### Headline: async handlers and WebSocket echo", "",
-                  "Throughput in requests/s (messages/s for WS); CPU in server CPU µs per request "
-                  "(per echoed message for WS); ratio > 1 means stonechat uses less CPU.", "",
+                  ("Throughput in requests/s (messages/s for WS); CPU in server CPU µs per request "
+                  "(per echoed message for WS); ratio > 1 means stonechat uses less CPU."), "",
                   markdown_table(head_rows), ""]
     sync_rows = table_rows(results, fw_names, sync_keys)
     if sync_rows:
@@ -698,26 +784,39 @@ def render_markdown(results, frameworks, info, command, args):
         parts += ["### Problems in this run", ""]
         parts += [f"- **{r['framework']} / {r['label']}: {'; '.join(r['flags'])}**" for r in bad]
         parts.append("")
+    noisy = [r for r in results if r.get("notes")]
+    if noisy:
+        parts += ["### Notes (numbers kept, read with care)", ""]
+        parts += [f"- {r['framework']} / {r['label']}: {'; '.join(r['notes'])}" for r in noisy]
+        parts.append("")
     parts += ["### Details", "", details_md(results), "",
               "### Method", "",
-              "- Each scenario starts a fresh server with `taskset -c 0` (one core), waits until the port "
+              ("- Each scenario starts a fresh server with `taskset -c 0` (one core), waits until the port "
               "answers, checks one response for the right status, content type and body, runs a warm-up, "
-              "then the measured run with the load generator on the other core (`taskset -c 1`).",
-              "- HTTP load: `wrk --latency` with a Lua script (POST body, `x-token` header, and a `done()` hook "
+              "then the measured run with the load generator on the other core (`taskset -c 1`)."),
+              ("- HTTP load: `wrk --latency` with a Lua script (POST body, `x-token` header, and a `done()` hook "
               "that prints exact request counts, error counts and latency percentiles). Keep-alive, "
-              f"{args.connections} connections.",
-              "- WebSocket load: `bench/wsload.py` (closed loop, one 64-byte text message in flight per "
-              "connection, masked client frames, echo verified byte for byte).",
-              "- Server CPU = utime+stime from `/proc/PID/stat` (covers every thread, also ones that exited "
+              f"{args.connections} connections."),
+              ("- WebSocket load: `bench/wsload.py` (closed loop, one 64-byte text message in flight per "
+              "connection, masked client frames, echo verified byte for byte)."),
+              ("- Server CPU = utime+stime from `/proc/PID/stat` (covers every thread, also ones that exited "
               "during the run) plus reaped children, summed over all descendant processes, read just before "
               "and just after the measured window. CPU µs per request = CPU seconds / completed requests. "
-              "Resolution is one clock tick (10 ms) on a ~10 s window.",
-              "- A result is only meaningful if the server is the bottleneck: compare 'server CPU %' with "
+              "Resolution is one clock tick (10 ms) on a ~10 s window."),
+              ("- 'other load on server core' is the busy time of the server's core (from /proc/stat) minus "
+              "the server's own CPU time: anything else that ran there (another build or test suite on the "
+              "same machine); 'load core busy' against 'load generator CPU' shows the same for the client's core. "
+              "Above 8% outside load on either core the run gets a note; rerun on a quiet machine for numbers "
+              "to keep. CPU µs per request holds up better under such noise than requests/s and p99, but not fully "
+              "(cache and scheduling effects)."),
+              ("- Absolute numbers drift between runs on a shared VM (up to ~25% seen with no visible "
+               "outside load); compare the frameworks within one run and repeat before trusting small changes."),
+              ("- A result is only meaningful if the server is the bottleneck: compare 'server CPU %' with "
               "'load generator CPU %' in Details. For the 1-connection WS case the server is latency-bound, "
-              "so CPU µs per message includes idle-wake overhead, by design.",
+              "so CPU µs per message includes idle-wake overhead, by design."),
               "- Robyn is run with its defaults (`--processes 1 --workers 1`) plus `--disable-openapi "
               "--log-level WARNING`; stonechat runs the same app file with `robyn` renamed to `stonechat` "
-              "and the same flags."]
+              "and the same flags." + (f" Extra server flags: `{args.server_args}`." if args.server_args else "")]
     return "\n".join(parts) + "\n"
 
 
@@ -756,6 +855,7 @@ def main():
     ap.add_argument("--robyn-python", help="use this interpreter for Robyn instead of bench/.venv-robyn")
     ap.add_argument("--robyn-spec", default="robyn", help="what to pip install into bench/.venv-robyn")
     ap.add_argument("--stonechat-python", help="interpreter with stonechat installed (default .venv/bin/python)")
+    ap.add_argument("--server-args", default="", help="extra flags for both servers, e.g. '--workers 2'")
     ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     args = ap.parse_args()
 
@@ -773,7 +873,25 @@ def main():
         die(f"need two distinct usable CPUs for --server-cpu/--load-cpu; this process may use {sorted(cpus)}")
     os.sched_setaffinity(0, {args.load_cpu})  # keep the harness itself off the server's core
 
-    want = set(s.strip() for s in args.scenarios.split(",")) if args.scenarios else None
+    # Two benchmark runs at once would share the same two cores and spoil each other's numbers.
+    OUT.mkdir(parents=True, exist_ok=True)
+    lock = open(OUT / ".lock", "a+")  # noqa: SIM115 -- held (locked) until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        die(f"another bench/run.py is running ({lock.read().strip() or 'pid unknown'}); "
+            "wait for it, two runs at once spoil each other's numbers")
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}, started {dt.datetime.now():%H:%M:%S}\n")
+    lock.flush()
+
+    want = {s.strip() for s in args.scenarios.split(",")} if args.scenarios else None
+    known = [s.key for s in HTTP_SCENARIOS] + [s.sync_variant().key for s in HTTP_SCENARIOS] + \
+        [w[0] for w in WS_SCENARIOS]
+    if want and want - set(known):
+        die(f"unknown scenario(s) {', '.join(sorted(want - set(known)))}; known: {', '.join(known)}")
     tmpdir = tempfile.mkdtemp(prefix="stonechat-bench-")
     try:
         frameworks = []
@@ -816,6 +934,10 @@ def main():
         if not args.no_write:
             write_results_md(section)
             print(f"\nbench: wrote {RESULTS_MD.relative_to(ROOT)} (and {logdir.relative_to(ROOT)}/)")
+        noted = sum(1 for r in results if r.get("notes"))
+        if noted:
+            print(f"bench: {noted} run(s) have notes (outside load on a core, or a server that was not "
+                  f"CPU-bound); see the table above and the Details in RESULTS.md", file=sys.stderr)
         bad = [r for r in results if r["flags"]]
         if bad:
             loud(f"{len(bad)} run(s) had problems; their numbers are not trustworthy:\n" +
@@ -835,6 +957,8 @@ def report_line(r):
         print("FAILED", flush=True)
     for f in r["flags"]:
         print(f"    !!! {f}", flush=True)
+    for n in r.get("notes", []):
+        print(f"    note: {n}", flush=True)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def handshake(host, port, path, timeout):
 def percentile(sorted_values, p):
     if not sorted_values:
         return None
-    k = min(len(sorted_values) - 1, max(0, int(round(p / 100.0 * len(sorted_values) + 0.5)) - 1))
+    k = min(len(sorted_values) - 1, max(0, round(p / 100.0 * len(sorted_values) + 0.5) - 1))
     return sorted_values[k]
 
 
@@ -304,7 +304,10 @@ def run(url, connections, duration, warmup, size, stall, max_samples, emit_phase
 
     elapsed = t_end - measure_start if measure_start else 0.0
     lat.sort()
-    ms = lambda v: None if v is None else round(v * 1000.0, 3)  # noqa: E731
+
+    def ms(v):
+        return None if v is None else round(v * 1000.0, 3)
+
     return {
         "url": url,
         "connections": connections,
