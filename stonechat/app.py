@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional, Union
 
@@ -306,9 +305,8 @@ class Robyn(BaseRouter):
 
     @staticmethod
     def is_port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.settimeout(0.5)
-            return s.connect_ex((host, int(port))) == 0
+        from .server.runner import port_in_use
+        return port_in_use(host, int(port))
 
     # -- building and serving --------------------------------------------------------------
 

@@ -79,6 +79,14 @@ def bind_socket(host: str, port: int, reuse_port: bool = False, backlog: int = 2
     return sock
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on ``host:port`` (Robyn's ``is_port_in_use``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
 def hold_stop_signals() -> None:
     """Keep SIGINT/SIGTERM pending (blocked) until a handler for them exists.
 
