@@ -36,7 +36,7 @@ from .params import ParamError, is_async_callable, resolve_getters
 from .request import QueryParams, Request
 from .response import Response
 from .routing import Router
-from .server.interface import ConnectionClosed, HTTPResponse, WebSocketAccept, close_payload
+from .server.interface import NO_MESSAGE, ConnectionClosed, HTTPResponse, WebSocketAccept, close_payload
 
 logger = logging.getLogger("stonechat.websocket")
 
@@ -206,16 +206,21 @@ class WebSocketAdapter(WebSocketConnector):
         if conn is None:
             raise RuntimeError("receive() is not available in the connect handler (before the upgrade)")
         try:
-            return await conn.receive()
+            message = conn.receive_nowait()  # no coroutine per message: see next_message()
+            if message is NO_MESSAGE:
+                message = await conn.next_message()
         except ConnectionClosed as exc:
             raise _disconnect(exc) from None
+        return message
 
     async def receive_text(self) -> str:
         conn = self._conn
         if conn is None:
             raise RuntimeError("receive_text() is not available in the connect handler (before the upgrade)")
         try:
-            message = await conn.receive()
+            message = conn.receive_nowait()
+            if message is NO_MESSAGE:
+                message = await conn.next_message()
         except ConnectionClosed as exc:
             raise _disconnect(exc) from None
         if message.__class__ is str:
@@ -234,7 +239,9 @@ class WebSocketAdapter(WebSocketConnector):
         if conn is None:
             return self._send_nowait(str(data))
         try:
-            await conn.send(data if data.__class__ is str else str(data))
+            conn.write_message(data if data.__class__ is str else str(data))
+            if conn.write_paused:
+                await conn.drain()
         except ConnectionClosed as exc:
             raise _disconnect(exc) from None
 
@@ -243,7 +250,9 @@ class WebSocketAdapter(WebSocketConnector):
         if conn is None:
             return self._send_nowait(bytes(data))
         try:
-            await conn.send(data if data.__class__ is bytes else bytes(data))
+            conn.write_message(data if data.__class__ is bytes else bytes(data))
+            if conn.write_paused:
+                await conn.drain()
         except ConnectionClosed as exc:
             raise _disconnect(exc) from None
 

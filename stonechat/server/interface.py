@@ -87,6 +87,10 @@ def close_payload(code: int, reason: str = "") -> bytes:
     return bytes((code >> 8, code & 0xFF)) + raw
 
 
+NO_MESSAGE: Any = type("NoMessage", (), {"__repr__": lambda self: "NO_MESSAGE"})()
+"""What ``WebSocketConnection.receive_nowait()`` returns when no message is waiting."""
+
+
 class ConnectionClosed(Exception):
     """The WebSocket is closed: raised by ``receive()`` once the connection has closed, and by
     the send methods after ``close()`` (or any other close). ``code``/``reason`` are the close
@@ -117,8 +121,16 @@ class WebSocketConnection(Protocol):
 
     async def receive(self) -> Union[str, bytes]: ...
         # next message (text → str, binary → bytes); raises ConnectionClosed when closed
+    def receive_nowait(self) -> Any: ...
+        # a waiting message, else NO_MESSAGE; raises ConnectionClosed when closed
+    def next_message(self) -> Awaitable[Union[str, bytes]]: ...
+        # a future for the next message, when receive_nowait() said NO_MESSAGE. With the two,
+        # a receive loop costs no coroutine object per message (the hot path of an echo).
     async def send(self, message: Union[str, bytes]) -> None: ...
         # waits while the client's buffer is over ws_write_limit; closes 1013 after ws_send_timeout
+    def write_message(self, message: Union[str, bytes]) -> None: ...
+        # send()'s first half, synchronous: write the frame; the caller then awaits drain()
+        # if write_paused. Raises ConnectionClosed when closed.
     def send_nowait(self, message: Union[str, bytes]) -> None: ...
         # never waits; a client over ws_max_write_buffer is dropped with 1013
     async def drain(self) -> None: ...

@@ -48,7 +48,7 @@ import struct
 from collections import deque
 from typing import Any, Optional, Union
 
-from .interface import VALID_CLOSE_CODES as _VALID_CODES, ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, close_payload
+from .interface import VALID_CLOSE_CODES as _VALID_CODES, NO_MESSAGE, ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, close_payload
 
 try:  # the C helper of the websockets library: XOR with the masking key
     from websockets.speedups import apply_mask as _apply_mask
@@ -708,6 +708,12 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- the connection API the session uses (interface.WebSocketConnection) ---------------
 
     async def receive(self) -> Union[str, bytes]:
+        message = self.receive_nowait()
+        if message is NO_MESSAGE:
+            message = await self.next_message()
+        return message
+
+    def receive_nowait(self) -> Any:
         queue = self.queue
         if queue:
             message = queue.popleft()
@@ -719,10 +725,13 @@ class WebSocketProtocol(asyncio.Protocol):
             return message
         if self.state != OPEN:
             raise ConnectionClosed(self.close_code, self.close_reason, self.closed_by)
+        return NO_MESSAGE
+
+    def next_message(self) -> "asyncio.Future[Any]":
         if self.waiter is not None:
             raise RuntimeError("receive() is already being awaited by another task")
         waiter = self.waiter = self.loop.create_future()
-        return await waiter
+        return waiter
 
     def _maybe_resume_reading(self) -> None:
         if len(self.queue) <= self.MAX_QUEUED // 2 and self.queued_bytes <= self.max_size // 2:
@@ -732,11 +741,14 @@ class WebSocketProtocol(asyncio.Protocol):
     async def send(self, message: Union[str, bytes]) -> None:
         """Send one message; waits while the client's buffer is over ``ws_write_limit``.
         A client that does not drain within ``ws_send_timeout`` is closed with 1013."""
+        self.write_message(message)
+        if self.write_paused:
+            await self._drain()
+
+    def write_message(self, message: Union[str, bytes]) -> None:
         if self.state != OPEN:
             raise ConnectionClosed(self.close_code, self.close_reason, self.closed_by, sending=True)
         self.transport.write(encode_frame(message))
-        if self.write_paused:
-            await self._drain()
 
     def send_nowait(self, message: Union[str, bytes]) -> None:
         """Send without waiting (sync code, broadcast); a client whose buffer passes
