@@ -23,6 +23,7 @@ from .params import compile_call, is_async_callable, arity
 from .request import Headers, Request
 from .routing import Router, normalize_endpoint, param_names
 from .server.settings import ServerSettings, SettingsError
+from .watchdog import BlockingWatchdog
 
 logger = logging.getLogger("stonechat")
 
@@ -384,10 +385,14 @@ class ServedApp:
         self.dispatcher = dispatcher
         self.handle = dispatcher.handle
         self.settings = settings
+        self.watchdog: Optional[BlockingWatchdog] = None
 
     async def startup(self) -> None:
         await self.app.lifecycle.startup(self.app)
         await self._compute_const_routes()
+        if self.settings.blocking_warn_ms > 0:
+            self.watchdog = BlockingWatchdog(self.dispatcher, self.settings.blocking_warn_ms / 1000.0)
+            self.watchdog.start()
 
     async def _compute_const_routes(self) -> None:
         for route in self.app.routes:
@@ -405,6 +410,8 @@ class ServedApp:
             route.cached = response
 
     async def shutdown(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
         await self.app.lifecycle.shutdown(self.settings.shutdown_handler_timeout)
         if self.app.executor is not None:
             self.app.executor.shutdown(wait=False, cancel_futures=True)

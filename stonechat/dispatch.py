@@ -85,6 +85,8 @@ class Dispatcher:
         self.executor = executor
         self.debug = debug
         self.websocket = websocket
+        self.running: Optional[Route] = None  # the sync handler on the loop now (see watchdog.py)
+        self.running_since = 0.0
         self.error_convert = Converter(None, defaults)
         not_found = Converter(404, defaults)
         self.not_found = not_found("Not Found")
@@ -121,12 +123,7 @@ class Dispatcher:
             if cached is not None:
                 return cached
             try:
-                started = perf_counter()
-                result = route.call(request)
-                elapsed = perf_counter() - started
-                if elapsed > self.blocking_warn_s:
-                    self._warn_blocking(route, elapsed)
-                return route.convert(result)
+                return route.convert(self._call_sync(route, request))
             except Exception as exc:
                 return self._error(route, exc)
         return self._run(route, request)
@@ -183,12 +180,19 @@ class Dispatcher:
         if route.threaded:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.executor, route.call, request)
-        started = perf_counter()
-        result = route.call(request)
-        elapsed = perf_counter() - started
-        if elapsed > self.blocking_warn_s:
-            self._warn_blocking(route, elapsed)
-        return result
+        return self._call_sync(route, request)
+
+    def _call_sync(self, route: Route, request: Request) -> Any:
+        """A sync handler on the loop thread, timed; ``running`` is what the watchdog reads."""
+        self.running_since = started = perf_counter()
+        self.running = route
+        try:
+            return route.call(request)
+        finally:
+            self.running = None
+            elapsed = perf_counter() - started
+            if elapsed > self.blocking_warn_s:
+                self._warn_blocking(route, elapsed)
 
     @staticmethod
     def _as_response(convert: Converter, value: Any) -> Any:
@@ -248,7 +252,7 @@ class Dispatcher:
                             b"Method Not Allowed\n")
 
     def _warn_blocking(self, route: Route, elapsed: float) -> None:
-        logger.warning("%s blocked the event loop for %.0f ms (threshold %.0f ms); "
+        logger.warning("%s blocked the event loop for %.0f ms in all (threshold %.0f ms); "
                        "make it async, or pass threaded=True to run it on the thread pool",
                        route.name, elapsed * 1000, self.blocking_warn_s * 1000)
 

@@ -39,6 +39,11 @@ def block():
 def quick():
     return "quick"
 
+@app.get("/hang")
+def hang():
+    time.sleep(1.2)
+    return "finally"
+
 @app.get("/threaded", threaded=True)
 def threaded():
     time.sleep(0.3)
@@ -175,6 +180,22 @@ def test_blocking_warning_and_threaded(serve):
     assert elapsed < 0.55, f"two 300 ms threaded handlers took {elapsed:.3f}s"
     # a threaded handler does not block the loop, so no warning for it
     assert "GET /threaded" not in server.output()
+
+
+def test_watchdog_names_the_route_while_it_still_blocks(serve):
+    server = serve(app_source())
+    results: list = []
+    request = threading.Thread(target=lambda: results.append(httpx.get(server.url + "/hang", timeout=10).text))
+    request.start()
+    out = server.wait_for_output("is blocking the event loop", timeout=5)
+    assert request.is_alive() and not results  # named while the handler is still running
+    live = [line for line in out.splitlines() if "is blocking the event loop" in line]
+    assert len(live) == 1 and "GET /hang" in live[0] and "WARNING" in live[0]
+    request.join()
+    assert results == ["finally"]
+    final = server.wait_for_output("blocked the event loop for")
+    assert "GET /hang" in final.split("blocked the event loop for")[0].splitlines()[-1]
+    assert final.count("is blocking the event loop") == 1  # once per stall, not once per look
 
 
 def test_blocking_warn_threshold_setting(serve):
