@@ -196,6 +196,16 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
 
 
+def refusal(url: str, **kwargs):
+    """Connect where the handshake must be refused; return the HTTP response the server sent."""
+    async def go():
+        with pytest.raises(InvalidStatus) as info:
+            async with websockets.connect(url, **kwargs):
+                pass
+        return info.value.response
+    return run(go())
+
+
 def events(server) -> list:
     return httpx.get(server.url + "/events").json()["events"]
 
@@ -328,15 +338,9 @@ def test_legacy_async_send_to_broadcast_and_binary(server):
 # -- refusing, params, auth ------------------------------------------------------------------
 
 def test_connect_handler_refuses_with_http_status(server):
-    async def status_of(query):
-        with pytest.raises(InvalidStatus) as info:
-            async with websockets.connect(server.ws_url + "/guarded" + query):
-                pass
-        return info.value.response
-
-    forbidden = run(status_of("?token=nope"))
+    forbidden = refusal(server.ws_url + "/guarded?token=nope")
     assert forbidden.status_code == 403
-    teapot = run(status_of("?token=teapot"))
+    teapot = refusal(server.ws_url + "/guarded?token=teapot")
     assert teapot.status_code == 418 and teapot.headers["x-why"] == "teapot"
 
     async def ok():
@@ -358,12 +362,7 @@ def test_path_query_params_and_di(server):
 
 
 def test_missing_required_param_refuses_400(server):
-    async def go():
-        with pytest.raises(InvalidStatus) as info:
-            async with websockets.connect(server.ws_url + "/needs"):
-                pass
-        return info.value.response
-    assert run(go()).status_code == 400
+    assert refusal(server.ws_url + "/needs").status_code == 400
 
     async def ok():
         async with websockets.connect(server.ws_url + "/needs?count=3") as c:
@@ -372,12 +371,7 @@ def test_missing_required_param_refuses_400(server):
 
 
 def test_authentication(server):
-    async def refused():
-        with pytest.raises(InvalidStatus) as info:
-            async with websockets.connect(server.ws_url + "/private"):
-                pass
-        return info.value.response
-    assert run(refused()).status_code == 401
+    assert refusal(server.ws_url + "/private").status_code == 401
 
     async def ok():
         async with websockets.connect(server.ws_url + "/private",
