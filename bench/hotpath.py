@@ -1,9 +1,15 @@
 """In-process hot-path profile: request bytes fed straight into ``HttpProtocol`` with a
-transport that discards writes. No sockets and no load generator, so the figure is the
-framework+protocol cost per request alone; use it to find hotspots, not to compare servers
+transport that discards writes, then 64-byte WebSocket messages into the demo's ``/ws`` echo
+after a real upgrade. No sockets and no load generator, so the figure is the framework+protocol
+cost per request (per message) alone; use it to find hotspots, not to compare servers
 (bench/run.py does that).
 
-    .venv/bin/python bench/hotpath.py [--profile] [N]
+    .venv/bin/python bench/hotpath.py [--profile] [--only http|ws] [N]
+
+Wall time on a shared VM drifts by 10-20 %. For a change worth a few percent, count
+instructions instead (deterministic; see bench/README.md, "Judging a hot-path change"):
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python bench/hotpath.py --only ws 20000
 """
 
 import asyncio
@@ -45,6 +51,29 @@ class NullTransport:
         return False
 
 
+class EchoTransport(NullTransport):
+    """After the upgrade: hands each frame the server writes to whoever waits for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.protocol = None
+        self.waiter = None
+
+    def write(self, data):
+        self.written += len(data)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(data)
+
+    def set_protocol(self, protocol):
+        self.protocol = protocol
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def abort(self):
+        pass
+
+
 REQUESTS = {
     "plaintext (async)": b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
     "json (sync)": b"GET /json HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
@@ -54,12 +83,20 @@ REQUESTS = {
 }
 
 
-async def run(n, profile):
-    loop = asyncio.get_running_loop()
-    served = app.served(ServerSettings())
-    await served.startup()
-    state = ServerState(served, ServerSettings(), loop)
-    state.tick()
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: localhost:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+_MASK = b"\x01\x02\x03\x04"
+TEXT_FRAME = bytes((0x81, 0x80 | 64)) + _MASK + bytes(b ^ _MASK[i & 3] for i, b in enumerate(b"m" * 64))
+
+
+def report(name, n, elapsed, prof, unit):
+    if prof:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+    print(f"{name:20s} {elapsed / n * 1e6:6.2f} us/{unit}")
+
+
+async def run_http(state, n, profile):
     for name, raw in REQUESTS.items():
         proto = HttpProtocol(state)
         proto.connection_made(NullTransport())
@@ -74,15 +111,52 @@ async def run(n, profile):
             proto.data_received(raw)
             if proto.task is not None:
                 await proto.task
-        elapsed = time.perf_counter() - started
-        if prof:
-            prof.disable()
-            pstats.Stats(prof).sort_stats("tottime").print_stats(12)
-        print(f"{name:20s} {elapsed / n * 1e6:6.2f} us/request")
+        report(name, n, time.perf_counter() - started, prof, "request")
+
+
+async def run_ws(state, n, profile):
+    """One echo per loop turn, as with a single client: the frame in, the session task wakes,
+    the handler sends, the frame out."""
+    loop = state.loop
+    transport = EchoTransport()
+    http = HttpProtocol(state)
+    http.connection_made(transport)
+    transport.waiter = loop.create_future()
+    http.data_received(UPGRADE)
+    await transport.waiter  # the 101
+    ws = transport.protocol
+
+    async def echo(count):
+        for _ in range(count):
+            waiter = transport.waiter = loop.create_future()
+            ws.data_received(TEXT_FRAME)
+            await waiter
+
+    await echo(2000)
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        prof.enable()
+    started = time.perf_counter()
+    await echo(n)
+    report("ws echo 64 B", n, time.perf_counter() - started, prof, "message")
+
+
+async def run(n, profile, only):
+    loop = asyncio.get_running_loop()
+    served = app.served(ServerSettings())
+    await served.startup()
+    state = ServerState(served, ServerSettings(), loop)
+    state.tick()
+    if only in (None, "http"):
+        await run_http(state, n, profile)
+    if only in (None, "ws"):
+        await run_ws(state, n, profile)
     state.stop_ticker()
 
 
 if __name__ == "__main__":
     import uvloop
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    uvloop.run(run(int(args[0]) if args else 50000, "--profile" in sys.argv))
+    argv = sys.argv[1:]
+    only = argv[argv.index("--only") + 1] if "--only" in argv else None
+    args = [a for a in argv if not a.startswith("--") and a != only]
+    uvloop.run(run(int(args[0]) if args else 50000, "--profile" in argv, only))

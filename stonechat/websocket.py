@@ -440,6 +440,11 @@ class _Compiled:
         self.on_close = _Call(close, self.endpoint, gdeps, rdeps, False) if close else None
 
 
+# What sync message handlers return; anything else is checked for an awaitable (a sync function
+# that returns a coroutine), so the common case costs one class lookup per message, not inspect.
+_PLAIN_RESULTS = frozenset((str, bytes, type(None), dict, list))
+
+
 async def _call(call: _Call, kwargs: dict) -> Any:
     result = call.fn(**kwargs)
     if call.is_async or inspect.isawaitable(result):
@@ -611,7 +616,7 @@ class WebSocketDispatcher:
                 base[msg_name] = message
             try:
                 result = fn(**base)
-                if is_async or inspect.isawaitable(result):
+                if is_async or (result.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(result)):
                     result = await result
             except WebSocketException as exc:
                 if not conn.closed:

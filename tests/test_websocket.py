@@ -78,7 +78,15 @@ def chat_message(ws, msg):
     if msg == "bye":
         ws.close(4000, "see you")
         return None
+    if msg == "json":
+        return {"kind": "json"}  # anything but str/bytes goes out as JSON text
+    if msg == "later":
+        return _later(msg)  # a sync handler may hand back an awaitable; its result is sent
     return "echo " + msg
+
+async def _later(msg):
+    await asyncio.sleep(0)
+    return "later " + msg
 
 @chat.on("close")
 async def chat_close(ws):
@@ -307,6 +315,10 @@ def test_legacy_callbacks_connect_message_close(server):
             assert await c.recv() == "welcome"
             await c.send("hi")
             assert await c.recv() == "echo hi"
+            await c.send("json")
+            assert json.loads(await c.recv()) == {"kind": "json"}
+            await c.send("later")
+            assert await c.recv() == "later later"
             await c.send("bye")
             with pytest.raises(ConnectionClosed) as info:
                 await c.recv()

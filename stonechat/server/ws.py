@@ -501,7 +501,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self._deliver(message, size)
 
     def _deliver(self, message: Any, size: int) -> None:
-        self.last_message = self.state_obj.now
+        self.last_message = self.last_rx  # set by data_received for these very bytes
         self.batch_delivered = True
         waiter = self.waiter
         if waiter is not None:
