@@ -11,7 +11,7 @@ import inspect
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from .authentication import AuthenticationHandler, make_auth_hook
 from .config import Config
@@ -229,9 +229,12 @@ class BaseRouter:
 
     # -- WebSockets (the API lives in websocket.py) ---------------------------------------
 
-    def websocket(self, endpoint: str, auth_required: bool = False) -> Callable:
+    def websocket(self, endpoint: str, auth_required: bool = False, subprotocols: Sequence[str] = ()) -> Callable:
+        """``@app.websocket("/chat")``; ``subprotocols=["v2.chat", "v1.chat"]`` lets the handshake
+        pick the first of the client's offered subprotocols found there (``ws.subprotocol``)."""
         from .websocket import websocket_decorator
-        return websocket_decorator(self, self._full_path(endpoint), auth_required=auth_required)
+        return websocket_decorator(self, self._full_path(endpoint), auth_required=auth_required,
+                                   subprotocols=subprotocols)
 
     def add_web_socket(self, endpoint: str, ws: Any) -> None:
         from .websocket import register_websocket

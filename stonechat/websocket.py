@@ -26,7 +26,7 @@ import asyncio
 import inspect
 import logging
 import uuid
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import orjson
 
@@ -73,7 +73,7 @@ class WebSocketConnector:
     """One client connection (Robyn's ``WebSocketConnector``): id, query params, sending to
     this or another client of the same endpoint, broadcast, close. Sync and async variants."""
 
-    __slots__ = ("id", "query_params", "path_params", "request", "identity", "endpoint",
+    __slots__ = ("id", "query_params", "path_params", "request", "identity", "endpoint", "subprotocol",
                  "_conn", "_outbox", "_pending_close", "_clients", "close_code", "close_reason",
                  "closed_by", "__dict__")
 
@@ -84,6 +84,7 @@ class WebSocketConnector:
         self.query_params: QueryParams = request.query_params
         self.path_params: dict = request.path_params
         self.identity = request.identity
+        self.subprotocol: Optional[str] = None  # chosen in the handshake (``subprotocols=``)
         self._conn: Any = None
         self._outbox: list = []
         self._pending_close: Optional[tuple[int, str]] = None
@@ -283,22 +284,25 @@ class WebSocketRoute:
 
     kind = "loop"
 
-    def __init__(self, router: Any, endpoint: str, handler: Callable, auth_required: bool = False) -> None:
+    def __init__(self, router: Any, endpoint: str, handler: Callable, auth_required: bool = False,
+                 subprotocols: Sequence[str] = ()) -> None:
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"@websocket({endpoint!r}): the handler {handler.__qualname__} must be 'async def'")
         self.router = router
         self.endpoint = endpoint
         self.handler = handler
         self.auth_required = auth_required
+        self.subprotocols = check_subprotocols(endpoint, subprotocols)
         self.on_connect: Optional[Callable] = None
         self.on_close: Optional[Callable] = None
 
 
-def websocket_decorator(router: Any, endpoint: str, auth_required: bool = False) -> Callable:
+def websocket_decorator(router: Any, endpoint: str, auth_required: bool = False,
+                        subprotocols: Sequence[str] = ()) -> Callable:
     """``@app.websocket(endpoint)``: register ``handler``; add ``.on_connect``/``.on_close``."""
 
     def decorator(handler: Callable) -> Callable:
-        route = WebSocketRoute(router, endpoint, handler, auth_required)
+        route = WebSocketRoute(router, endpoint, handler, auth_required, subprotocols)
 
         def on_connect(fn: Callable) -> Callable:
             route.on_connect = fn
@@ -330,10 +334,12 @@ class WebSocket:
     kind = "callbacks"
     EVENTS = ("connect", "message", "close")
 
-    def __init__(self, robyn_object: Any, endpoint: str, auth_required: bool = False) -> None:
+    def __init__(self, robyn_object: Any, endpoint: str, auth_required: bool = False,
+                 subprotocols: Sequence[str] = ()) -> None:
         self.robyn_object = robyn_object
         self.router = robyn_object
         self.auth_required = auth_required
+        self.subprotocols = check_subprotocols(endpoint, subprotocols)
         self.methods: dict[str, Callable] = {}
         robyn_object.add_web_socket(endpoint, self)  # sets self.endpoint
 
@@ -363,12 +369,45 @@ def register_websocket(router: Any, endpoint: str, ws: Any) -> None:
         obj = WebSocket.__new__(WebSocket)
         obj.robyn_object = obj.router = router
         obj.auth_required = False
+        obj.subprotocols = ()
         obj.methods = dict(ws)
         ws = obj
     elif not isinstance(ws, (WebSocket, WebSocketRoute)):
         raise TypeError(f"add_web_socket expects a WebSocket or a dict of handlers, got {type(ws).__name__}")
     ws.endpoint = endpoint
     router.web_socket_router[endpoint] = ws
+
+
+# -- subprotocols (RFC 6455 section 1.9 and 4.2.2) ---------------------------------------------
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def check_subprotocols(endpoint: str, subprotocols: Sequence[str]) -> tuple[str, ...]:
+    """The endpoint's subprotocols, in the order given; a name that is not an HTTP token (it
+    could not appear in ``Sec-WebSocket-Protocol``) is refused when the route is registered."""
+    if isinstance(subprotocols, str):
+        raise TypeError(f"WebSocket {endpoint!r}: subprotocols is a list of names, not the string "
+                        f"{subprotocols!r}")
+    names = tuple(subprotocols)
+    for name in names:
+        if not isinstance(name, str) or not name or not set(name) <= _TOKEN_CHARS:
+            raise ValueError(f"WebSocket {endpoint!r}: subprotocol {name!r} is not a valid token "
+                             "(letters, digits and !#$%&'*+-.^_`|~)")
+    return names
+
+
+def choose_subprotocol(offered: Optional[list[str]], supported: tuple[str, ...]) -> Optional[str]:
+    """The first subprotocol in the client's ``Sec-WebSocket-Protocol`` list (the client orders
+    it by preference) that the endpoint supports; None when there is no match."""
+    if not offered or not supported:
+        return None
+    for value in offered:
+        for name in value.split(","):
+            name = name.strip()
+            if name in supported:
+                return name
+    return None
 
 
 # -- compiled routes ----------------------------------------------------------------------------
@@ -423,6 +462,7 @@ class _Compiled:
         self.endpoint = spec.endpoint
         self.kind = spec.kind
         self.auth_required = bool(getattr(spec, "auth_required", False))
+        self.subprotocols: tuple[str, ...] = getattr(spec, "subprotocols", ())
         self.clients: dict[str, WebSocketConnector] = {}
         gdeps = app.dependencies.global_dependency_map
         router = getattr(spec, "router", None) or app
@@ -499,6 +539,9 @@ class WebSocketDispatcher:
                 return self._refusal(handler.unauthorized_response)
             request.identity = identity
         ws = WebSocketAdapter(ep.endpoint, request, ep.clients)
+        if ep.subprotocols:
+            ws.subprotocol = choose_subprotocol(request.headers.get_all("sec-websocket-protocol"),
+                                                ep.subprotocols)
         try:
             bound = {c: c.bind(ws, request) for c in (ep.handler, ep.on_connect, ep.on_message, ep.on_close)
                      if c is not None}
@@ -526,7 +569,7 @@ class WebSocketDispatcher:
                 else:
                     logger.error("WebSocket connect handler %s returned %s; return str, bytes, None or "
                                  "a Response (to refuse)", call.name, type(result).__name__)
-        return WebSocketAccept(lambda conn: self._session(ep, ws, bound, conn))
+        return WebSocketAccept(lambda conn: self._session(ep, ws, bound, conn), subprotocol=ws.subprotocol)
 
     # -- after the upgrade ----------------------------------------------------------------------
 

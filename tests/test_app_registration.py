@@ -35,3 +35,20 @@ def test_conflicting_routes_raise_at_registration():
     @app.delete("/u/:name")  # another method at the same shape is fine
     def delete(name):
         return name
+
+
+def test_websocket_subprotocols_are_checked_at_registration():
+    from stonechat import WebSocket
+    app = Robyn(__file__)
+
+    async def handler(ws):
+        pass
+
+    with pytest.raises(TypeError, match="list of names"):
+        app.websocket("/a", subprotocols="chat")(handler)
+    with pytest.raises(ValueError, match="'bad name' is not a valid token"):
+        app.websocket("/b", subprotocols=["ok", "bad name"])(handler)
+    with pytest.raises(ValueError, match="'' is not a valid token"):
+        WebSocket(app, "/c", subprotocols=[""])
+    app.websocket("/d", subprotocols=("v2.chat", "graphql-transport-ws"))(handler)
+    assert app.web_socket_router["/d"].subprotocols == ("v2.chat", "graphql-transport-ws")

@@ -173,6 +173,23 @@ async def badclose(ws):
     await ws.send_json(results)
     await ws.close(4999, "é" * 61)  # 122 bytes: allowed
 
+# Subprotocol negotiation: both styles.
+@app.websocket("/proto", subprotocols=["v2.chat", "v1.chat"])
+async def proto(ws):
+    await ws.send_text(f"subprotocol={ws.subprotocol}")
+
+@proto.on_connect
+def proto_connect(ws):
+    if ws.query_params.get("strict") and ws.subprotocol is None:
+        return Response(400, {}, "no common subprotocol")
+    return None
+
+proto_cb = WebSocket(app, "/proto-cb", subprotocols=["graphql-transport-ws"])
+
+@proto_cb.on("connect")
+def proto_cb_connect(ws):
+    return f"subprotocol={ws.subprotocol}"
+
 api = SubRouter(__file__, "/api")
 
 @api.websocket("/sub")
@@ -444,3 +461,47 @@ def test_broadcast_reaches_live_clients_only_and_registry_empties(server):
         await asyncio.sleep(0.2)
         assert clients(server)["/room/:room"] == 0
     run(go())
+
+
+def test_subprotocol_first_client_choice_the_endpoint_supports(server):
+    async def go():
+        async with websockets.connect(server.ws_url + "/proto",
+                                      subprotocols=["v3.chat", "v1.chat", "v2.chat"]) as c:
+            return c.subprotocol, await c.recv()
+    # The client lists by preference: v3 is unknown, v1 comes before v2.
+    assert run(go()) == ("v1.chat", "subprotocol=v1.chat")
+
+
+def test_subprotocol_callback_style_and_header_list_forms(server):
+    raw = RawWS(server.port, "/proto-cb",
+                "Sec-WebSocket-Protocol: chat, graphql-ws\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n")
+    try:
+        assert raw.status == 101
+        assert b"sec-websocket-protocol: graphql-transport-ws" in raw.head.lower().split(b"\r\n")
+        assert raw.recv_frame() == (0x1, b"subprotocol=graphql-transport-ws")
+    finally:
+        raw.abort()
+
+
+def test_subprotocol_none_offered_or_no_match(server):
+    for headers in ("", "Sec-WebSocket-Protocol: mqtt\r\n"):
+        raw = RawWS(server.port, "/proto", headers)
+        try:
+            assert raw.status == 101
+            # RFC 6455 4.2.2: no common subprotocol, no Sec-WebSocket-Protocol in the answer.
+            assert b"sec-websocket-protocol" not in raw.head.lower()
+            assert raw.recv_frame() == (0x1, b"subprotocol=None")
+        finally:
+            raw.abort()
+    # An endpoint without subprotocols never selects one, whatever the client offers.
+    raw = RawWS(server.port, "/echo", "Sec-WebSocket-Protocol: v1.chat\r\n")
+    try:
+        assert raw.status == 101 and b"sec-websocket-protocol" not in raw.head.lower()
+    finally:
+        raw.abort()
+
+
+def test_subprotocol_required_by_the_connect_handler(server):
+    response = refusal(server.ws_url + "/proto?strict=1", subprotocols=["mqtt"])
+    assert response.status_code == 400
+    assert response.body == b"no common subprotocol"
