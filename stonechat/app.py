@@ -390,6 +390,13 @@ class ServedApp:
         self.settings = settings
         self.watchdog: Optional[BlockingWatchdog] = None
 
+    def connect_peers(self, publish: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        """Under ``--processes N``: WebSocket broadcasts reach every worker's clients."""
+        websocket = self.dispatcher.websocket
+        if websocket is None:
+            return lambda data: None
+        return websocket.connect_peers(publish)
+
     async def startup(self) -> None:
         await self.app.lifecycle.startup(self.app)
         await self._compute_const_routes()

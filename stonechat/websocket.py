@@ -69,6 +69,38 @@ class _Closing:
         return None
 
 
+class Clients(dict):
+    """An endpoint's live clients in this process, by id. ``relay``, under ``--processes N``,
+    hands a broadcast to the other worker processes (``WebSocketDispatcher.connect_peers``)."""
+
+    __slots__ = ("relay",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.relay: Optional[Callable[[Union[str, bytes]], None]] = None
+
+
+def send_to_all(clients: Clients, message: Union[str, bytes]) -> int:
+    """Write ``message`` to every live client in ``clients`` (encoded once), never waiting for
+    any of them; returns how many it was written to."""
+    if not clients:
+        return 0
+    frame = None
+    sent = 0
+    for peer in list(clients.values()):
+        conn = peer._conn
+        if conn is None or conn.closed:
+            continue
+        if frame is None:
+            frame = conn.prepare(message)
+        try:
+            conn.send_frame_nowait(frame)
+            sent += 1
+        except ConnectionClosed:
+            pass
+    return sent
+
+
 class WebSocketConnector:
     """One client connection (Robyn's ``WebSocketConnector``): id, query params, sending to
     this or another client of the same endpoint, broadcast, close. Sync and async variants."""
@@ -77,7 +109,7 @@ class WebSocketConnector:
                  "_conn", "_outbox", "_pending_close", "_clients", "close_code", "close_reason",
                  "closed_by", "__dict__")
 
-    def __init__(self, endpoint: str, request: Request, clients: dict) -> None:
+    def __init__(self, endpoint: str, request: Request, clients: Clients) -> None:
         self.id = str(uuid.uuid4())
         self.endpoint = endpoint
         self.request = request
@@ -143,27 +175,15 @@ class WebSocketConnector:
     def sync_broadcast(self, message: Union[str, bytes]) -> int:
         """Send to every live client of this endpoint (this one included), never waiting for
         any of them: a client whose unsent data passes ``ws_max_write_buffer`` is dropped (1013)
-        rather than stalling the others. Returns how many clients it was written to."""
+        rather than stalling the others. Under ``--processes N`` the other workers' clients get it
+        too (``Clients.relay``). Returns how many clients of *this process* it was written to."""
         return self._broadcast(message)
 
     def _broadcast(self, message: Union[str, bytes]) -> int:
         clients = self._clients
-        if not clients:
-            return 0
-        frame = None
-        sent = 0
-        for peer in list(clients.values()):
-            conn = peer._conn
-            if conn is None or conn.closed:
-                continue
-            if frame is None:
-                frame = conn.prepare(message)
-            try:
-                conn.send_frame_nowait(frame)
-                sent += 1
-            except ConnectionClosed:
-                pass
-        return sent
+        if clients.relay is not None:  # --processes N: the other workers' clients too
+            clients.relay(message)
+        return send_to_all(clients, message)
 
     async def async_broadcast(self, message: Union[str, bytes]) -> int:
         """Like ``sync_broadcast``, then waits for *this* client's own backlog the way
@@ -463,7 +483,7 @@ class _Compiled:
         self.kind = spec.kind
         self.auth_required = bool(getattr(spec, "auth_required", False))
         self.subprotocols: tuple[str, ...] = getattr(spec, "subprotocols", ())
-        self.clients: dict[str, WebSocketConnector] = {}
+        self.clients = Clients()
         gdeps = app.dependencies.global_dependency_map
         router = getattr(spec, "router", None) or app
         rdeps = router.dependencies.router_dependency_map
@@ -506,6 +526,33 @@ class WebSocketDispatcher:
             compiled = _Compiled(spec, app)
             self.router.add("WS", endpoint, compiled)
             self.endpoints[endpoint] = compiled
+
+    # -- other worker processes (server/interface.py, "Peers") ------------------------------
+
+    def connect_peers(self, publish: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        """Make every endpoint's broadcast reach the other workers' clients too. A message
+        between workers is ``t`` or ``b`` (text, binary), the endpoint's length (2 bytes), the
+        endpoint, then the payload."""
+        for endpoint, ep in self.endpoints.items():
+            head = endpoint.encode()
+            head = len(head).to_bytes(2, "big") + head
+
+            def relay(message: Union[str, bytes], head: bytes = head) -> None:
+                if message.__class__ is str:
+                    publish(b"t" + head + message.encode())  # type: ignore[union-attr]
+                else:
+                    publish(b"b" + head + bytes(message))
+            ep.clients.relay = relay
+        return self.from_peer
+
+    def from_peer(self, data: bytes) -> None:
+        """A broadcast another worker published: to this process's clients of that endpoint."""
+        n = int.from_bytes(data[1:3], "big")
+        ep = self.endpoints.get(data[3:3 + n].decode())
+        if ep is None:
+            return
+        payload = data[3 + n:]
+        send_to_all(ep.clients, payload.decode() if data[:1] == b"t" else payload)
 
     def has_path(self, path: bytes) -> bool:
         methods, _ = self.router.match(path)

@@ -17,6 +17,12 @@ Any :class:`HTTPResponse` instead refuses the upgrade with that status.
 
 Lifecycle: ``await application.startup()`` before the socket accepts,
 ``await application.shutdown()`` after connections are drained (see ``server/runner.py``).
+
+Peers: in a worker of ``--processes N``, before serving, the server calls
+``receive = application.connect_peers(publish)`` if the application has that method.
+``publish(data: bytes)`` hands ``data`` to ``receive(data)`` in every *other* worker process,
+in order, without waiting (best effort: see ``server/peers.py``). A single process has no peers
+and the method is not called. The framework uses it for WebSocket broadcast.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import time
 from typing import Any, Optional
 
 from .http import HttpProtocol, ServerState
+from .peers import PeerBus
 from .settings import ServerSettings
 
 logger = logging.getLogger("stonechat.server")
@@ -123,12 +124,14 @@ class Worker:
     """Serves one application on one socket in the current process until stopped."""
 
     def __init__(self, app: Any, sock: socket.socket, settings: ServerSettings,
-                 banner: Optional[str] = None, control: Optional[socket.socket] = None) -> None:
+                 banner: Optional[str] = None, control: Optional[socket.socket] = None,
+                 peers: Optional[PeerBus] = None) -> None:
         self.app = app
         self.sock = sock
         self.settings = settings
         self.banner = banner
         self.control = control
+        self.peers = peers  # the other workers of a supervisor (server/peers.py)
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.state: Optional[ServerState] = None
         self.stop_requested: Optional[asyncio.Event] = None
@@ -173,6 +176,8 @@ class Worker:
     def _teardown(self, loop: asyncio.AbstractEventLoop) -> None:
         """Cancel what is still running; never wait long for tasks that ignore cancellation."""
         grace = _LEFTOVER_GRACE_FORCED if self.forced else _LEFTOVER_GRACE
+        if self.peers is not None:
+            self.peers.close()
         if self.state is not None:
             for conn in list(self.state.connections):
                 if conn.transport is not None:
@@ -284,6 +289,9 @@ class Worker:
             await self._shutdown()
             return
 
+        connect_peers = getattr(self.app, "connect_peers", None)
+        if self.peers is not None and connect_peers is not None:
+            await self.peers.open(connect_peers(self.peers.publish))
         state = self.state = ServerState(self.app, self.settings, loop)
         state.start_ticker()
         server = await loop.create_server(lambda: HttpProtocol(state), sock=self.sock,
@@ -298,6 +306,8 @@ class Worker:
         server.close()
         await self._drain(state)
         await self._close_websockets(state)
+        if self.peers is not None:
+            self.peers.close()
         state.stop_ticker()
         await self._shutdown()
 

@@ -21,7 +21,9 @@ Supervisor (``run_supervisor``):
   * a worker that dies while serving is logged and restarted after a backoff (0.1 s doubling
     to 10 s, reset after 30 s of healthy running);
   * a worker that exits 3 (startup failed) stops everything: the supervisor exits 3 instead of
-    restart-looping on an error that will just happen again.
+    restart-looping on an error that will just happen again;
+  * workers talk to each other (WebSocket broadcast) through sockets in a private directory the
+    supervisor makes and removes (``peers.py``); the supervisor itself relays nothing.
 
 Dev reloader (``run_dev``): runs ``python <app> <args>`` as a child with
 ``STONECHAT_DEV_CHILD=1``, watches the app's directory for ``.py`` changes (watchfiles), and
@@ -35,10 +37,12 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -47,6 +51,7 @@ from typing import Any, Callable, Optional
 
 from .runner import (CONTROL_FD_ENV, EXIT_FORCED, EXIT_OK, EXIT_STARTUP_FAILED, STOP_SIGNALS, Worker,
                      exit_now)
+from .peers import PeerBus
 from .settings import ServerSettings
 
 logger = logging.getLogger("stonechat.supervisor")
@@ -163,9 +168,12 @@ class Supervisor:
         self.announced = False
         self.exit_code = EXIT_OK
         self.stop_started = 0.0
+        self.peer_dir: Optional[str] = None
 
     def run(self) -> int:
         self.waker = _SignalWaker(STOP_SIGNALS + (signal.SIGCHLD,))
+        # Where the workers' sockets for messages between them live (server/peers.py); 0700.
+        self.peer_dir = tempfile.mkdtemp(prefix="stonechat-peers-")
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # see runner.hold_stop_signals
         try:
             logger.info("supervisor pid %d starting %d workers", os.getpid(), len(self.slots))
@@ -188,6 +196,7 @@ class Supervisor:
             self.waker.close()
             if self.sock is not None:
                 self.sock.close()
+            shutil.rmtree(self.peer_dir, ignore_errors=True)
         if self.exit_code == EXIT_OK:
             logger.info("all workers stopped; done in %d ms", (time.monotonic() - self.stop_started) * 1000)
         else:
@@ -228,7 +237,9 @@ class Supervisor:
                 for other in self.slots:
                     if other.channel is not None:
                         other.channel.close()
-                code = Worker(self.make_app(), self.sock, self.settings, None, child_end).run()
+                assert self.peer_dir is not None
+                peers = PeerBus(self.peer_dir, slot.index, len(self.slots))
+                code = Worker(self.make_app(), self.sock, self.settings, None, child_end, peers).run()
             except BaseException:
                 traceback.print_exc()
             finally:
