@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import stat
 
 import pytest
@@ -32,6 +33,13 @@ async def chat(ws):
             elif msg == "block":
                 time.sleep(1.0)  # this worker cannot accept: the next client goes to the other
                 await ws.send_text("unblocked")
+            elif msg == "stall":
+                time.sleep(3.0)  # a worker whose loop is stuck: it reads nothing from its peers
+                await ws.send_text("unstalled")
+            elif msg == "big":
+                for i in range(24):  # 24 MiB: more than a stuck peer may have queued (16 MiB)
+                    await ws.broadcast(bytes([i]) * (1024 * 1024))
+                await ws.send_text("big done")
             elif msg == "burst":
                 for i in range(300):
                     await ws.broadcast(f"b{i}")
@@ -187,4 +195,41 @@ def test_broadcast_after_a_worker_restarts(serve):
             await client.close()
 
     run(go())
+    assert server.stop() == 0
+
+
+def test_a_stuck_worker_neither_stalls_broadcast_nor_grows_memory(serve):
+    server = serve(APP, args=["--processes", "2"])
+    server.wait_for_output("serving http://127.0.0.1")
+    url = server.ws_url + "/chat"
+
+    async def go():
+        a = await websockets.connect(url, max_size=None)
+        pid_a = await pid_of(a)
+        b = await on_other_worker(url, a, pid_a)
+        await b.send("stall")  # b's worker now sleeps 3 s without reading anything
+        await asyncio.sleep(0.2)
+        started = asyncio.get_running_loop().time()
+        await a.send("big")
+        got = [await recv_text(a) for _ in range(24)]
+        assert [m[0] for m in got] == list(range(24)) and all(len(m) == 1024 * 1024 for m in got)
+        assert await recv_text(a) == "big done"
+        # All of it reached a's own clients while b's worker was still asleep.
+        assert asyncio.get_running_loop().time() - started < 2.5
+        assert await recv_text(b, 10) == "unstalled"
+        # b's worker then gets what was queued for it, in order; what went over the bound is missed.
+        firsts = []
+        while True:
+            try:
+                firsts.append((await recv_text(b, 2))[0])
+            except asyncio.TimeoutError:
+                break
+        assert firsts == sorted(firsts) and 0 < len(firsts) < 24, firsts
+        await a.close()
+        await b.close()
+
+    run(go())
+    server.wait_for_output("missed")
+    assert re.search(r"worker \d missed \d+ message\(s\) from worker \d: (it is not reading|still connecting)",
+                     server.output())
     assert server.stop() == 0

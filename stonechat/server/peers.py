@@ -47,7 +47,7 @@ class _Inbound(asyncio.Protocol):
     def __init__(self, receive: Callable[[bytes], None], registry: set) -> None:
         self.receive = receive
         self.registry = registry
-        self.buf = b""
+        self.buf = bytearray()
         self.transport: Optional[asyncio.BaseTransport] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -58,7 +58,8 @@ class _Inbound(asyncio.Protocol):
         self.registry.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
+        buf = self.buf
+        buf += data  # a bytearray: a large message arriving in pieces is not copied again and again
         pos, end = 0, len(buf)
         while end - pos >= 4:
             n = int.from_bytes(buf[pos:pos + 4], "big")
@@ -66,17 +67,18 @@ class _Inbound(asyncio.Protocol):
                 logger.error("broken stream from another worker (message length %d); dropping it", n)
                 assert self.transport is not None
                 self.transport.close()
-                self.buf = b""
+                buf.clear()
                 return
             if end - pos - 4 < n:
                 break
-            message = buf[pos + 4:pos + 4 + n]
+            message = bytes(buf[pos + 4:pos + 4 + n])
             pos += 4 + n
             try:
                 self.receive(message)
             except Exception:
                 logger.exception("a message from another worker could not be handled")
-        self.buf = buf[pos:]
+        if pos:
+            del buf[:pos]
 
 
 class _Outbound:
