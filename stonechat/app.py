@@ -335,7 +335,7 @@ class Robyn(BaseRouter):
         exception_handler = self.exception_handler
         websocket = None
         if self.web_socket_router:
-            from .websocket import WebSocketDispatcher
+            from .websocket_dispatch import WebSocketDispatcher
             websocket = self.websocket_hub = WebSocketDispatcher(self, settings)
         self.dispatcher = Dispatcher(
             self.router, defaults=defaults, exception_handler=exception_handler,

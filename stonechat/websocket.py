@@ -1,5 +1,5 @@
-"""WebSocket routes, the framework side: both of Robyn's API styles, the per-endpoint registry,
-broadcast and send-to-id, and the decision to accept or refuse a handshake.
+"""The WebSocket API of the framework: both of Robyn's styles, the objects handlers get, the
+per-endpoint registry, broadcast and send-to-id, and how routes are registered.
 
 Two styles, one machinery:
 
@@ -8,21 +8,14 @@ Two styles, one machinery:
 * callbacks (Robyn < 0.80, removed there without replacement): ``ws = WebSocket(app, "/chat")``
   with ``@ws.on("connect" | "message" | "close")``; a returned string is sent to that client.
 
-Per route, everything is compiled once when the app starts (``WebSocketDispatcher``): parameter
-getters (path params ``/ws/:room``, query params, DI, ``request``) come from ``params.py`` like for
-HTTP handlers. Per handshake, ``WebSocketDispatcher.handle`` authenticates (``auth_required``),
-resolves parameters (an error refuses the handshake with 400) and runs the connect handler
-*before* the upgrade, so it can refuse with an HTTP status (return a ``Response`` or raise
-``HTTPException``), or accept and close at once (``ws.close(1008, ...)`` or raise
-``WebSocketException``). Messages sent from the connect handler are delivered right after 101.
-
-This module never touches a socket: it drives the connection object the server hands to the
-session (``server/interface.py``: ``WebSocketConnection``).
+What happens per handshake and per connection (parameters, authentication, the connect handler's
+decision, running the handler) is ``websocket_dispatch.py``. Neither module touches a socket:
+they drive the connection object the server hands to the session (``server/interface.py``:
+``WebSocketConnection``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import uuid
@@ -30,13 +23,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import orjson
 
-from .conversion import TEXT, Converter, encode_headers
-from .exceptions import HTTPException, WebSocketException
-from .params import ParamError, is_async_callable, resolve_getters
 from .request import QueryParams, Request
-from .response import Response
-from .routing import Router
-from .server.interface import NO_MESSAGE, ConnectionClosed, HTTPResponse, WebSocketAccept, close_payload
+from .server.interface import NO_MESSAGE, ConnectionClosed, close_payload
 
 logger = logging.getLogger("stonechat.websocket")
 
@@ -430,298 +418,5 @@ def choose_subprotocol(offered: Optional[list[str]], supported: tuple[str, ...])
     return None
 
 
-# -- compiled routes ----------------------------------------------------------------------------
-
-_WS_NAMES = frozenset({"ws", "websocket", "socket", "connector", "conn"})
-_MSG_NAMES = frozenset({"msg", "message", "data"})
-
-
-class _Call:
-    """A handler compiled with its parameter getters: ``call(ws, request, msg)``."""
-
-    __slots__ = ("fn", "is_async", "plan", "name")
-
-    def __init__(self, fn: Callable, endpoint: str, global_deps: dict, router_deps: dict,
-                 with_message: bool) -> None:
-        self.fn = fn
-        self.is_async = is_async_callable(fn)
-        self.name = getattr(fn, "__qualname__", repr(fn))
-        getters = dict(resolve_getters(fn, endpoint, global_deps, router_deps))
-        plan = []  # (name, kind, getter) with kind 0 = ws, 1 = message, 2 = injected
-        params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        named_ws = any(p.name in _WS_NAMES for p in params)
-        named_msg = with_message and any(p.name in _MSG_NAMES for p in params)
-        for i, p in enumerate(params):
-            if p.name in _WS_NAMES or (not named_ws and i == 0):
-                plan.append((p.name, 0, None))
-            elif with_message and (p.name in _MSG_NAMES or (not named_msg and i == 1)):
-                plan.append((p.name, 1, None))
-            else:
-                plan.append((p.name, 2, getters[p.name]))
-        self.plan = plan
-
-    def bind(self, ws: WebSocketConnector, request: Request) -> dict:
-        """Resolve injected parameters once per connection (ParamError → refused with 400)."""
-        return {name: getter(request) for name, kind, getter in self.plan if kind == 2}
-
-    def args(self, ws: Any, bound: dict, msg: Any = None) -> dict:
-        out = dict(bound)
-        for name, kind, _ in self.plan:
-            if kind == 0:
-                out[name] = ws
-            elif kind == 1:
-                out[name] = msg
-        return out
-
-
-class _Compiled:
-    """One WebSocket endpoint, ready to serve: its calls, its client registry."""
-
-    def __init__(self, spec: Any, app: Any) -> None:
-        self.endpoint = spec.endpoint
-        self.kind = spec.kind
-        self.auth_required = bool(getattr(spec, "auth_required", False))
-        self.subprotocols: tuple[str, ...] = getattr(spec, "subprotocols", ())
-        self.clients = Clients()
-        gdeps = app.dependencies.global_dependency_map
-        router = getattr(spec, "router", None) or app
-        rdeps = router.dependencies.router_dependency_map
-        if spec.kind == "loop":
-            self.handler = _Call(spec.handler, self.endpoint, gdeps, rdeps, False)
-            connect, close, message = spec.on_connect, spec.on_close, None
-        else:
-            self.handler = None
-            connect = spec.methods.get("connect")
-            message = spec.methods.get("message")
-            close = spec.methods.get("close")
-        self.on_connect = _Call(connect, self.endpoint, gdeps, rdeps, False) if connect else None
-        self.on_message = _Call(message, self.endpoint, gdeps, rdeps, True) if message else None
-        self.on_close = _Call(close, self.endpoint, gdeps, rdeps, False) if close else None
-
-
-# What sync message handlers return; anything else is checked for an awaitable (a sync function
-# that returns a coroutine), so the common case costs one class lookup per message, not inspect.
-_PLAIN_RESULTS = frozenset((str, bytes, type(None), dict, list))
-
-
-async def _call(call: _Call, kwargs: dict) -> Any:
-    result = call.fn(**kwargs)
-    if call.is_async or inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-class WebSocketDispatcher:
-    """The app's WebSocket routes; ``Dispatcher.handle`` hands it every upgrade request."""
-
-    def __init__(self, app: Any, settings: Any) -> None:
-        self.app = app
-        self.settings = settings
-        self.close_timeout = settings.ws_close_timeout
-        self.router: Router[_Compiled] = Router()
-        self.endpoints: dict[str, _Compiled] = {}
-        self.convert = Converter(None)
-        for endpoint, spec in app.web_socket_router.items():
-            compiled = _Compiled(spec, app)
-            self.router.add("WS", endpoint, compiled)
-            self.endpoints[endpoint] = compiled
-
-    # -- other worker processes (server/interface.py, "Peers") ------------------------------
-
-    def connect_peers(self, publish: Callable[[bytes], None]) -> Callable[[bytes], None]:
-        """Make every endpoint's broadcast reach the other workers' clients too. A message
-        between workers is ``t`` or ``b`` (text, binary), the endpoint's length (2 bytes), the
-        endpoint, then the payload."""
-        for endpoint, ep in self.endpoints.items():
-            head = endpoint.encode()
-            head = len(head).to_bytes(2, "big") + head
-
-            def relay(message: Union[str, bytes], head: bytes = head) -> None:
-                if message.__class__ is str:
-                    publish(b"t" + head + message.encode())  # type: ignore[union-attr]
-                else:
-                    publish(b"b" + head + bytes(message))
-            ep.clients.relay = relay
-        return self.from_peer
-
-    def from_peer(self, data: bytes) -> None:
-        """A broadcast another worker published: to this process's clients of that endpoint."""
-        n = int.from_bytes(data[1:3], "big")
-        ep = self.endpoints.get(data[3:3 + n].decode())
-        if ep is None:
-            return
-        payload = data[3 + n:]
-        send_to_all(ep.clients, payload.decode() if data[:1] == b"t" else payload)
-
-    def has_path(self, path: bytes) -> bool:
-        methods, _ = self.router.match(path)
-        return methods is not None
-
-    def handle(self, raw: Any) -> Any:
-        methods, values = self.router.match(raw.path)
-        if methods is None:
-            return None
-        compiled = methods["WS"]
-        from .routing import param_names
-        params = dict(zip(param_names(compiled.endpoint), values)) if values else {}
-        return self._handshake(compiled, Request._from_server(raw, params))
-
-    # -- before the upgrade -----------------------------------------------------------------
-
-    def _refusal(self, value: Any) -> HTTPResponse:
-        return value if isinstance(value, HTTPResponse) else self.convert(value)
-
-    async def _handshake(self, ep: _Compiled, request: Request) -> Any:
-        if ep.auth_required:
-            handler = self.app.authentication_handler
-            if handler is None:
-                logger.error("WebSocket %s has auth_required=True but no authentication handler is "
-                             "configured (app.configure_authentication)", ep.endpoint)
-                return HTTPResponse(500, TEXT, b"Internal Server Error\n")
-            identity = handler.authenticate(request)
-            if inspect.isawaitable(identity):
-                identity = await identity
-            if identity is None:
-                return self._refusal(handler.unauthorized_response)
-            request.identity = identity
-        ws = WebSocketAdapter(ep.endpoint, request, ep.clients)
-        if ep.subprotocols:
-            ws.subprotocol = choose_subprotocol(request.headers.get_all("sec-websocket-protocol"),
-                                                ep.subprotocols)
-        try:
-            bound = {c: c.bind(ws, request) for c in (ep.handler, ep.on_connect, ep.on_message, ep.on_close)
-                     if c is not None}
-        except ParamError as exc:
-            return HTTPResponse(400, TEXT, (str(exc) + "\n").encode())
-        if ep.on_connect is not None:
-            call = ep.on_connect
-            try:
-                result = await _call(call, call.args(ws, bound[call]))
-            except HTTPException as exc:
-                headers = encode_headers((str(k).lower(), str(v)) for k, v in (exc.headers or {}).items())
-                return HTTPResponse(exc.status_code, TEXT + headers, str(exc.detail).encode())
-            except WebSocketException as exc:
-                ws.close(exc.code, exc.reason)
-                result = None
-            except Exception:
-                logger.exception("WebSocket connect handler %s on %s failed; refusing with 500",
-                                 call.name, ep.endpoint)
-                return HTTPResponse(500, TEXT, b"Internal Server Error\n")
-            if isinstance(result, (Response, HTTPResponse)):
-                return self._refusal(result)
-            if result is not None:
-                if isinstance(result, (str, bytes)):
-                    ws._outbox.append(result)
-                else:
-                    logger.error("WebSocket connect handler %s returned %s; return str, bytes, None or "
-                                 "a Response (to refuse)", call.name, type(result).__name__)
-        return WebSocketAccept(lambda conn: self._session(ep, ws, bound, conn), subprotocol=ws.subprotocol)
-
-    # -- after the upgrade ----------------------------------------------------------------------
-
-    async def _session(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: Any) -> None:
-        ws._conn = conn
-        clients = ep.clients
-        try:
-            for message in ws._outbox:
-                conn.send_nowait(message)
-            ws._outbox = []
-            if ws._pending_close is not None:
-                await conn.close(*ws._pending_close)
-            else:
-                clients[ws.id] = ws
-                if ep.kind == "loop":
-                    await self._run_loop(ep, ws, bound, conn)
-                else:
-                    await self._run_callbacks(ep, ws, bound, conn)
-        except ConnectionClosed:
-            pass
-        finally:
-            clients.pop(ws.id, None)
-            ws.close_code = conn.close_code if conn.closed else None
-            ws.close_reason = conn.close_reason
-            ws.closed_by = conn.closed_by
-            if ep.on_close is not None:
-                call = ep.on_close
-                try:
-                    await _call(call, call.args(ws, bound[call]))
-                except Exception:
-                    logger.exception("WebSocket close handler %s on %s failed", call.name, ep.endpoint)
-
-    async def _run_loop(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: Any) -> None:
-        call = ep.handler
-        task = asyncio.ensure_future(self._guard(call, ws, call.args(ws, bound[call]), conn))
-        closed = asyncio.ensure_future(conn.wait_closed())
-        try:
-            await asyncio.wait((task, closed), return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
-                # Closed while the handler was busy elsewhere: give it the close timeout.
-                ep.clients.pop(ws.id, None)
-                done, _ = await asyncio.wait((task,), timeout=self.close_timeout)
-                if not done:
-                    logger.warning("WebSocket handler %s on %s still running %.1f s after the close; "
-                                   "cancelling it", call.name, ep.endpoint, self.close_timeout)
-                    task.cancel()
-                    await asyncio.wait((task,))
-        finally:
-            closed.cancel()
-            if not task.done():
-                task.cancel()
-
-    @staticmethod
-    async def _guard(call: _Call, ws: WebSocketAdapter, kwargs: dict, conn: Any) -> None:
-        """Run the receive-loop handler; how it ends decides how the connection closes."""
-        try:
-            await call.fn(**kwargs)
-        except (WebSocketDisconnect, ConnectionClosed, ConnectionError):
-            return
-        except WebSocketException as exc:
-            if not conn.closed:
-                conn.close_nowait(exc.code, exc.reason)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("WebSocket handler %s on %s failed; closing 1011", call.name, ws.endpoint)
-            if not conn.closed:
-                conn.close_nowait(1011, "internal error")
-            return
-        if not conn.closed:  # the handler is done with this client
-            conn.close_nowait(1000, "")
-
-    async def _run_callbacks(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: Any) -> None:
-        call = ep.on_message
-        if call is None:
-            await conn.wait_closed()
-            return
-        fn = call.fn
-        is_async = call.is_async
-        base = call.args(ws, bound[call])
-        msg_name = next((name for name, kind, _ in call.plan if kind == 1), None)
-        receive = conn.receive
-        while True:
-            message = await receive()  # ConnectionClosed ends the session
-            if msg_name is not None:
-                base[msg_name] = message
-            try:
-                result = fn(**base)
-                if is_async or (result.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(result)):
-                    result = await result
-            except WebSocketException as exc:
-                if not conn.closed:
-                    conn.close_nowait(exc.code, exc.reason)
-                continue
-            except WebSocketDisconnect:
-                continue
-            except Exception:
-                logger.exception("WebSocket message handler %s on %s failed", call.name, ep.endpoint)
-                continue
-            if result is not None and not conn.closed:
-                if not isinstance(result, (str, bytes)):
-                    result = orjson.dumps(result).decode()
-                await conn.send(result)
-
-
 __all__ = ["WebSocket", "WebSocketAdapter", "WebSocketConnector", "WebSocketDisconnect",
-           "WebSocketDispatcher", "create_websocket_decorator", "register_websocket", "websocket_decorator"]
+           "create_websocket_decorator", "register_websocket", "websocket_decorator"]
