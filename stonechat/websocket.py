@@ -69,18 +69,19 @@ class Clients(dict):
 
 
 def send_to_all(clients: Clients, message: Union[str, bytes]) -> int:
-    """Write ``message`` to every live client in ``clients`` (encoded once), never waiting for
+    """Write ``message`` to every live client in ``clients`` (encoded once per frame kind), never waiting for
     any of them; returns how many it was written to."""
     if not clients:
         return 0
-    frame = None
+    frames: dict = {}  # by frame_kind: plain, or compressed (permessage-deflate)
     sent = 0
     for peer in list(clients.values()):
         conn = peer._conn
         if conn is None or conn.closed:
             continue
+        frame = frames.get(conn.frame_kind)
         if frame is None:
-            frame = conn.prepare(message)
+            frame = frames[conn.frame_kind] = conn.prepare(message)
         try:
             conn.send_frame_nowait(frame)
             sent += 1

@@ -82,6 +82,7 @@ class RawWS:
         if not self._need(pos + n):
             return None
         opcode = self.buf[0] & 0x0F
+        self.last_rsv = self.buf[0] & 0x70  # RSV1 (0x40): compressed (permessage-deflate)
         payload = self.buf[pos:pos + n]
         self.buf = self.buf[pos + n:]
         return opcode, payload

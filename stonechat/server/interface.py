@@ -143,7 +143,9 @@ class WebSocketConnection(Protocol):
         # wait while the client's unsent data is over ws_write_limit (1013 after ws_send_timeout)
     write_paused: bool         # the client's unsent data is over ws_write_limit
     def prepare(self, message: Union[str, bytes]) -> bytes: ...
-        # the frame bytes, to write to many connections with send_frame_nowait (broadcast)
+        # the frame bytes, to write with send_frame_nowait to every connection of the same
+        # frame_kind (broadcast): compression, when negotiated, makes frames differ
+    frame_kind: Any            # None for plain frames; connections with equal kinds share frames
     def send_frame_nowait(self, frame: bytes) -> None: ...
     def close_nowait(self, code: int = 1000, reason: str = "") -> None: ...
         # starts the close handshake; ValueError for an invalid code or a reason over 123 bytes

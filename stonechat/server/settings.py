@@ -18,6 +18,18 @@ class SettingsError(ValueError):
     """A setting has a bad value; the message names the option."""
 
 
+def _parse_bool(raw: Any) -> bool:
+    """``True``/``False`` as given, or the usual spellings in an environment variable."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
+
+
 @dataclass
 class ServerSettings:
     # HTTP
@@ -48,6 +60,7 @@ class ServerSettings:
     ws_send_timeout: float = 30.0           # seconds send() may wait on a stuck client (close 1013)
     ws_max_write_buffer: int = 16 * MiB     # bytes queued for a client by non-waiting sends (broadcast)
                                             # before it is dropped with 1013
+    ws_per_message_deflate: bool = False    # negotiate permessage-deflate compression (RFC 7692)
 
     @classmethod
     def from_sources(cls, overrides: Optional[Mapping[str, Any]] = None,
@@ -70,7 +83,7 @@ class ServerSettings:
             else:
                 continue
             try:
-                value = kind(raw)
+                value = _parse_bool(raw) if kind is bool else kind(raw)
             except (TypeError, ValueError):
                 raise SettingsError(f"{source}: expected {kind.__name__}, got {raw!r}") from None
             if value < 0:

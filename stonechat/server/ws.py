@@ -3,7 +3,8 @@
 Owns: handshake validation (``check_handshake``), the ``101`` answer, frame parsing and
 writing, message assembly, UTF-8 validation, control frames (ping/pong/close), the close
 handshake, limits (message size, connections per process and per IP), keepalive pings, the
-idle timeout, and flow control in both directions. It knows the framework only through
+idle timeout, and flow control in both directions; permessage-deflate when negotiated (the
+codec and the negotiation are ``deflate.py``). It knows the framework only through
 ``server/interface.py``: the session it runs is ``accept.session(connection)`` and the
 connection it hands over is the ``WebSocketProtocol`` itself (see ``WebSocketConnection``).
 
@@ -45,9 +46,12 @@ import codecs
 import hashlib
 import logging
 import struct
+import zlib
 from collections import deque
 from typing import Any, Optional, Union
 
+from .deflate import Inflater, Negotiated, TooBig, compress, negotiate
+from .deflate import MIN_SIZE as _DEFLATE_MIN_SIZE
 from .interface import VALID_CLOSE_CODES as _VALID_CODES, NO_MESSAGE, ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, close_payload
 
 try:  # the C helper of the websockets library: XOR with the masking key
@@ -100,6 +104,27 @@ def encode_frame(message: Union[str, bytes]) -> bytes:
     if n < 65536:
         return _PACK_16(opcode, 126, n) + payload
     return _PACK_64(opcode, 127, n) + payload
+
+
+def deflate_frame(message: Union[str, bytes], params: Negotiated) -> bytes:
+    """Like ``encode_frame``, compressed (RSV1) when the message is long enough to gain."""
+    if message.__class__ is str:
+        payload = message.encode()  # type: ignore[union-attr]
+        opcode = 0x81
+    elif isinstance(message, (bytes, bytearray, memoryview)):
+        payload = bytes(message)
+        opcode = 0x82
+    else:
+        raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
+    if len(payload) < _DEFLATE_MIN_SIZE:
+        return encode_frame(message)
+    payload = compress(payload, params.server_bits)
+    n = len(payload)
+    if n < 126:
+        return bytes((opcode | 0x40, n)) + payload
+    if n < 65536:
+        return _PACK_16(opcode | 0x40, 126, n) + payload
+    return _PACK_64(opcode | 0x40, 127, n) + payload
 
 
 def _control_frame(opcode: int, payload: bytes) -> bytes:
@@ -193,7 +218,9 @@ class WebSocketProtocol(asyncio.Protocol):
         # streaming frame in progress
         "f_remaining", "f_mask", "f_offset", "f_opcode", "f_fin", "f_parts", "f_control",
         # fragmented message in progress
-        "m_opcode", "m_parts", "m_size", "m_decoder",
+        "m_opcode", "m_parts", "m_size", "m_decoder", "m_compressed",
+        # permessage-deflate (server/deflate.py), when negotiated
+        "deflate", "inflater", "frame_kind",
         # close bookkeeping
         "close_code", "close_reason", "closed_by", "close_sent", "close_received",
         "close_timer", "closed_future", "discard", "session_task", "batch_delivered", "pending_end",
@@ -234,6 +261,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self.m_parts: list = []
         self.m_size = 0
         self.m_decoder: Any = None
+        self.m_compressed = False
+        self.deflate: Optional[Negotiated] = None
+        self.inflater: Optional[Inflater] = None
+        self.frame_kind: Any = None  # frames from prepare() can be shared by equal kinds
         self.close_code = 1006
         self.close_reason = ""
         self.closed_by = ""
@@ -260,6 +291,14 @@ class WebSocketProtocol(asyncio.Protocol):
                 b"sec-websocket-accept: ", _accept_key(self.request), b"\r\n"]
         if accept.subprotocol:
             head.append(b"sec-websocket-protocol: %s\r\n" % accept.subprotocol.encode("latin-1"))
+        if self.settings.ws_per_message_deflate:
+            offers = [value for name, value in self.request.headers if name == b"sec-websocket-extensions"]
+            negotiated = negotiate(offers) if offers else None
+            if negotiated is not None:
+                head.append(b"sec-websocket-extensions: %s\r\n" % negotiated.response.encode())
+                self.deflate = negotiated
+                self.inflater = Inflater(negotiated)
+                self.frame_kind = negotiated.frame_kind
         head.append(accept.headers)
         head.append(b"\r\n")
         transport = self.transport
@@ -332,10 +371,10 @@ class WebSocketProtocol(asyncio.Protocol):
                         raise _Fail(1002, "frame length has the most significant bit set")
                 opcode = b0 & 0x0F
                 if b0 & 0x70:
-                    raise _Fail(1002, "reserved bits set without a negotiated extension")
+                    self._reserved_bits(b0, opcode)
                 mask = buf[start - 4:start]
                 stop = start + n
-                if opcode < 3 and b0 & 0x80 and not self.m_opcode and stop <= end and opcode:
+                if (b0 == 0x81 or b0 == 0x82) and not self.m_opcode and stop <= end:
                     # Fast path: a whole unfragmented data frame is here.
                     if n > self.max_size:
                         raise _Fail(1009, f"message too big (limit {self.max_size} bytes)")
@@ -402,6 +441,16 @@ class WebSocketProtocol(asyncio.Protocol):
         if pending is not None:
             pending[0](*pending[1])
 
+    def _reserved_bits(self, b0: int, opcode: int) -> None:
+        """RSV1 on the first frame of a data message means compressed, if permessage-deflate
+        was negotiated; any other reserved bit, anywhere else, is a protocol error."""
+        if (b0 & 0x70) == 0x40 and self.inflater is not None:
+            if opcode == OP_TEXT or opcode == OP_BINARY:
+                self.m_compressed = True
+                return
+            raise _Fail(1002, "RSV1 on a frame that is not the first of a data message")
+        raise _Fail(1002, "reserved bits set without a negotiated extension")
+
     def _check_header(self, b0: int, opcode: int, n: int) -> None:
         """Validate a frame header that is not on the fast path."""
         if opcode >= 8:
@@ -432,7 +481,8 @@ class WebSocketProtocol(asyncio.Protocol):
         self.f_offset += len(chunk)
         self.f_remaining -= len(chunk)
         opcode = self.f_opcode
-        if opcode == OP_TEXT or (opcode == OP_CONT and self.m_opcode == OP_TEXT):
+        text = (opcode == OP_TEXT or (opcode == OP_CONT and self.m_opcode == OP_TEXT)) and not self.m_compressed
+        if text:
             if self.state == OPEN:
                 try:
                     self.f_parts.append(self.m_decoder.decode(plain, False))
@@ -444,7 +494,7 @@ class WebSocketProtocol(asyncio.Protocol):
             return b""
         parts, self.f_parts = self.f_parts, []
         fin = self.f_fin
-        if opcode == OP_TEXT or (opcode == OP_CONT and self.m_opcode == OP_TEXT):
+        if text:
             # Already decoded: add the pieces to the message directly.
             if opcode == OP_TEXT:
                 self.m_opcode = OP_TEXT
@@ -466,6 +516,14 @@ class WebSocketProtocol(asyncio.Protocol):
             self.m_opcode = opcode
             if opcode == OP_TEXT and self.m_decoder is None:
                 self.m_decoder = _UTF8_DECODER()
+        if self.m_compressed:
+            assert self.inflater is not None
+            try:
+                payload = self.inflater.inflate(payload, fin, self.max_size - self.m_size)
+            except TooBig:
+                raise _Fail(1009, f"message too big (limit {self.max_size} bytes)") from None
+            except zlib.error:
+                raise _Fail(1007, "invalid compressed data") from None
         self.m_size += len(payload)
         if self.m_opcode == OP_TEXT:
             if self.state == OPEN:
@@ -485,6 +543,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.m_parts = []
         self.m_opcode = 0
         self.m_size = 0
+        self.m_compressed = False
         if opcode == OP_TEXT:
             decoder = self.m_decoder
             self.m_decoder = None
@@ -748,14 +807,17 @@ class WebSocketProtocol(asyncio.Protocol):
     def write_message(self, message: Union[str, bytes]) -> None:
         if self.state != OPEN:
             raise ConnectionClosed(self.close_code, self.close_reason, self.closed_by, sending=True)
-        self.transport.write(encode_frame(message))
+        self.transport.write(encode_frame(message) if self.deflate is None else deflate_frame(message, self.deflate))
 
     def send_nowait(self, message: Union[str, bytes]) -> None:
         """Send without waiting (sync code, broadcast); a client whose buffer passes
         ``ws_max_write_buffer`` is closed with 1013 instead of growing memory."""
-        self.send_frame_nowait(encode_frame(message))
+        self.send_frame_nowait(self.prepare(message))
 
-    prepare = staticmethod(encode_frame)
+    def prepare(self, message: Union[str, bytes]) -> bytes:
+        """The frame for ``message`` on this connection; connections with the same
+        ``frame_kind`` can be sent the same frame (broadcast encodes once per kind)."""
+        return encode_frame(message) if self.deflate is None else deflate_frame(message, self.deflate)
 
     def send_frame_nowait(self, frame: bytes) -> None:
         """Write a frame made by ``prepare()`` (one encoding for many clients)."""
