@@ -233,3 +233,21 @@ def test_a_stuck_worker_neither_stalls_broadcast_nor_grows_memory(serve):
     assert re.search(r"worker \d missed \d+ message\(s\) from worker \d: (it is not reading|still connecting)",
                      server.output())
     assert server.stop() == 0
+
+
+def test_peers_unavailable_is_a_warning_not_a_failure(serve, tmp_path):
+    # A socket path longer than AF_UNIX allows (108 bytes): workers serve, broadcasts stay local.
+    tmpdir = tmp_path / ("d" * 60) / ("e" * 60)
+    tmpdir.mkdir(parents=True)
+    server = serve(APP, args=["--processes", "2"], env={"TMPDIR": str(tmpdir)})
+    server.wait_for_output("serving http://127.0.0.1")
+    out = server.wait_for_output("no messages between worker processes", count=2)
+    assert "reach this process's clients only" in out
+
+    async def go():
+        async with websockets.connect(server.ws_url + "/chat") as a:
+            await a.send("hello")
+            assert await recv_text(a) == "hello"
+            assert await recv_text(a) == "local=1"
+    run(go())
+    assert server.stop() == 0

@@ -291,7 +291,12 @@ class Worker:
 
         connect_peers = getattr(self.app, "connect_peers", None)
         if self.peers is not None and connect_peers is not None:
-            await self.peers.open(connect_peers(self.peers.publish))
+            try:
+                await self.peers.open(connect_peers(self.peers.publish))
+            except OSError as exc:  # e.g. a TMPDIR so long that a socket path cannot be bound
+                logger.warning("no messages between worker processes (%s): WebSocket broadcasts "
+                               "reach this process's clients only", exc)
+                self.peers.close()
         state = self.state = ServerState(self.app, self.settings, loop)
         state.start_ticker()
         server = await loop.create_server(lambda: HttpProtocol(state), sock=self.sock,
