@@ -164,3 +164,19 @@ def test_off_by_default(plain_server):
         assert raw.recv_close()[0] == 1002
     finally:
         raw.abort()
+
+
+def test_compressed_frame_arriving_in_pieces(server):
+    import os
+    import time
+    raw = RawWS(server.port, "/echo", OFFER)
+    try:
+        data = os.urandom(30_000).hex()  # 60 KB of text that compresses to about half
+        wire = frame(0x1, deflate(data.encode()), rsv=4)
+        for i in range(0, len(wire), 7000):  # the server streams the frame as it trickles in
+            raw.send(wire[i:i + 7000])
+            time.sleep(0.01)
+        opcode, payload = raw.recv_frame()
+        assert opcode == 0x1 and raw.last_rsv == 0x40 and inflate(payload).decode() == data
+    finally:
+        raw.abort()
