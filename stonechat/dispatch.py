@@ -94,6 +94,7 @@ class Dispatcher:
         self.not_found_route.convert = not_found
         self.not_found_route.before = global_before
         self.not_found_route.after = global_after
+        self.not_allowed_routes: dict[int, Route] = {}
 
     # -- entry point (called by the server for every request) ------------------------------
 
@@ -116,6 +117,8 @@ class Dispatcher:
             if method == "HEAD":
                 route = methods.get("GET")
             if route is None:
+                if self.global_before or self.global_after:  # global hooks see every request
+                    return self._run(self._not_allowed_route(methods), self._request(raw, None, ()))
                 return self._method_not_allowed(methods)
         request = self._request(raw, route, values)
         if route.fast:
@@ -242,6 +245,18 @@ class Dispatcher:
         if self.debug:
             body += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return HTTPResponse(500, route.convert.text_block, body.encode())
+
+    def _not_allowed_route(self, methods: dict) -> Route:
+        """The 405 for this path as a route, so that global hooks run on it (one per path)."""
+        route = self.not_allowed_routes.get(id(methods))
+        if route is None:
+            route = Route("*", "*", _not_found, _not_found, False, [])
+            route.convert = self.error_convert
+            route.cached = self._method_not_allowed(methods)
+            route.before = self.global_before
+            route.after = self.global_after
+            self.not_allowed_routes[id(methods)] = route
+        return route
 
     def _method_not_allowed(self, methods: dict) -> HTTPResponse:
         allowed = set(methods)

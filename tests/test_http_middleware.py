@@ -152,6 +152,9 @@ def test_global_hooks_run_everywhere(client):
     assert r.headers["x-global-after"] == "GET"
     r = client.get("/does-not-exist")
     assert r.status_code == 404 and r.headers["x-global-after"] == "GET"
+    r = client.delete("/plain")  # a path without that method: still a 405 with Allow, hooks ran
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert r.headers["x-global-after"] == "DELETE"
 
 
 def test_global_short_circuit(client):
