@@ -9,6 +9,7 @@ from . import status_codes
 from .app import App, HttpMethod, Robyn, SubRouter
 from .authentication import AuthenticationHandler
 from .config import Config
+from .cors import ALLOW_CORS
 from .dependency_injection import DependencyMap
 from .exceptions import HTTPException, WebSocketException
 from .request import Headers, Identity, QueryParams, Request, Url
@@ -21,7 +22,7 @@ from .types import Directory, JsonBody, RequestBody, RequestMethod, RequestURL
 from .websocket import WebSocket, WebSocketAdapter, WebSocketConnector, WebSocketDisconnect
 
 __all__ = [
-    "App", "AuthenticationHandler", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
+    "ALLOW_CORS", "App", "AuthenticationHandler", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
     "FileResponse", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody", "QueryParams",
     "Request", "RequestBody", "RequestMethod", "RequestURL", "Response", "Robyn", "SSEMessage",
     "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",
