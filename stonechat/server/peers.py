@@ -101,9 +101,14 @@ class _Closed(asyncio.Protocol):
 
     def __init__(self, peer: _Outbound) -> None:
         self.peer = peer
+        self.transport: Optional[asyncio.BaseTransport] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        self.peer.transport = None
+        if self.peer.transport is self.transport:  # not a newer connection made since
+            self.peer.transport = None
 
 
 class PeerBus:
@@ -117,6 +122,7 @@ class PeerBus:
         self.loop: Any = None
         self.server: Optional[asyncio.AbstractServer] = None
         self.inbound: set[_Inbound] = set()
+        self.connects: set[asyncio.Task] = set()  # held: the loop keeps only weak references
         self.closed = False
 
     async def open(self, receive: Callable[[bytes], None]) -> None:
@@ -150,7 +156,9 @@ class PeerBus:
                 peer.connecting = True
                 peer.last_attempt = time.monotonic()
                 peer.pending, peer.pending_bytes = [frame], len(frame)
-                self.loop.create_task(self._connect(peer))
+                task = self.loop.create_task(self._connect(peer))
+                self.connects.add(task)
+                task.add_done_callback(self.connects.discard)
             # else: the peer was unreachable a moment ago (restarting); this message misses it
 
     async def _connect(self, peer: _Outbound) -> None:
