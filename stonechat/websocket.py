@@ -43,6 +43,14 @@ def _disconnect(exc: ConnectionClosed) -> WebSocketDisconnect:
     return WebSocketDisconnect(exc.code, exc.reason, str(exc))
 
 
+async def _drain(conn: Any) -> None:
+    """Wait while this client's unsent data is over ``ws_write_limit`` (its close → disconnect)."""
+    try:
+        await conn.drain()
+    except ConnectionClosed as exc:
+        raise _disconnect(exc) from None
+
+
 class _Closing:
     """What ``close()`` returns: the close has started already; awaiting waits for the end."""
 
@@ -180,10 +188,7 @@ class WebSocketConnector:
         sent = self._broadcast(message)
         conn = self._conn
         if conn is not None and conn.write_paused and not conn.closed:
-            try:
-                await conn.drain()
-            except ConnectionClosed as exc:
-                raise _disconnect(exc) from None
+            await _drain(conn)
         return sent
 
     sync_broadcast_bytes = sync_broadcast
@@ -245,26 +250,27 @@ class WebSocketAdapter(WebSocketConnector):
         return orjson.loads(await self.receive())
 
     async def send_text(self, data: str) -> None:
-        conn = self._conn
-        if conn is None:
-            return self._send_nowait(str(data))
-        try:
-            conn.write_message(data if data.__class__ is str else str(data))
-            if conn.write_paused:
-                await conn.drain()
-        except ConnectionClosed as exc:
-            raise _disconnect(exc) from None
+        conn = self._write(data if data.__class__ is str else str(data))
+        if conn is not None:
+            await _drain(conn)
 
     async def send_bytes(self, data: bytes) -> None:
+        conn = self._write(data if data.__class__ is bytes else bytes(data))
+        if conn is not None:
+            await _drain(conn)
+
+    def _write(self, message: Union[str, bytes]) -> Any:
+        """Write one message now; the connection if the caller must wait for it to drain.
+        A plain call, not a coroutine, so a send costs no extra coroutine object."""
         conn = self._conn
-        if conn is None:
-            return self._send_nowait(bytes(data))
+        if conn is None:  # still in the connect handler: delivered right after the 101
+            self._send_nowait(message)
+            return None
         try:
-            conn.write_message(data if data.__class__ is bytes else bytes(data))
-            if conn.write_paused:
-                await conn.drain()
+            conn.write_message(message)
         except ConnectionClosed as exc:
             raise _disconnect(exc) from None
+        return conn if conn.write_paused else None
 
     async def send_json(self, data: Any) -> None:
         await self.send_text(orjson.dumps(data).decode())
