@@ -3,22 +3,22 @@
 ``from stonechat import Robyn`` (or ``App``, the same class) is all a Robyn app needs to move.
 """
 
-__version__ = "0.1.0"
-
 from . import status_codes
 from .app import App, HttpMethod, Robyn, SubRouter
 from .authentication import AuthenticationHandler
 from .config import Config
 from .cors import ALLOW_CORS
 from .dependency_injection import DependencyMap
-from .exceptions import HTTPException, WebSocketException
-from .request import Headers, Identity, QueryParams, Request, Url
+from .datastructures import Headers, Identity, QueryParams, Url
+from .errors import HTTPException, WebSocketException
+from .request import Request
 from .response import (
     Cookie, Cookies, FileResponse, Response, SSEMessage, SSEResponse, StreamingResponse, html,
     jsonify, serve_file, serve_html,
 )
 from .testing import TestClient
 from .types import Directory, JsonBody, RequestBody, RequestMethod, RequestURL
+from .version import __version__
 from .websocket import WebSocket, WebSocketAdapter, WebSocketConnector, WebSocketDisconnect
 
 __all__ = [

@@ -11,6 +11,7 @@ import inspect
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .authentication import AuthenticationHandler, make_auth_hook
@@ -20,10 +21,15 @@ from .dependency_injection import DependencyMap
 from .dispatch import Dispatcher, Route
 from .lifecycle import Lifecycle, StartupError
 from .params import compile_call, is_async_callable, arity
-from .request import Headers, Request
+from .datastructures import Headers
+from .request import Request
 from .routing import Router, normalize_endpoint, param_names
+from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
+from .serving import start_app
 from .watchdog import BlockingWatchdog
+from .websocket import register_websocket, websocket_decorator
+from .websocket_dispatch import WebSocketDispatcher
 
 logger = logging.getLogger("stonechat")
 
@@ -232,12 +238,10 @@ class BaseRouter:
     def websocket(self, endpoint: str, auth_required: bool = False, subprotocols: Sequence[str] = ()) -> Callable:
         """``@app.websocket("/chat")``; ``subprotocols=["v2.chat", "v1.chat"]`` lets the handshake
         pick the first of the client's offered subprotocols found there (``ws.subprotocol``)."""
-        from .websocket import websocket_decorator
         return websocket_decorator(self, self._full_path(endpoint), auth_required=auth_required,
                                    subprotocols=subprotocols)
 
     def add_web_socket(self, endpoint: str, ws: Any) -> None:
-        from .websocket import register_websocket
         register_websocket(self, self._full_path(endpoint), ws)
 
 
@@ -280,7 +284,6 @@ class Robyn(BaseRouter):
         """Register an async context manager factory (e.g. ``@asynccontextmanager``), entered at
         startup and exited at shutdown; it may take the app as its one argument."""
         if inspect.isasyncgenfunction(factory):
-            from contextlib import asynccontextmanager
             self.lifecycle.add_lifespan(asynccontextmanager(factory))
         else:
             self.lifecycle.add_lifespan(factory)
@@ -309,7 +312,6 @@ class Robyn(BaseRouter):
 
     @staticmethod
     def is_port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-        from .server.runner import port_in_use
         return port_in_use(host, int(port))
 
     # -- building and serving --------------------------------------------------------------
@@ -335,7 +337,6 @@ class Robyn(BaseRouter):
         exception_handler = self.exception_handler
         websocket = None
         if self.web_socket_router:
-            from .websocket_dispatch import WebSocketDispatcher
             websocket = self.websocket_hub = WebSocketDispatcher(self, settings)
         self.dispatcher = Dispatcher(
             self.router, defaults=defaults, exception_handler=exception_handler,
@@ -355,7 +356,6 @@ class Robyn(BaseRouter):
               client_timeout: int = 30, keep_alive_timeout: int = 20, **settings: Any) -> None:
         """Serve until stopped (Ctrl+C or SIGTERM). Host and port may come from
         ``STONECHAT_HOST``/``STONECHAT_PORT`` or ``ROBYN_HOST``/``ROBYN_PORT``, which win."""
-        from .serving import start_app
         start_app(self, host, port, keep_alive_timeout, settings)
 
 

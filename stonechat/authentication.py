@@ -7,7 +7,8 @@ import inspect
 from abc import ABC, abstractmethod
 from typing import Any, Optional
 
-from .request import Headers, Identity, Request
+from .datastructures import Headers, Identity
+from .request import Request
 from .response import Response
 
 

@@ -17,7 +17,9 @@ import runpy
 import sys
 from typing import Optional, Sequence
 
-from . import __version__
+from .server.supervisor import run_dev
+from .serving import setup_logging
+from .version import __version__
 
 USAGE = """usage: stonechat APP.py [--dev] [--processes N] [--workers N] [--log-level LEVEL] [...]
        stonechat --version
@@ -44,8 +46,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rest = [a for a in args if a is not app_file]
     app_path = os.path.abspath(app_file)
     if "--dev" in rest and not os.environ.get("STONECHAT_DEV_CHILD"):
-        from .serving import setup_logging
-        from .server.supervisor import run_dev
         setup_logging("INFO")
         return run_dev(None, None, argv=[app_path, *rest])
     if not os.path.isfile(app_path):

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Iterable, Optional
 
 import orjson
 
-from .request import Headers
+from .datastructures import Headers
 from .response import FileResponse, Response, StreamingResponse
 from .server.interface import HTTPResponse
 

@@ -24,9 +24,8 @@ from typing import Any, Callable, Optional
 
 import orjson
 
-from .conversion import TEXT, Converter, DefaultHeaders, encode_headers
-from .exceptions import HTTPException
-from .params import ParamError
+from .conversion import TEXT, Converter, DefaultHeaders, _block_to_headers, encode_headers
+from .errors import HTTPException, ParamError
 from .request import Request
 from .response import Response, StreamingResponse
 from .routing import Router
@@ -208,7 +207,6 @@ class Dispatcher:
             wire = convert(value)
         if wire.stream is not None:
             return value
-        from .conversion import _block_to_headers
         return Response(wire.status, _block_to_headers(wire.headers), wire.body)
 
     # -- errors ----------------------------------------------------------------------------

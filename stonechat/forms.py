@@ -10,12 +10,8 @@ from __future__ import annotations
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from .params import ParamError
-from .request import parse_query
-
-
-class FormError(ParamError, ValueError):
-    """A form body that cannot be parsed (answered with 400)."""
+from .datastructures import parse_query
+from .errors import FormError
 
 
 def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:

@@ -14,17 +14,11 @@ import inspect
 import typing
 from typing import Any, Callable, Optional, Union
 
-from .request import Headers, Identity, QueryParams, Request, Url
 from . import types as T
-
-
-class ParamError(Exception):
-    """A parameter could not be filled from the request (answered with 400)."""
-
-    def __init__(self, message: str, status: int = 400, body: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
+from .datastructures import Headers, Identity, QueryParams, Url
+from .errors import ParamError
+from .request import Request
+from .routing import param_names
 
 
 _MISSING = inspect.Parameter.empty
@@ -190,7 +184,6 @@ def _individual(name: str, param: inspect.Parameter, annotation: Any, from_path:
 def resolve_getters(handler: Callable, endpoint: str, global_deps: dict, router_deps: dict,
                     skip_first: bool = False) -> list[tuple[str, Callable[[Request], Any]]]:
     """One getter per handler parameter, in signature order."""
-    from .routing import param_names
     path_names = set(param_names(endpoint))
     try:
         hints = typing.get_type_hints(handler)
@@ -253,4 +246,4 @@ def arity(fn: Callable) -> int:
         return 1
 
 
-__all__ = ["ParamError", "compile_call", "resolve_getters", "is_async_callable", "arity"]
+__all__ = ["compile_call", "resolve_getters", "is_async_callable", "arity"]

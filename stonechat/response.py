@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Iterator, Optional, Union
 
 import orjson
 
-from .request import Headers
+from .datastructures import Headers
 
 _MISSING: Any = object()
 

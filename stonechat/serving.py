@@ -18,10 +18,11 @@ import os
 import sys
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .config import Config
 from .server.runner import (EXIT_OK, bind_socket, guard_exit, hold_stop_signals,
                             inherited_control_channel, serve)
+from .server.supervisor import run_dev, run_supervisor
 from .server.settings import ServerSettings, SettingsError
 
 logger = logging.getLogger("stonechat")
@@ -92,7 +93,6 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
         sys.exit(EXIT_BAD_CONFIG)
 
     if config.dev and not os.environ.get(DEV_CHILD_ENV):
-        from .server.supervisor import run_dev
         sys.exit(run_dev(host, port))
 
     hold_stop_signals()  # from bind on, a Ctrl+C means the stop sequence (runner.py)
@@ -107,7 +107,6 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
     url = f"http://{host if ':' not in host else '[' + host + ']'}:{actual_port}"
 
     if config.processes > 1:
-        from .server.supervisor import run_supervisor
         banner = f"stonechat {__version__} serving {url} ({config.processes} processes)"
         code = run_supervisor(lambda: app.served(settings, config.debug), sock, settings,
                               config.processes, banner, stop_timeout=stop_timeout(app, settings))

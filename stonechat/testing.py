@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from .request import Headers
+from .datastructures import Headers
 from .server.interface import HTTPRequest, HTTPResponse
 
 _NO_BODY = frozenset({204, 304}) | frozenset(range(100, 200))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .request import Identity, Url
+from .datastructures import Identity, Url
 
 
 class Body(bytes):

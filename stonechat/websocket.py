@@ -23,7 +23,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import orjson
 
-from .request import QueryParams, Request
+from .datastructures import QueryParams
+from .request import Request
 from .server.interface import NO_MESSAGE, ConnectionClosed, close_payload
 
 logger = logging.getLogger("stonechat.websocket")

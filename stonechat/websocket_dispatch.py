@@ -22,11 +22,11 @@ from typing import Any, Callable, Union
 import orjson
 
 from .conversion import TEXT, Converter, encode_headers
-from .exceptions import HTTPException, WebSocketException
-from .params import ParamError, is_async_callable, resolve_getters
+from .errors import HTTPException, ParamError, WebSocketException
+from .params import is_async_callable, resolve_getters
 from .request import Request
 from .response import Response
-from .routing import Router
+from .routing import Router, param_names
 from .server.interface import ConnectionClosed, HTTPResponse, WebSocketAccept
 from .websocket import (Clients, WebSocketAdapter, WebSocketConnector, WebSocketDisconnect,
                         choose_subprotocol, send_to_all)
@@ -84,6 +84,7 @@ class _Compiled:
 
     def __init__(self, spec: Any, app: Any) -> None:
         self.endpoint = spec.endpoint
+        self.param_names = param_names(spec.endpoint)  # the handshake zips these with the match
         self.kind = spec.kind
         self.auth_required = bool(getattr(spec, "auth_required", False))
         self.subprotocols: tuple[str, ...] = getattr(spec, "subprotocols", ())
@@ -167,8 +168,7 @@ class WebSocketDispatcher:
         if methods is None:
             return None
         compiled = methods["WS"]
-        from .routing import param_names
-        params = dict(zip(param_names(compiled.endpoint), values)) if values else {}
+        params = dict(zip(compiled.param_names, values)) if values else {}
         return self._handshake(compiled, Request._from_server(raw, params))
 
     # -- before the upgrade -----------------------------------------------------------------

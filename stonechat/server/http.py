@@ -27,6 +27,7 @@ import httptools
 
 from .interface import HTTPRequest, HTTPResponse, WebSocketAccept
 from .settings import ServerSettings
+from .ws import WebSocketProtocol, check_handshake
 
 logger = logging.getLogger("stonechat.server")
 
@@ -349,7 +350,6 @@ class HttpProtocol(asyncio.Protocol):
                 return
             request = self.pending.popleft()
             if request.websocket:
-                from .ws import check_handshake
                 refusal = check_handshake(request, self.state)
                 if refusal is not None:
                     request.websocket = False
@@ -490,7 +490,6 @@ class HttpProtocol(asyncio.Protocol):
         self._write_response(None, plain_response(reject.status, reject.message + "\n"), False)
 
     def _start_websocket(self, request: HTTPRequest, accept: WebSocketAccept) -> None:
-        from .ws import WebSocketProtocol
         self.state.connections.discard(self)
         tail = self.upgrade_tail or b""
         self.upgrade_tail = None

@@ -49,6 +49,8 @@ import traceback
 from collections import deque
 from typing import Any, Callable, Optional
 
+import watchfiles
+
 from .runner import (CONTROL_FD_ENV, EXIT_FORCED, EXIT_OK, EXIT_STARTUP_FAILED, STOP_SIGNALS, Worker,
                      exit_now)
 from .peers import PeerBus
@@ -410,19 +412,15 @@ class _Watcher:
     """watchfiles on a daemon thread; each batch of changed .py paths wakes the main loop."""
 
     def __init__(self, directory: str) -> None:
-        import watchfiles  # a dependency; imported here so serving without --dev never loads it
-
         self.directory = directory
         self.changes: deque[list[str]] = deque()
         self.read_end, self.write_end = socket.socketpair()
         self.read_end.setblocking(False)
         self.stop_event = threading.Event()
-        self._watchfiles = watchfiles
         self.thread = threading.Thread(target=self._run, name="stonechat-dev-watch", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        watchfiles = self._watchfiles
         try:
             for batch in watchfiles.watch(self.directory, watch_filter=watchfiles.PythonFilter(),
                                           stop_event=self.stop_event, raise_interrupt=False):
