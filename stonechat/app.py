@@ -19,6 +19,7 @@ from .config import Config
 from .conversion import Converter, DefaultHeaders
 from .dependency_injection import DependencyMap
 from .dispatch import Dispatcher, Route
+from .error_response import ErrorResponder
 from .lifecycle import Lifecycle, StartupError
 from .params import compile_call, is_async_callable, arity
 from .datastructures import Headers
@@ -335,16 +336,16 @@ class Robyn(BaseRouter):
         if any(r.threaded for r in self.routes) and self.executor is None:
             self.executor = ThreadPoolExecutor(settings.thread_pool_size, thread_name_prefix="stonechat-handler")
         exception_handler = self.exception_handler
+        errors = ErrorResponder(exception_handler, bool(exception_handler and is_async_callable(exception_handler)),
+                                debug)
         websocket = None
         if self.web_socket_router:
-            websocket = self.websocket_hub = WebSocketDispatcher(self, settings)
+            websocket = self.websocket_hub = WebSocketDispatcher(self, settings, errors)
         self.dispatcher = Dispatcher(
-            self.router, defaults=defaults, exception_handler=exception_handler,
-            exception_is_async=bool(exception_handler and is_async_callable(exception_handler)),
-            global_before=global_before, global_after=global_after,
+            self.router, defaults=defaults, errors=errors, global_before=global_before, global_after=global_after,
             request_headers=self.request_headers.get_headers() if not self.request_headers.is_empty() else None,
             excluded_paths=excluded, blocking_warn_s=settings.blocking_warn_ms / 1000.0,
-            executor=self.executor, debug=debug, websocket=websocket)
+            executor=self.executor, websocket=websocket)
         return self.dispatcher
 
     def served(self, settings: Optional[ServerSettings] = None, debug: bool = False) -> "ServedApp":

@@ -58,23 +58,30 @@ class AuthenticationHandler(ABC):
         raise NotImplementedError
 
 
+async def authenticate(handler: Optional[AuthenticationHandler], request: Request) -> Optional[Response]:
+    """Who is calling, for a route or WebSocket with ``auth_required=True``: ``None`` when the
+    handler knows the caller (``request.identity`` is set), else the refusal to answer with.
+    No handler configured is a server error (raised), never a silent pass."""
+    if handler is None:
+        raise AuthenticationNotConfiguredError(
+            "auth_required=True needs app.configure_authentication(...) first")
+    identity = handler.authenticate(request)
+    if inspect.isawaitable(identity):
+        identity = await identity
+    if identity is None:
+        return handler.unauthorized_response
+    request.identity = identity
+    return None
+
+
 def make_auth_hook(app: Any):
     """The before-request hook that ``auth_required=True`` adds to a route."""
 
-    async def authenticate(request: Request) -> Any:
-        handler = app.authentication_handler
-        if handler is None:
-            raise AuthenticationNotConfiguredError(
-                "auth_required=True needs app.configure_authentication(...) first")
-        identity = handler.authenticate(request)
-        if inspect.isawaitable(identity):
-            identity = await identity
-        if identity is None:
-            return handler.unauthorized_response
-        request.identity = identity
-        return request
+    async def authenticate_request(request: Request) -> Any:
+        refusal = await authenticate(app.authentication_handler, request)
+        return request if refusal is None else refusal
 
-    return authenticate
+    return authenticate_request
 
 
 __all__ = ["AuthenticationHandler", "AuthenticationNotConfiguredError", "BearerGetter", "Identity",

@@ -124,7 +124,7 @@ class Converter:
         else:
             raise ValueError(f"a tuple response has 2 or 3 items (body, headers, status), got {len(value)}")
         inner = self(body)
-        response = Response(int(status), _block_to_headers(inner.headers), inner.body)
+        response = Response(int(status), decode_header_block(inner.headers), inner.body)
         if headers:
             extra = headers if isinstance(headers, Headers) else Headers(headers)
             for name, values in extra.get_headers().items():
@@ -153,12 +153,14 @@ class Converter:
         return head
 
 
-def _block_to_headers(block: bytes) -> Headers:
+def decode_header_block(block: bytes) -> Headers:
+    """The inverse of ``encode_headers``: a ``name: value\r\n`` block back into ``Headers``
+    (optional whitespace around the value is not part of it, RFC 9110 5.5)."""
     headers = Headers()
     for line in block.split(b"\r\n"):
         if line:
-            name, _, value = line.partition(b": ")
-            headers.append(name.decode("latin-1"), value.decode("latin-1"))
+            name, _, value = line.partition(b":")
+            headers.append(name.decode("latin-1").strip(), value.decode("latin-1").strip(" \t"))
     return headers
 
 

@@ -9,23 +9,20 @@ middleware chain and converter are fixed then. Per request, ``Dispatcher.handle`
 * returns a coroutine for everything else (async handlers, hooks, ``threaded=True``), which
   the server awaits in order.
 
-Errors: a parameter error → 400 (422 for a Pydantic body); ``HTTPException`` → its status; any
-other exception → the app's exception handler if set, else 500 with a short body (traceback in
-the log, and in the body when debug is on). Nothing a handler does can escape to the server.
+Errors go through ``error_response.py`` (the same path as WebSocket handshakes): a parameter
+error → 400 (422 for a Pydantic body), the app's exception handler, ``HTTPException`` → its
+status, else 500. Nothing a handler does can escape to the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from time import perf_counter
 from typing import Any, Callable, Optional
 
-import orjson
-
-from .conversion import TEXT, Converter, DefaultHeaders, _block_to_headers, encode_headers
-from .errors import HTTPException, ParamError
+from .conversion import TEXT, Converter, DefaultHeaders, decode_header_block
+from .error_response import ErrorResponder
 from .request import Request
 from .response import Response, StreamingResponse
 from .routing import Router
@@ -67,22 +64,19 @@ class Route:
 class Dispatcher:
     """Holds the compiled route table and answers requests; built by ``App._build``."""
 
-    def __init__(self, router: Router[Route], *, defaults: DefaultHeaders,
-                 exception_handler: Optional[Callable], exception_is_async: bool,
+    def __init__(self, router: Router[Route], *, defaults: DefaultHeaders, errors: ErrorResponder,
                  global_before: list, global_after: list, request_headers: Optional[dict],
                  excluded_paths: frozenset, blocking_warn_s: float, executor: Any,
-                 debug: bool, websocket: Any = None) -> None:
+                 websocket: Any = None) -> None:
         self.router = router
         self.defaults = defaults
-        self.exception_handler = exception_handler
-        self.exception_is_async = exception_is_async
+        self.errors = errors
         self.global_before = global_before
         self.global_after = global_after
         self.request_headers = request_headers
         self.excluded_paths = excluded_paths
         self.blocking_warn_s = blocking_warn_s
         self.executor = executor
-        self.debug = debug
         self.websocket = websocket
         self.running: Optional[Route] = None  # the sync handler on the loop now (see watchdog.py)
         self.running_since = 0.0
@@ -207,42 +201,12 @@ class Dispatcher:
             wire = convert(value)
         if wire.stream is not None:
             return value
-        return Response(wire.status, _block_to_headers(wire.headers), wire.body)
+        return Response(wire.status, decode_header_block(wire.headers), wire.body)
 
     # -- errors ----------------------------------------------------------------------------
 
     def _error(self, route: Route, exc: Exception) -> Any:
-        if isinstance(exc, ParamError):
-            if exc.body is not None:
-                return HTTPResponse(exc.status, route.convert.json_block, orjson.dumps(exc.body))
-            return HTTPResponse(exc.status, route.convert.text_block, (str(exc) + "\n").encode())
-        handler = self.exception_handler
-        if handler is not None:
-            if self.exception_is_async:
-                return self._async_exception_handler(route, exc)
-            try:
-                return route.convert(handler(exc))
-            except Exception as inner:
-                logger.exception("the exception handler raised while handling %r on %s", exc, route.name)
-                return self._internal_error(route, inner)
-        if isinstance(exc, HTTPException) and 200 <= exc.status_code <= 599:
-            headers = encode_headers((str(k).lower(), str(v)) for k, v in (exc.headers or {}).items())
-            return HTTPResponse(exc.status_code, route.convert.text_block + headers, str(exc.detail).encode())
-        return self._internal_error(route, exc)
-
-    async def _async_exception_handler(self, route: Route, exc: Exception) -> HTTPResponse:
-        try:
-            return route.convert(await self.exception_handler(exc))  # type: ignore[misc]
-        except Exception as inner:
-            logger.exception("the exception handler raised while handling %r on %s", exc, route.name)
-            return self._internal_error(route, inner)
-
-    def _internal_error(self, route: Route, exc: BaseException) -> HTTPResponse:
-        logger.error("error in %s", route.name, exc_info=exc)
-        body = "Internal Server Error\n"
-        if self.debug:
-            body += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return HTTPResponse(500, route.convert.text_block, body.encode())
+        return self.errors(exc, route.convert, route.name)
 
     def _not_allowed_route(self, methods: dict) -> Route:
         """The 405 for this path as a route, so that global hooks run on it (one per path)."""

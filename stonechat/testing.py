@@ -28,6 +28,7 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
+from .conversion import decode_header_block
 from .datastructures import Headers
 from .server.interface import HTTPRequest, HTTPResponse
 
@@ -127,7 +128,7 @@ class TestClient:
         content = result.body
         if result.stream is not None:
             content = loop.run_until_complete(_collect(result.stream, raw.method != "HEAD"))
-        response_headers = _parse_block(result.headers)
+        response_headers = decode_header_block(result.headers)
         if result.status in _NO_BODY:
             content = b""
         elif result.stream is None:
@@ -215,15 +216,6 @@ async def _collect(stream: Any, keep: bool) -> bytes:
         if closer is not None:
             await closer()
     return b"".join(parts)
-
-
-def _parse_block(block: bytes) -> Headers:
-    headers = Headers()
-    for line in block.split(b"\r\n"):
-        if line:
-            name, _, value = line.partition(b":")
-            headers.append(name.decode("latin-1").strip(), value.decode("latin-1").strip())
-    return headers
 
 
 def _multipart(fields: dict, files: dict) -> tuple[bytes, str]:

@@ -291,10 +291,6 @@ class WebSocketAdapter(WebSocketConnector):
 
 # -- registration ------------------------------------------------------------------------------
 
-class _Hooks:
-    """``on_connect`` / ``on_close`` attached to a receive-loop handler (``@chat.on_connect``)."""
-
-
 class WebSocketRoute:
     """A registered receive-loop route (``@app.websocket``); compiled by the dispatcher."""
 

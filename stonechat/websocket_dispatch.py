@@ -21,8 +21,10 @@ from typing import Any, Callable, Union
 
 import orjson
 
-from .conversion import TEXT, Converter, encode_headers
-from .errors import HTTPException, ParamError, WebSocketException
+from .authentication import authenticate
+from .conversion import Converter
+from .error_response import ErrorResponder
+from .errors import WebSocketException
 from .params import is_async_callable, resolve_getters
 from .request import Request
 from .response import Response
@@ -120,9 +122,10 @@ async def _call(call: _Call, kwargs: dict) -> Any:
 class WebSocketDispatcher:
     """The app's WebSocket routes; ``Dispatcher.handle`` hands it every upgrade request."""
 
-    def __init__(self, app: Any, settings: Any) -> None:
+    def __init__(self, app: Any, settings: Any, errors: ErrorResponder) -> None:
         self.app = app
         self.settings = settings
+        self.errors = errors
         self.close_timeout = settings.ws_close_timeout
         self.router: Router[_Compiled] = Router()
         self.endpoints: dict[str, _Compiled] = {}
@@ -177,41 +180,30 @@ class WebSocketDispatcher:
         return value if isinstance(value, HTTPResponse) else self.convert(value)
 
     async def _handshake(self, ep: _Compiled, request: Request) -> Any:
+        try:
+            return await self._accept(ep, request)
+        except Exception as exc:  # HTTPException, ParamError, a failing handler: refused
+            answer = self.errors(exc, self.convert, f"the WebSocket handshake on {ep.endpoint}")
+            return answer if isinstance(answer, HTTPResponse) else await answer
+
+    async def _accept(self, ep: _Compiled, request: Request) -> Any:
         if ep.auth_required:
-            handler = self.app.authentication_handler
-            if handler is None:
-                logger.error("WebSocket %s has auth_required=True but no authentication handler is "
-                             "configured (app.configure_authentication)", ep.endpoint)
-                return HTTPResponse(500, TEXT, b"Internal Server Error\n")
-            identity = handler.authenticate(request)
-            if inspect.isawaitable(identity):
-                identity = await identity
-            if identity is None:
-                return self._refusal(handler.unauthorized_response)
-            request.identity = identity
+            refusal = await authenticate(self.app.authentication_handler, request)
+            if refusal is not None:
+                return self._refusal(refusal)
         ws = WebSocketAdapter(ep.endpoint, request, ep.clients)
         if ep.subprotocols:
             ws.subprotocol = choose_subprotocol(request.headers.get_all("sec-websocket-protocol"),
                                                 ep.subprotocols)
-        try:
-            bound = {c: c.bind(ws, request) for c in (ep.handler, ep.on_connect, ep.on_message, ep.on_close)
-                     if c is not None}
-        except ParamError as exc:
-            return HTTPResponse(400, TEXT, (str(exc) + "\n").encode())
+        bound = {c: c.bind(ws, request) for c in (ep.handler, ep.on_connect, ep.on_message, ep.on_close)
+                 if c is not None}  # a ParamError refuses with 400
         if ep.on_connect is not None:
             call = ep.on_connect
             try:
                 result = await _call(call, call.args(ws, bound[call]))
-            except HTTPException as exc:
-                headers = encode_headers((str(k).lower(), str(v)) for k, v in (exc.headers or {}).items())
-                return HTTPResponse(exc.status_code, TEXT + headers, str(exc.detail).encode())
-            except WebSocketException as exc:
+            except WebSocketException as exc:  # accept, then close with its code
                 ws.close(exc.code, exc.reason)
                 result = None
-            except Exception:
-                logger.exception("WebSocket connect handler %s on %s failed; refusing with 500",
-                                 call.name, ep.endpoint)
-                return HTTPResponse(500, TEXT, b"Internal Server Error\n")
             if isinstance(result, (Response, HTTPResponse)):
                 return self._refusal(result)
             if result is not None:
