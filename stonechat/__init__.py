@@ -1,31 +1,34 @@
 """stonechat: a fast async web framework with Robyn's API, on uvloop, httptools and orjson.
 
 ``from stonechat import Robyn`` (or ``App``, the same class) is all a Robyn app needs to move.
+Only public names live here; where each is defined is in the README's "Where things happen".
 """
 
 from . import status_codes
-from .app import App, HttpMethod, Robyn, SubRouter
-from .authentication import AuthenticationHandler
+from .app import App, Robyn, SubRouter
 from .config import Config
-from .cors import ALLOW_CORS
-from .dependency_injection import DependencyMap
-from .datastructures import Headers, Identity, QueryParams, Url
-from .errors import HTTPException, WebSocketException
-from .request import Request
-from .response import (
+from .core.auth import AuthenticationHandler
+from .core.datastructures import Headers, Identity, QueryParams, Url
+from .core.dependencies import DependencyMap
+from .core.errors import HTTPException, WebSocketException
+from .core.lifecycle import Events
+from .core.markers import Directory, JsonBody, RequestBody, RequestMethod, RequestURL
+from .core.registry import FunctionInfo, HttpMethod, MiddlewareType
+from .core.request import Request
+from .core.response import (
     Cookie, Cookies, FileResponse, Response, SSEMessage, SSEResponse, StreamingResponse, html,
     jsonify, serve_file, serve_html,
 )
-from .testing import TestClient
-from .types import Directory, JsonBody, RequestBody, RequestMethod, RequestURL
+from .features.cors import ALLOW_CORS
+from .testclient import TestClient
 from .version import __version__
-from .websocket import WebSocket, WebSocketAdapter, WebSocketConnector, WebSocketDisconnect
+from .websocket.api import WebSocket, WebSocketAdapter, WebSocketConnector, WebSocketDisconnect
 
 __all__ = [
     "ALLOW_CORS", "App", "AuthenticationHandler", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
-    "FileResponse", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody", "QueryParams",
-    "Request", "RequestBody", "RequestMethod", "RequestURL", "Response", "Robyn", "SSEMessage",
-    "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",
+    "Events", "FileResponse", "FunctionInfo", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody",
+    "MiddlewareType", "QueryParams", "Request", "RequestBody", "RequestMethod", "RequestURL", "Response",
+    "Robyn", "SSEMessage", "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",
     "WebSocketAdapter", "WebSocketConnector", "WebSocketDisconnect", "WebSocketException", "__version__",
     "html", "jsonify", "serve_file", "serve_html", "status_codes",
 ]

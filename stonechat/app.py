@@ -14,41 +14,26 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, Callable, Optional, Sequence, Union
 
-from .authentication import AuthenticationHandler, make_auth_hook
 from .config import Config
-from .conversion import Converter, DefaultHeaders
-from .dependency_injection import DependencyMap
-from .dispatch import Dispatcher, Route
-from .error_response import ErrorResponder
-from .lifecycle import Lifecycle, StartupError
-from .params import compile_call, is_async_callable, arity
-from .datastructures import Headers
-from .request import Request
-from .routing import Router, normalize_endpoint, param_names
+from .core.auth import AuthenticationHandler, make_auth_hook
+from .core.conversion import Converter, DefaultHeaders
+from .core.datastructures import Headers
+from .core.dependencies import DependencyMap
+from .core.dispatch import Dispatcher, Route
+from .core.error_response import ErrorResponder
+from .core.lifecycle import Lifecycle, StartupError
+from .core.params import arity, compile_call, is_async_callable
+from .core.registry import HTTP_METHODS, HttpMethod
+from .core.request import Request
+from .core.routing import Router, normalize_endpoint, param_names
+from .core.watchdog import BlockingWatchdog
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
 from .serving import start_app
-from .watchdog import BlockingWatchdog
-from .websocket import register_websocket, websocket_decorator
-from .websocket_dispatch import WebSocketDispatcher
+from .websocket.api import register_websocket, websocket_decorator
+from .websocket.session import WebSocketDispatcher
 
 logger = logging.getLogger("stonechat")
-
-HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE")
-
-
-class HttpMethod:
-    """Robyn's ``HttpMethod`` enum-like names (``HttpMethod.GET`` == ``"GET"``)."""
-    GET = "GET"
-    POST = "POST"
-    PUT = "PUT"
-    DELETE = "DELETE"
-    PATCH = "PATCH"
-    HEAD = "HEAD"
-    OPTIONS = "OPTIONS"
-    CONNECT = "CONNECT"
-    TRACE = "TRACE"
-
 
 class State:
     """``app.state``: a plain namespace for resources made at startup (pools, clients...)."""

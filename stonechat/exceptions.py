@@ -1,5 +1,5 @@
 """Robyn's ``robyn.exceptions`` module path: the exceptions handlers raise (``errors.py``)."""
 
-from .errors import HTTPException, WebSocketException
+from .core.errors import HTTPException, WebSocketException
 
 __all__ = ["HTTPException", "WebSocketException"]

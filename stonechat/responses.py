@@ -4,7 +4,7 @@
 The objects themselves live in ``response.py``; this module only re-exports them.
 """
 
-from .response import (
+from .core.response import (
     Cookie, Cookies, FileResponse, Response, SSEMessage, SSEResponse, StreamingResponse, html,
     jsonify, serve_file, serve_html,
 )

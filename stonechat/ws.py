@@ -1,6 +1,6 @@
-"""Robyn's ``robyn.ws`` module path: a re-export of the WebSocket API in ``websocket.py``."""
+"""Robyn's ``robyn.ws`` module path: a re-export of the WebSocket API in ``websocket/api.py``."""
 
-from .websocket import (  # noqa: F401
+from .websocket.api import (  # noqa: F401
     WebSocket, WebSocketAdapter, WebSocketConnector, WebSocketDisconnect, create_websocket_decorator,
 )
 

@@ -4,7 +4,7 @@ apps use, and route conflicts raised at once."""
 import pytest
 
 from stonechat import Robyn, SubRouter
-from stonechat.routing import RouteConflict
+from stonechat.core.routing import RouteConflict
 
 
 @pytest.mark.parametrize("args, kwargs, expected", [

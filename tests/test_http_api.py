@@ -33,7 +33,23 @@ SUBMODULES = {
                                  "AuthenticationNotConfiguredError", "Identity"],
     "stonechat.exceptions": ["HTTPException", "WebSocketException"],
     "stonechat.testing": ["TestClient", "TestResponse"],
+    "stonechat.robyn": ["Request", "Response", "Headers", "QueryParams", "Url", "Identity", "Cookie", "Cookies",
+                        "FunctionInfo", "HttpMethod", "MiddlewareType", "StreamingResponse", "WebSocketConnector",
+                        "get_version"],
+    "stonechat.events": ["Events"],
+    "stonechat.jsonify": ["jsonify"],
+    "stonechat.ws": ["WebSocketAdapter", "WebSocketDisconnect", "create_websocket_decorator"],
+    "stonechat.dependency_injection": ["DependencyMap"],
 }
+
+
+def test_robyn_compiled_core_names_are_the_framework_objects():
+    from stonechat import robyn
+    from stonechat.events import Events
+    assert robyn.Request is stonechat.Request and robyn.QueryParams is stonechat.QueryParams
+    assert robyn.get_version() == stonechat.__version__
+    assert Events.STARTUP.value == "startup" and Events.SHUTDOWN.value == "shutdown"
+    assert robyn.HttpMethod.POST == "POST" and robyn.MiddlewareType.BEFORE_REQUEST.value == "BEFORE_REQUEST"
 
 
 @pytest.mark.parametrize("name", TOP_LEVEL)
@@ -53,7 +69,8 @@ def test_submodule_names(module, names):
 
 
 def test_responses_module_reexports_the_same_objects():
-    from stonechat import response, responses
+    from stonechat import responses
+    from stonechat.core import response
     assert responses.serve_file is response.serve_file
     assert responses.StreamingResponse is response.StreamingResponse
     assert responses.SSEMessage("hi", event="e") == "event: e\ndata: hi\n\n"

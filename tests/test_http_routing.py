@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from stonechat import Robyn, SubRouter
-from stonechat.routing import RouteConflict
+from stonechat.core.routing import RouteConflict
 
 APP = r'''
 import itertools

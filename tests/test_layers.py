@@ -150,3 +150,68 @@ def test_the_checks_see_what_they_look_for(tmp_path):
     sample.write_text("import os\n\ndef f():\n    from .b import x\n")
     found = imports(sample)
     assert [(m, level, inside) for _, m, level, _, inside in found] == [("os", 0, False), ("b", 1, True)]
+
+
+# Robyn's import paths at the top level: each only re-exports names defined elsewhere.
+ROBYN_PATHS = ("authentication", "dependency_injection", "events", "exceptions", "jsonify", "responses",
+               "robyn", "status_codes", "testing", "types", "ws")
+# What each layer of the framework may import from stonechat (besides itself).
+ALLOWED = {
+    "core": ("stonechat.core", "stonechat.server.interface"),
+    "websocket": ("stonechat.core", "stonechat.websocket", "stonechat.pubsub", "stonechat.server.interface"),
+    "pubsub": ("stonechat.core", "stonechat.websocket", "stonechat.pubsub", "stonechat.server.interface"),
+    "features": ("stonechat.core", "stonechat.websocket", "stonechat.pubsub", "stonechat.server.interface"),
+}
+
+
+def stonechat_imports(path: Path) -> list[tuple[int, str]]:
+    name = module_name(path)
+    found = []
+    for line, module, level, names, _ in imports(path):
+        target = resolve(name, path.name == "__init__.py", module, level)
+        if target == "stonechat" or target.startswith("stonechat."):
+            found.append((line, target))
+    return found
+
+
+def test_each_layer_imports_only_what_the_tree_allows():
+    bad = []
+    for layer, allowed in ALLOWED.items():
+        for path in (PACKAGE / layer).rglob("*.py") if (PACKAGE / layer).exists() else ():
+            own = module_name(path)
+            for line, target in stonechat_imports(path):
+                ok = any(target == a or target.startswith(a + ".") for a in allowed)
+                if layer == "features" and target.startswith("stonechat.features."):
+                    # a feature never imports another feature (its own package's modules are fine)
+                    ok = target.split(".")[2] == own.split(".")[2] if len(own.split(".")) > 2 else False
+                if not ok:
+                    bad.append(f"{path.relative_to(PACKAGE)}:{line} imports {target}")
+    assert not bad, bad
+
+
+def test_robyn_import_paths_only_re_export():
+    bad = []
+    for name in ROBYN_PATHS:
+        path = PACKAGE / f"{name}.py"
+        assert path.exists(), f"Robyn's module path stonechat.{name} is missing"
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                continue  # the docstring
+            if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == ["__all__"]:
+                continue
+            bad.append(f"{name}.py:{node.lineno} defines something (re-exports only)")
+    assert not bad, bad
+
+
+def test_nothing_inside_the_package_imports_robyn_paths():
+    paths = {f"stonechat.{n}" for n in ROBYN_PATHS}
+    bad = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "__init__.py":
+            continue  # the public face: ``stonechat.status_codes`` is an attribute of the package
+        for line, target in stonechat_imports(path):
+            if target in paths:
+                bad.append(f"{path.relative_to(PACKAGE)}:{line} imports {target}")
+    assert not bad, bad

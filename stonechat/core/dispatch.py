@@ -21,12 +21,12 @@ import logging
 from time import perf_counter
 from typing import Any, Callable, Optional
 
+from ..server.interface import HTTPRequest, HTTPResponse
 from .conversion import TEXT, Converter, DefaultHeaders, decode_header_block
 from .error_response import ErrorResponder
 from .request import Request
 from .response import Response, StreamingResponse
 from .routing import Router
-from .server.interface import HTTPRequest, HTTPResponse
 
 logger = logging.getLogger("stonechat")
 

@@ -18,9 +18,9 @@ from typing import Any, AsyncIterator, Iterable, Optional
 
 import orjson
 
+from ..server.interface import HTTPResponse
 from .datastructures import Headers
 from .response import FileResponse, Response, StreamingResponse
-from .server.interface import HTTPResponse
 
 TEXT = b"content-type: text/plain; charset=utf-8\r\n"
 JSON = b"content-type: application/json\r\n"

@@ -16,9 +16,9 @@ from typing import Any, Awaitable, Callable, Optional, Union
 
 import orjson
 
+from ..server.interface import HTTPResponse
 from .conversion import Converter, encode_headers
 from .errors import HTTPException, ParamError
-from .server.interface import HTTPResponse
 
 logger = logging.getLogger("stonechat")
 

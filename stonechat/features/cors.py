@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
 
-from .response import Response
+from ..core.response import Response
 
 METHODS = "GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS"
 MAX_AGE = "3600"

@@ -25,9 +25,17 @@ import inspect
 import logging
 import threading
 import time
+from enum import Enum
 from typing import Any, AsyncContextManager, Callable, Optional
 
 logger = logging.getLogger("stonechat.lifecycle")
+
+
+class Events(Enum):
+    """Robyn's ``Events``: the two lifecycle moments a handler can be registered for."""
+
+    STARTUP = "startup"
+    SHUTDOWN = "shutdown"
 
 
 def handler_name(fn: Any) -> str:

@@ -1,8 +1,8 @@
 """WebSocket routes at run time: compiled once when the app starts, then per handshake and per
-connection. The HTTP counterpart is ``dispatch.py``; the API objects are in ``websocket.py``.
+connection. The HTTP counterpart is ``core/dispatch.py``; the API objects are in ``api.py``.
 
 Per route, everything is compiled once (``WebSocketDispatcher``): parameter getters (path params
-``/ws/:room``, query params, DI, ``request``) come from ``params.py`` like for HTTP handlers. Per
+``/ws/:room``, query params, DI, ``request``) come from ``core/params.py`` like for HTTP handlers. Per
 handshake, ``WebSocketDispatcher.handle`` authenticates (``auth_required``), picks a subprotocol,
 resolves parameters (an error refuses the handshake with 400) and runs the connect handler
 *before* the upgrade, so it can refuse with an HTTP status (return a ``Response`` or raise
@@ -21,17 +21,23 @@ from typing import Any, Callable, Union
 
 import orjson
 
-from .authentication import authenticate
-from .conversion import Converter
-from .error_response import ErrorResponder
-from .errors import WebSocketException
-from .params import is_async_callable, resolve_getters
-from .request import Request
-from .response import Response
-from .routing import Router, param_names
-from .server.interface import ConnectionClosed, HTTPResponse, WebSocketAccept
-from .websocket import (Clients, WebSocketAdapter, WebSocketConnector, WebSocketDisconnect,
-                        choose_subprotocol, send_to_all)
+from ..core.auth import authenticate
+from ..core.conversion import Converter
+from ..core.error_response import ErrorResponder
+from ..core.errors import WebSocketException
+from ..core.params import is_async_callable, resolve_getters
+from ..core.request import Request
+from ..core.response import Response
+from ..core.routing import Router, param_names
+from ..server.interface import ConnectionClosed, HTTPResponse, WebSocketAccept
+from .api import (
+    Clients,
+    WebSocketAdapter,
+    WebSocketConnector,
+    WebSocketDisconnect,
+    choose_subprotocol,
+    send_to_all,
+)
 
 logger = logging.getLogger("stonechat.websocket")
 

@@ -14,12 +14,11 @@ import inspect
 import typing
 from typing import Any, Callable, Optional, Union
 
-from . import types as T
+from . import markers as T
 from .datastructures import Headers, Identity, QueryParams, Url
 from .errors import ParamError
 from .request import Request
 from .routing import param_names
-
 
 _MISSING = inspect.Parameter.empty
 

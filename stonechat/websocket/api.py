@@ -9,7 +9,7 @@ Two styles, one machinery:
   with ``@ws.on("connect" | "message" | "close")``; a returned string is sent to that client.
 
 What happens per handshake and per connection (parameters, authentication, the connect handler's
-decision, running the handler) is ``websocket_dispatch.py``. Neither module touches a socket:
+decision, running the handler) is ``websocket/session.py``. Neither module touches a socket:
 they drive the connection object the server hands to the session (``server/interface.py``:
 ``WebSocketConnection``).
 """
@@ -23,9 +23,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import orjson
 
-from .datastructures import QueryParams
-from .request import Request
-from .server.interface import NO_MESSAGE, ConnectionClosed, close_payload
+from ..core.datastructures import QueryParams
+from ..core.request import Request
+from ..server.interface import NO_MESSAGE, ConnectionClosed, close_payload
 
 logger = logging.getLogger("stonechat.websocket")
 

@@ -16,7 +16,6 @@ import orjson
 from .datastructures import Headers, Identity, QueryParams, Url
 from .forms import parse_form
 
-
 _UNSET: Any = object()
 
 

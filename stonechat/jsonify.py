@@ -1,0 +1,5 @@
+"""Robyn's ``robyn.jsonify`` module path: ``jsonify`` (``core/response.py``)."""
+
+from .core.response import jsonify
+
+__all__ = ["jsonify"]

@@ -1,0 +1,2 @@
+"""WebSockets in the framework: the API handlers use (``api.py``) and one handshake and session
+(``session.py``)."""
