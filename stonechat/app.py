@@ -1,8 +1,10 @@
 """The app object users touch: ``Robyn``/``App`` and ``SubRouter``.
 
-Registration happens here (decorators, middlewares, lifecycle, settings); nothing runs per
-request. ``start()`` compiles everything into a ``Dispatcher`` once (``_build``) and hands a
-small ``ServedApp`` to the server layer, which knows it only through ``server/interface.py``.
+Registration happens here (decorators, middlewares, lifecycle, settings) and only records:
+each decorator makes a frozen record (``core/registry.py``). ``served()`` (called by
+``start()`` and by ``TestClient``) compiles fresh routes from the records into a ``Dispatcher``
+(``_build``) and hands a small ``ServedApp`` to the server layer, which knows it only through
+``server/interface.py``. Nothing here runs per request.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .config import Config
@@ -23,9 +26,9 @@ from .core.dispatch import Dispatcher, Route
 from .core.error_response import ErrorResponder
 from .core.lifecycle import Lifecycle, StartupError
 from .core.params import arity, compile_call, is_async_callable
-from .core.registry import HTTP_METHODS, HttpMethod
+from .core.registry import HTTP_METHODS, HttpMethod, MiddlewareSpec, MiddlewareType, RouteSpec, WebSocketSpec
 from .core.request import Request
-from .core.routing import Router, normalize_endpoint, param_names
+from .core.routing import Router, normalize_endpoint
 from .core.watchdog import BlockingWatchdog
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
@@ -42,33 +45,27 @@ class State:
         return f"State({vars(self)!r})"
 
 
-class _Middleware:
-    __slots__ = ("kind", "endpoint", "fn", "is_async", "n_args")
-
-    def __init__(self, kind: str, endpoint: Optional[str], fn: Callable) -> None:
-        self.kind = kind
-        self.endpoint = endpoint
-        self.fn = fn
-        self.is_async = is_async_callable(fn)
-        self.n_args = arity(fn)
-
-    def entry(self) -> tuple[Callable, bool, int]:
-        fn, n = self.fn, self.n_args
-        if self.kind == "before" and n == 0:
-            return (lambda request: fn()), self.is_async, 1
-        return fn, self.is_async, n
+def _hook_entry(spec: MiddlewareSpec) -> tuple[Callable, bool, int]:
+    """What dispatch runs for a hook: ``(fn, is_async, number of positional parameters)``."""
+    fn, n = spec.fn, arity(spec.fn)
+    if spec.kind is MiddlewareType.BEFORE_REQUEST and n == 0:
+        return (lambda request: fn()), is_async_callable(fn), 1
+    return fn, is_async_callable(fn), n
 
 
 class BaseRouter:
-    """Everything shared by the app and sub-routers: routes, hooks, DI, WebSocket routes."""
+    """Everything shared by the app and sub-routers: routes, hooks, DI, WebSocket routes.
+
+    Registration only records (``core/registry.py``); ``collect_*`` gives the records of this
+    router and of the routers it includes, prefixes applied, for the app to compile."""
 
     def __init__(self, prefix: str = "", dependencies: Optional[DependencyMap] = None) -> None:
         self.prefix = "" if prefix in ("", "/") else normalize_endpoint(prefix)
         self.dependencies = dependencies if dependencies is not None else DependencyMap()
-        self.router: Router[Route] = Router()
-        self.routes: list[Route] = []
-        self.middlewares: list[_Middleware] = []
-        self.web_socket_router: dict[str, Any] = {}
+        self.router: Router[RouteSpec] = Router()  # conflicts are refused at registration
+        self.route_specs: list[RouteSpec] = []
+        self.middleware_specs: list[MiddlewareSpec] = []
+        self.web_socket_router: dict[str, WebSocketSpec] = {}
         self.exception_handler: Optional[Callable] = None
         self.authentication_handler: Optional[AuthenticationHandler] = None
         self.included_routers: list["BaseRouter"] = []
@@ -85,20 +82,18 @@ class BaseRouter:
             method = method.split(".", 1)[1]
         if method not in HTTP_METHODS:
             raise ValueError(f"unknown HTTP method {route_type!r}; use one of {', '.join(HTTP_METHODS)}")
-        endpoint = self._full_path(endpoint)
-        is_async = is_async_callable(handler)
         if is_const and method != "GET":
             raise ValueError("const=True is only for GET routes")
-        call = compile_call(handler, endpoint, self.dependencies.global_dependency_map,
-                            self.dependencies.router_dependency_map)
-        route = Route(method, endpoint, handler, call, is_async, param_names(endpoint),
-                      threaded=bool(threaded) if threaded is not None else None,  # type: ignore[arg-type]
-                      const=is_const, auth_required=auth_required, status_code=status_code,
-                      options={"openapi_name": openapi_name, "openapi_tags": openapi_tags,
-                               "response_model": response_model, "responses": responses,
-                               "deprecated": deprecated, "include_in_schema": include_in_schema})
-        self.router.add(method, endpoint, route)  # raises RouteConflict at once
-        self.routes.append(route)
+        Converter(status_code)  # an invalid status_code fails here, by name
+        spec = RouteSpec(method, self._full_path(endpoint), handler, self, const=is_const,
+                         auth_required=auth_required, threaded=threaded, status_code=status_code,
+                         openapi_name=openapi_name, openapi_tags=tuple(openapi_tags or ()),
+                         response_model=response_model, responses=responses, deprecated=deprecated,
+                         include_in_schema=include_in_schema)
+        # The handler's signature is checked now, so a bad one fails at registration.
+        compile_call(handler, spec.endpoint, {}, self.dependencies.router_dependency_map)
+        self.router.add(method, spec.endpoint, spec)  # raises RouteConflict at once
+        self.route_specs.append(spec)
         return handler
 
     def _full_path(self, endpoint: str) -> str:
@@ -151,19 +146,19 @@ class BaseRouter:
     # -- middlewares, errors, auth, DI -----------------------------------------------------
 
     def before_request(self, endpoint: Optional[str] = None) -> Callable:
-        return self._middleware("before", endpoint)
+        return self._middleware(MiddlewareType.BEFORE_REQUEST, endpoint)
 
     def after_request(self, endpoint: Optional[str] = None) -> Callable:
-        return self._middleware("after", endpoint)
+        return self._middleware(MiddlewareType.AFTER_REQUEST, endpoint)
 
-    def _middleware(self, kind: str, endpoint: Optional[str]) -> Callable:
+    def _middleware(self, kind: MiddlewareType, endpoint: Optional[str]) -> Callable:
         if callable(endpoint):  # used bare: @app.before_request
-            self.middlewares.append(_Middleware(kind, None, endpoint))
+            self.middleware_specs.append(MiddlewareSpec(kind, None, endpoint))
             return endpoint
         path = self._full_path(endpoint) if endpoint is not None else None
 
         def decorator(fn: Callable) -> Callable:
-            self.middlewares.append(_Middleware(kind, path, fn))
+            self.middleware_specs.append(MiddlewareSpec(kind, path, fn))
             return fn
         return decorator
 
@@ -182,36 +177,10 @@ class BaseRouter:
         self.dependencies.add_global_dependency(**kwargs)
 
     def include_router(self, router: "BaseRouter") -> None:
-        """Add a SubRouter's routes, hooks and WebSocket routes (prefix already applied)."""
-        # One global dependency dict for the whole app: the sub-router's entries join the app's,
-        # and its routes are re-bound to the app's dict so later inject_global() calls reach them.
-        app_globals = self.dependencies.global_dependency_map
-        for key, value in router.dependencies.global_dependency_map.items():
-            app_globals.setdefault(key, value)
-        rebind = router.dependencies.global_dependency_map is not app_globals
-        for route in router.routes:
-            self.router.add(route.method, self._prefixed(route.endpoint), route)
-            route.endpoint = self._prefixed(route.endpoint)
-            if rebind:
-                route.call = compile_call(route.handler, route.endpoint, app_globals,
-                                          router.dependencies.router_dependency_map)
-            self.routes.append(route)
-        router.dependencies.global_dependency_map = app_globals
-        for mw in router.middlewares:
-            if mw.endpoint is None:
-                # A SubRouter's global hook covers that router's routes only (Robyn: the whole app).
-                for route in router.routes:
-                    scoped = _Middleware(mw.kind, route.endpoint, mw.fn)
-                    self.middlewares.append(scoped)
-            else:
-                self.middlewares.append(_Middleware(mw.kind, self._prefixed(mw.endpoint), mw.fn))
-        for path, ws in router.web_socket_router.items():
-            self.web_socket_router[self._prefixed(path)] = ws
-            ws.endpoint = self._prefixed(path)
-        for key, value in router.dependencies.global_dependency_map.items():
-            self.dependencies.global_dependency_map.setdefault(key, value)
-        if router.authentication_handler is None:
-            router.authentication_handler = self.authentication_handler
+        """Add a SubRouter's routes, hooks and WebSocket routes (its prefix is already in their
+        paths). The same SubRouter may be included in several apps."""
+        for spec in router.collect_routes():
+            self.router.add(spec.method, self._prefixed(spec.endpoint), spec)  # conflicts: now
         self.included_routers.append(router)
 
     def _prefixed(self, endpoint: str) -> str:
@@ -219,7 +188,43 @@ class BaseRouter:
             return endpoint
         return self.prefix + endpoint if endpoint != "/" else self.prefix
 
-    # -- WebSockets (the API lives in websocket.py) ---------------------------------------
+    # -- the records, with the included routers' (what the app compiles) -------------------
+
+    def collect_routes(self) -> list[RouteSpec]:
+        found = list(self.route_specs)
+        for router in self.included_routers:
+            found += [replace(s, endpoint=self._prefixed(s.endpoint)) for s in router.collect_routes()]
+        return found
+
+    def collect_middlewares(self) -> list[MiddlewareSpec]:
+        found = list(self.middleware_specs)
+        for router in self.included_routers:
+            routes = router.collect_routes()
+            for mw in router.collect_middlewares():
+                if mw.endpoint is None:
+                    # A SubRouter's global hook covers that router's routes only (Robyn: the whole app).
+                    found += [MiddlewareSpec(mw.kind, self._prefixed(r.endpoint), mw.fn) for r in routes]
+                else:
+                    found.append(replace(mw, endpoint=self._prefixed(mw.endpoint)))
+        return found
+
+    def collect_websockets(self) -> dict[str, WebSocketSpec]:
+        found = dict(self.web_socket_router)
+        for router in self.included_routers:
+            for path, spec in router.collect_websockets().items():
+                found[self._prefixed(path)] = replace(spec, endpoint=self._prefixed(path))
+        return found
+
+    def collect_global_dependencies(self) -> dict[str, Any]:
+        """One global dependency dict for the whole app: an included router's entries join
+        the app's (the app's own win)."""
+        found = dict(self.dependencies.global_dependency_map)
+        for router in self.included_routers:
+            for key, value in router.collect_global_dependencies().items():
+                found.setdefault(key, value)
+        return found
+
+    # -- WebSockets (the API lives in websocket/api.py) ------------------------------------
 
     def websocket(self, endpoint: str, auth_required: bool = False, subprotocols: Sequence[str] = ()) -> Callable:
         """``@app.websocket("/chat")``; ``subprotocols=["v2.chat", "v1.chat"]`` lets the handshake
@@ -303,31 +308,44 @@ class Robyn(BaseRouter):
     # -- building and serving --------------------------------------------------------------
 
     def _build(self, settings: ServerSettings, debug: bool = False) -> Dispatcher:
-        """Compile every route's pipeline once; after this nothing is decided per request."""
+        """Compile fresh routes from the registration records; after this nothing is decided
+        per request. Called by every ``served()``: the records themselves never change."""
         defaults = DefaultHeaders(self.response_headers if not self.response_headers.is_empty() else None)
         excluded = frozenset(self.excluded_response_headers_paths)
-        global_before = [m.entry() for m in self.middlewares if m.kind == "before" and m.endpoint is None]
-        global_after = [m.entry() for m in self.middlewares if m.kind == "after" and m.endpoint is None]
-        auth_hook = (make_auth_hook(self), True, 1)
-        for route in self.routes:
-            route.convert = Converter(route.status_code, DefaultHeaders() if route.endpoint in excluded else defaults)
-            scoped_before = [m.entry() for m in self.middlewares if m.kind == "before" and m.endpoint == route.endpoint]
-            scoped_after = [m.entry() for m in self.middlewares if m.kind == "after" and m.endpoint == route.endpoint]
-            route.before = global_before + ([auth_hook] if route.auth_required else []) + scoped_before
-            route.after = global_after + scoped_after
-            if route.threaded is None:
-                route.threaded = self.threaded_default and not route.is_async
-            route.fast = not (route.before or route.after or route.is_async or route.threaded)
-        if any(r.threaded for r in self.routes) and self.executor is None:
+        middlewares = self.collect_middlewares()
+        before, after = MiddlewareType.BEFORE_REQUEST, MiddlewareType.AFTER_REQUEST
+        global_before = [_hook_entry(m) for m in middlewares if m.kind is before and m.endpoint is None]
+        global_after = [_hook_entry(m) for m in middlewares if m.kind is after and m.endpoint is None]
+        global_deps = self.collect_global_dependencies()
+        router: Router[Route] = Router()
+        routes: list[Route] = []
+        for spec in self.collect_routes():
+            is_async = is_async_callable(spec.handler)
+            threaded = spec.threaded if spec.threaded is not None else self.threaded_default and not is_async
+            call = compile_call(spec.handler, spec.endpoint, global_deps,
+                                spec.router.dependencies.router_dependency_map)
+            route = Route(spec, call, is_async, threaded,
+                          Converter(spec.status_code, DefaultHeaders() if spec.endpoint in excluded else defaults))
+            auth = [(make_auth_hook(spec.router.authentication_handler or self.authentication_handler), True, 1)]
+            route.before = (global_before + (auth if spec.auth_required else [])
+                            + [_hook_entry(m) for m in middlewares if m.kind is before and m.endpoint == spec.endpoint])
+            route.after = global_after + [_hook_entry(m) for m in middlewares
+                                          if m.kind is after and m.endpoint == spec.endpoint]
+            route.fast = not (route.before or route.after or is_async or threaded)
+            router.add(spec.method, spec.endpoint, route)
+            routes.append(route)
+        if any(r.threaded for r in routes) and self.executor is None:
             self.executor = ThreadPoolExecutor(settings.thread_pool_size, thread_name_prefix="stonechat-handler")
         exception_handler = self.exception_handler
         errors = ErrorResponder(exception_handler, bool(exception_handler and is_async_callable(exception_handler)),
                                 debug)
         websocket = None
-        if self.web_socket_router:
-            websocket = self.websocket_hub = WebSocketDispatcher(self, settings, errors)
+        websockets = self.collect_websockets()
+        if websockets:
+            websocket = self.websocket_hub = WebSocketDispatcher(
+                websockets, global_deps, self.authentication_handler, settings, errors)
         self.dispatcher = Dispatcher(
-            self.router, defaults=defaults, errors=errors, global_before=global_before, global_after=global_after,
+            router, routes, defaults=defaults, errors=errors, global_before=global_before, global_after=global_after,
             request_headers=self.request_headers.get_headers() if not self.request_headers.is_empty() else None,
             excluded_paths=excluded, blocking_warn_s=settings.blocking_warn_ms / 1000.0,
             executor=self.executor, websocket=websocket)
@@ -391,7 +409,7 @@ class ServedApp:
             self.watchdog.start()
 
     async def _compute_const_routes(self) -> None:
-        for route in self.app.routes:
+        for route in self.dispatcher.routes:
             if not route.const:
                 continue
             try:

@@ -52,3 +52,112 @@ def test_websocket_subprotocols_are_checked_at_registration():
         WebSocket(app, "/c", subprotocols=[""])
     app.websocket("/d", subprotocols=("v2.chat", "graphql-transport-ws"))(handler)
     assert app.web_socket_router["/d"].subprotocols == ("v2.chat", "graphql-transport-ws")
+
+
+def test_registration_makes_frozen_records_and_building_never_changes_them():
+    import dataclasses
+
+    from stonechat.core.registry import RouteSpec, WebSocketSpec, WebSocketStyle
+    from stonechat.testing import TestClient
+    app = Robyn(__file__)
+
+    @app.get("/items/:id", openapi_tags=["items"], auth_required=False)
+    def item(id: int):
+        return {"id": id}
+
+    async def chat(ws):
+        pass
+    app.websocket("/chat")(chat)
+
+    spec = app.route_specs[0]
+    assert isinstance(spec, RouteSpec) and spec.endpoint == "/items/:id" and spec.openapi_tags == ("items",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.endpoint = "/other"  # type: ignore[misc]
+    ws_spec = app.web_socket_router["/chat"]
+    assert isinstance(ws_spec, WebSocketSpec) and ws_spec.style is WebSocketStyle.RECEIVE_LOOP
+
+    @chat.on_close
+    def closed(ws):
+        pass
+    assert app.web_socket_router["/chat"].on_close is closed and ws_spec.on_close is None  # replaced
+
+    # served() twice: two independent builds from the same records
+    first, second = app.served(), app.served()
+    assert first.dispatcher.routes[0] is not second.dispatcher.routes[0]
+    assert app.route_specs == [spec]
+    assert TestClient(app).get("/items/7").json() == {"id": 7}
+    assert TestClient(app).get("/items/8").json() == {"id": 8}
+
+
+def test_one_subrouter_included_in_two_apps():
+    from stonechat.testing import TestClient
+    shared = SubRouter("/api")
+
+    @shared.get("/ping")
+    def ping():
+        return "pong"
+
+    @shared.before_request()
+    def mark(request):
+        request.headers.set("x-seen", "yes")
+        return request
+
+    @shared.get("/seen")
+    def seen(request):
+        return request.headers.get("x-seen", "no")
+
+    apps = [Robyn(__file__), Robyn(__file__)]
+    for a in apps:
+        a.include_router(shared)
+
+    @apps[0].get("/only-first")
+    def only_first():
+        return "first"
+
+    for a in apps:
+        client = TestClient(a)
+        assert client.get("/api/ping").text == "pong"
+        assert client.get("/api/seen").text == "yes"
+    assert TestClient(apps[0]).get("/only-first").status_code == 200
+    assert TestClient(apps[1]).get("/only-first").status_code == 404
+    assert shared.route_specs[0].endpoint == "/api/ping"  # nothing was rewritten by including it
+
+
+def test_subrouter_with_its_own_authentication_handler():
+    from stonechat import AuthenticationHandler, Identity
+    from stonechat.authentication import BearerGetter
+    from stonechat.testing import TestClient
+
+    class RouterAuth(AuthenticationHandler):
+        def authenticate(self, request):
+            token = self.token_getter.get_token(request)
+            return Identity(claims={"who": "router"}) if token == "router-token" else None
+
+    app = Robyn(__file__)
+    router = SubRouter("/admin")
+    router.configure_authentication(RouterAuth(token_getter=BearerGetter()))
+
+    @router.get("/me", auth_required=True)
+    def me(request):
+        return request.identity.claims["who"]
+
+    app.include_router(router)
+    client = TestClient(app)
+    assert client.get("/admin/me").status_code == 401
+    assert client.get("/admin/me", headers={"Authorization": "Bearer router-token"}).text == "router"
+
+
+def test_a_conflict_with_an_included_router_is_refused_when_including():
+    app = Robyn(__file__)
+    router = SubRouter("/api")
+
+    @app.get("/api/x")
+    def app_x():
+        return "app"
+
+    @router.get("/x")
+    def router_x():
+        return "router"
+
+    with pytest.raises(RouteConflict):
+        app.include_router(router)

@@ -74,11 +74,12 @@ async def authenticate(handler: Optional[AuthenticationHandler], request: Reques
     return None
 
 
-def make_auth_hook(app: Any):
-    """The before-request hook that ``auth_required=True`` adds to a route."""
+def make_auth_hook(handler: Optional[AuthenticationHandler]) -> Any:
+    """The before-request hook that ``auth_required=True`` adds to a route (``handler``: its
+    router's, else the app's)."""
 
     async def authenticate_request(request: Request) -> Any:
-        refusal = await authenticate(app.authentication_handler, request)
+        refusal = await authenticate(handler, request)
         return request if refusal is None else refusal
 
     return authenticate_request

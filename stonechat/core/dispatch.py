@@ -26,49 +26,51 @@ from .conversion import TEXT, Converter, DefaultHeaders, decode_header_block
 from .error_response import ErrorResponder
 from .request import Request
 from .response import Response, StreamingResponse
-from .routing import Router
+from .routing import Router, param_names
 
 logger = logging.getLogger("stonechat")
 
 
 class Route:
-    """A registered route, compiled for dispatch."""
+    """A route compiled for dispatch from its registration record (``spec``)."""
 
-    __slots__ = ("method", "endpoint", "handler", "call", "is_async", "threaded", "const",
-                 "auth_required", "status_code", "convert", "before", "after", "param_names",
-                 "cached", "fast", "name", "options")
+    __slots__ = ("spec", "method", "endpoint", "call", "is_async", "threaded", "const", "convert",
+                 "before", "after", "param_names", "cached", "fast", "name")
 
-    def __init__(self, method: str, endpoint: str, handler: Callable, call: Callable, is_async: bool,
-                 param_names: list[str], *, threaded: bool = False, const: bool = False,
-                 auth_required: bool = False, status_code: Optional[int] = None,
-                 options: Optional[dict] = None) -> None:
-        self.method = method
-        self.endpoint = endpoint
-        self.handler = handler
+    def __init__(self, spec: Any, call: Callable, is_async: bool, threaded: bool, convert: Converter) -> None:
+        self.spec = spec  # a core/registry.RouteSpec (or a stand-in for the 404/405 routes)
+        self.method: str = spec.method
+        self.endpoint: str = spec.endpoint
         self.call = call
         self.is_async = is_async
         self.threaded = threaded
-        self.const = const
-        self.auth_required = auth_required
-        self.status_code = status_code
-        self.param_names = param_names
-        self.convert = Converter(status_code)
+        self.const: bool = spec.const
+        self.convert = convert
+        self.param_names = param_names(spec.endpoint)
         self.before: list[tuple[Callable, bool, int]] = []
         self.after: list[tuple[Callable, bool, int]] = []
         self.cached: Optional[HTTPResponse] = None
         self.fast = False
-        self.name = f"{method} {endpoint} ({getattr(handler, '__qualname__', handler)})"
-        self.options = options or {}
+        self.name: str = spec.name
+
+
+class _Fallback:
+    """The spec of the routes dispatch makes itself (404, 405), so that global hooks run on them."""
+
+    method = endpoint = "*"
+    const = False
+    name = "no route"
 
 
 class Dispatcher:
     """Holds the compiled route table and answers requests; built by ``App._build``."""
 
-    def __init__(self, router: Router[Route], *, defaults: DefaultHeaders, errors: ErrorResponder,
+    def __init__(self, router: Router[Route], routes: list[Route], *, defaults: DefaultHeaders, errors: ErrorResponder,
                  global_before: list, global_after: list, request_headers: Optional[dict],
                  excluded_paths: frozenset, blocking_warn_s: float, executor: Any,
                  websocket: Any = None) -> None:
         self.router = router
+        self.routes = routes
         self.defaults = defaults
         self.errors = errors
         self.global_before = global_before
@@ -83,8 +85,7 @@ class Dispatcher:
         self.error_convert = Converter(None, defaults)
         not_found = Converter(404, defaults)
         self.not_found = not_found("Not Found")
-        self.not_found_route = Route("*", "*", _not_found, _not_found, False, [])
-        self.not_found_route.convert = not_found
+        self.not_found_route = Route(_Fallback, _not_found, False, False, not_found)
         self.not_found_route.before = global_before
         self.not_found_route.after = global_after
         self.not_allowed_routes: dict[int, Route] = {}
@@ -212,8 +213,7 @@ class Dispatcher:
         """The 405 for this path as a route, so that global hooks run on it (one per path)."""
         route = self.not_allowed_routes.get(id(methods))
         if route is None:
-            route = Route("*", "*", _not_found, _not_found, False, [])
-            route.convert = self.error_convert
+            route = Route(_Fallback, _not_found, False, False, self.error_convert)
             route.cached = self._method_not_allowed(methods)
             route.before = self.global_before
             route.after = self.global_after

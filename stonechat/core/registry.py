@@ -1,15 +1,18 @@
-"""What registration records: the names Robyn gives the kinds of things an app registers
-(``HttpMethod``, ``MiddlewareType``, ``FunctionInfo``).
+"""Registration records: what the decorators make, apart from the compiled routes.
 
-The decorators in ``app.py`` turn each registration into a record here; building the app
-(``App._build``) compiles routes from the records, so nothing here changes per request.
+Each ``@app.get``/``@app.before_request``/``@app.websocket`` makes one frozen record here
+(``RouteSpec``, ``MiddlewareSpec``, ``WebSocketSpec``); nothing ever mutates one. Building the
+app (``App._build``) compiles *fresh* routes from the records every time, so an app can be
+built twice, one ``SubRouter`` can be included in two apps, and OpenAPI reads what the user
+declared rather than what dispatch made of it. Also Robyn's names for the kinds of things an
+app registers (``HttpMethod``, ``MiddlewareType``, ``FunctionInfo``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable
+from typing import Any, Callable, Optional
 
 
 class HttpMethod(str, Enum):
@@ -50,4 +53,60 @@ class FunctionInfo:
     kwargs: dict = field(default_factory=dict)
 
 
-__all__ = ["FunctionInfo", "HTTP_METHODS", "HttpMethod", "MiddlewareType"]
+@dataclass(frozen=True)
+class RouteSpec:
+    """One HTTP route as registered: the handler and every option the decorator took."""
+
+    method: str
+    endpoint: str                 # normalised, with its router's prefix
+    handler: Callable
+    router: Any                   # the router that registered it: its dependencies, its auth handler
+    const: bool = False
+    auth_required: bool = False
+    threaded: Optional[bool] = None   # None: the app's default (``set_threaded_default``)
+    status_code: Optional[int] = None
+    openapi_name: str = ""
+    openapi_tags: tuple[str, ...] = ()
+    response_model: Any = None
+    responses: Any = None
+    deprecated: bool = False
+    include_in_schema: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} {self.endpoint} ({getattr(self.handler, '__qualname__', self.handler)})"
+
+
+@dataclass(frozen=True)
+class MiddlewareSpec:
+    """A before/after hook: for every route (``endpoint`` None) or for one endpoint."""
+
+    kind: MiddlewareType
+    endpoint: Optional[str]
+    fn: Callable
+
+
+class WebSocketStyle(Enum):
+    """The two WebSocket API styles (docs/websockets.md)."""
+
+    RECEIVE_LOOP = "receive loop"   # @app.websocket: one async handler awaits ws.receive_*()
+    CALLBACKS = "callbacks"         # WebSocket(app, path) with @ws.on("connect"|"message"|"close")
+
+
+@dataclass(frozen=True)
+class WebSocketSpec:
+    """One WebSocket endpoint as registered (its hooks are added by replacing the record)."""
+
+    endpoint: str
+    style: WebSocketStyle
+    router: Any
+    handler: Optional[Callable] = None      # RECEIVE_LOOP only
+    on_connect: Optional[Callable] = None
+    on_message: Optional[Callable] = None   # CALLBACKS only
+    on_close: Optional[Callable] = None
+    auth_required: bool = False
+    subprotocols: tuple[str, ...] = ()
+
+
+__all__ = ["FunctionInfo", "HTTP_METHODS", "HttpMethod", "MiddlewareSpec", "MiddlewareType", "RouteSpec",
+           "WebSocketSpec", "WebSocketStyle"]

@@ -19,11 +19,13 @@ from __future__ import annotations
 import inspect
 import logging
 import uuid
+from dataclasses import replace
 from typing import Any, Callable, Optional, Sequence, Union
 
 import orjson
 
 from ..core.datastructures import QueryParams
+from ..core.registry import WebSocketSpec, WebSocketStyle
 from ..core.request import Request
 from ..server.interface import NO_MESSAGE, ConnectionClosed, close_payload
 
@@ -291,43 +293,33 @@ class WebSocketAdapter(WebSocketConnector):
 
 # -- registration ------------------------------------------------------------------------------
 
-class WebSocketRoute:
-    """A registered receive-loop route (``@app.websocket``); compiled by the dispatcher."""
-
-    kind = "loop"
-
-    def __init__(self, router: Any, endpoint: str, handler: Callable, auth_required: bool = False,
-                 subprotocols: Sequence[str] = ()) -> None:
-        if not inspect.iscoroutinefunction(handler):
-            raise TypeError(f"@websocket({endpoint!r}): the handler {handler.__qualname__} must be 'async def'")
-        self.router = router
-        self.endpoint = endpoint
-        self.handler = handler
-        self.auth_required = auth_required
-        self.subprotocols = check_subprotocols(endpoint, subprotocols)
-        self.on_connect: Optional[Callable] = None
-        self.on_close: Optional[Callable] = None
+def _update(router: Any, endpoint: str, **changes: Any) -> None:
+    """Records never change: a hook added later replaces the endpoint's record."""
+    router.web_socket_router[endpoint] = replace(router.web_socket_router[endpoint], **changes)
 
 
 def websocket_decorator(router: Any, endpoint: str, auth_required: bool = False,
                         subprotocols: Sequence[str] = ()) -> Callable:
-    """``@app.websocket(endpoint)``: register ``handler``; add ``.on_connect``/``.on_close``."""
+    """``@app.websocket(endpoint)``: record ``handler``; add ``.on_connect``/``.on_close``."""
+    names = check_subprotocols(endpoint, subprotocols)
 
     def decorator(handler: Callable) -> Callable:
-        route = WebSocketRoute(router, endpoint, handler, auth_required, subprotocols)
+        if not inspect.iscoroutinefunction(handler):
+            raise TypeError(f"@websocket({endpoint!r}): the handler {handler.__qualname__} must be 'async def'")
+        router.web_socket_router[endpoint] = WebSocketSpec(
+            endpoint, WebSocketStyle.RECEIVE_LOOP, router, handler=handler, auth_required=auth_required,
+            subprotocols=names)
 
         def on_connect(fn: Callable) -> Callable:
-            route.on_connect = fn
+            _update(router, endpoint, on_connect=fn)
             return fn
 
         def on_close(fn: Callable) -> Callable:
-            route.on_close = fn
+            _update(router, endpoint, on_close=fn)
             return fn
 
         handler.on_connect = on_connect  # type: ignore[attr-defined]
         handler.on_close = on_close  # type: ignore[attr-defined]
-        handler.websocket_route = route  # type: ignore[attr-defined]
-        router.web_socket_router[endpoint] = route
         return handler
 
     return decorator
@@ -343,16 +335,15 @@ class WebSocket:
     ``@ws.on("message")``, ``@ws.on("close")``. Handlers take ``(ws)`` or ``(ws, msg)`` (sync or
     async) plus any injectable parameter; a returned ``str``/``bytes`` is sent to that client."""
 
-    kind = "callbacks"
     EVENTS = ("connect", "message", "close")
 
     def __init__(self, robyn_object: Any, endpoint: str, auth_required: bool = False,
                  subprotocols: Sequence[str] = ()) -> None:
         self.robyn_object = robyn_object
-        self.router = robyn_object
         self.auth_required = auth_required
         self.subprotocols = check_subprotocols(endpoint, subprotocols)
         self.methods: dict[str, Callable] = {}
+        self.endpoint = ""
         robyn_object.add_web_socket(endpoint, self)  # sets self.endpoint
 
     def on(self, event: str) -> Callable:
@@ -361,6 +352,7 @@ class WebSocket:
 
         def decorator(fn: Callable) -> Callable:
             self.methods[event] = fn
+            _update(self.robyn_object, self.endpoint, **{_EVENT_FIELDS[event]: fn})
             return fn
         return decorator
 
@@ -371,6 +363,9 @@ class WebSocket:
         self.robyn_object.inject_global(**kwargs)
 
 
+_EVENT_FIELDS = {"connect": "on_connect", "message": "on_message", "close": "on_close"}
+
+
 def register_websocket(router: Any, endpoint: str, ws: Any) -> None:
     """``app.add_web_socket(endpoint, ws)``: a ``WebSocket``, or a ``{"connect", "message",
     "close"}`` dict of handlers (Robyn's old form)."""
@@ -378,16 +373,15 @@ def register_websocket(router: Any, endpoint: str, ws: Any) -> None:
         unknown = set(ws) - set(WebSocket.EVENTS)
         if unknown:
             raise ValueError(f"unknown WebSocket event(s) {sorted(unknown)}; use connect, message, close")
-        obj = WebSocket.__new__(WebSocket)
-        obj.robyn_object = obj.router = router
-        obj.auth_required = False
-        obj.subprotocols = ()
-        obj.methods = dict(ws)
-        ws = obj
-    elif not isinstance(ws, (WebSocket, WebSocketRoute)):
+        handlers, auth_required, subprotocols = dict(ws), False, ()
+    elif isinstance(ws, WebSocket):
+        ws.endpoint = endpoint
+        handlers, auth_required, subprotocols = ws.methods, ws.auth_required, ws.subprotocols
+    else:
         raise TypeError(f"add_web_socket expects a WebSocket or a dict of handlers, got {type(ws).__name__}")
-    ws.endpoint = endpoint
-    router.web_socket_router[endpoint] = ws
+    router.web_socket_router[endpoint] = WebSocketSpec(
+        endpoint, WebSocketStyle.CALLBACKS, router, auth_required=auth_required, subprotocols=subprotocols,
+        **{_EVENT_FIELDS[event]: fn for event, fn in handlers.items()})
 
 
 # -- subprotocols (RFC 6455 section 1.9 and 4.2.2) ---------------------------------------------

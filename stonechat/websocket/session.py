@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import orjson
 
-from ..core.auth import authenticate
+from ..core.auth import AuthenticationHandler, authenticate
 from ..core.conversion import Converter
 from ..core.error_response import ErrorResponder
 from ..core.errors import WebSocketException
 from ..core.params import is_async_callable, resolve_getters
+from ..core.registry import WebSocketSpec, WebSocketStyle
 from ..core.request import Request
 from ..core.response import Response
 from ..core.routing import Router, param_names
@@ -90,27 +91,23 @@ class _Call:
 class _Compiled:
     """One WebSocket endpoint, ready to serve: its calls, its client registry."""
 
-    def __init__(self, spec: Any, app: Any) -> None:
+    def __init__(self, spec: WebSocketSpec, global_deps: dict, app_auth: Optional[AuthenticationHandler]) -> None:
         self.endpoint = spec.endpoint
         self.param_names = param_names(spec.endpoint)  # the handshake zips these with the match
-        self.kind = spec.kind
-        self.auth_required = bool(getattr(spec, "auth_required", False))
-        self.subprotocols: tuple[str, ...] = getattr(spec, "subprotocols", ())
+        self.style = spec.style
+        self.auth_required = spec.auth_required
+        self.authentication_handler = spec.router.authentication_handler or app_auth
+        self.subprotocols = spec.subprotocols
         self.clients = Clients()
-        gdeps = app.dependencies.global_dependency_map
-        router = getattr(spec, "router", None) or app
-        rdeps = router.dependencies.router_dependency_map
-        if spec.kind == "loop":
-            self.handler = _Call(spec.handler, self.endpoint, gdeps, rdeps, False)
-            connect, close, message = spec.on_connect, spec.on_close, None
-        else:
-            self.handler = None
-            connect = spec.methods.get("connect")
-            message = spec.methods.get("message")
-            close = spec.methods.get("close")
-        self.on_connect = _Call(connect, self.endpoint, gdeps, rdeps, False) if connect else None
-        self.on_message = _Call(message, self.endpoint, gdeps, rdeps, True) if message else None
-        self.on_close = _Call(close, self.endpoint, gdeps, rdeps, False) if close else None
+        rdeps = spec.router.dependencies.router_dependency_map
+
+        def compiled(fn: Optional[Callable], with_message: bool = False) -> Optional[_Call]:
+            return _Call(fn, self.endpoint, global_deps, rdeps, with_message) if fn is not None else None
+
+        self.handler = compiled(spec.handler)
+        self.on_connect = compiled(spec.on_connect)
+        self.on_message = compiled(spec.on_message, True)
+        self.on_close = compiled(spec.on_close)
 
 
 # What sync message handlers return; anything else is checked for an awaitable (a sync function
@@ -128,16 +125,16 @@ async def _call(call: _Call, kwargs: dict) -> Any:
 class WebSocketDispatcher:
     """The app's WebSocket routes; ``Dispatcher.handle`` hands it every upgrade request."""
 
-    def __init__(self, app: Any, settings: Any, errors: ErrorResponder) -> None:
-        self.app = app
+    def __init__(self, specs: dict[str, WebSocketSpec], global_deps: dict,
+                 app_auth: Optional[AuthenticationHandler], settings: Any, errors: ErrorResponder) -> None:
         self.settings = settings
         self.errors = errors
         self.close_timeout = settings.ws_close_timeout
         self.router: Router[_Compiled] = Router()
         self.endpoints: dict[str, _Compiled] = {}
         self.convert = Converter(None)
-        for endpoint, spec in app.web_socket_router.items():
-            compiled = _Compiled(spec, app)
+        for endpoint, spec in specs.items():
+            compiled = _Compiled(spec, global_deps, app_auth)
             self.router.add("WS", endpoint, compiled)
             self.endpoints[endpoint] = compiled
 
@@ -194,7 +191,7 @@ class WebSocketDispatcher:
 
     async def _accept(self, ep: _Compiled, request: Request) -> Any:
         if ep.auth_required:
-            refusal = await authenticate(self.app.authentication_handler, request)
+            refusal = await authenticate(ep.authentication_handler, request)
             if refusal is not None:
                 return self._refusal(refusal)
         ws = WebSocketAdapter(ep.endpoint, request, ep.clients)
@@ -233,7 +230,7 @@ class WebSocketDispatcher:
                 await conn.close(*ws._pending_close)
             else:
                 clients[ws.id] = ws
-                if ep.kind == "loop":
+                if ep.style is WebSocketStyle.RECEIVE_LOOP:
                     await self._run_loop(ep, ws, bound, conn)
                 else:
                     await self._run_callbacks(ep, ws, bound, conn)
