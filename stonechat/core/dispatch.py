@@ -103,7 +103,7 @@ class Dispatcher:
                 return HTTPResponse(426, TEXT + b"upgrade: websocket\r\nsec-websocket-version: 13\r\n",
                                     b"Upgrade Required: this path only speaks WebSocket\n")
             if self.global_before or self.global_after:
-                return self._run(self.not_found_route, self._request(raw, None, ()))
+                return self._run(self.not_found_route, self._request(raw, (), ()))
             return self.not_found
         method = raw.method
         route = methods.get(method)
@@ -112,9 +112,9 @@ class Dispatcher:
                 route = methods.get("GET")
             if route is None:
                 if self.global_before or self.global_after:  # global hooks see every request
-                    return self._run(self._not_allowed_route(methods), self._request(raw, None, ()))
+                    return self._run(self._not_allowed_route(methods), self._request(raw, (), ()))
                 return self._method_not_allowed(methods)
-        request = self._request(raw, route, values)
+        request = self._request(raw, route.param_names, values)
         if route.fast:
             cached = route.cached
             if cached is not None:
@@ -125,8 +125,8 @@ class Dispatcher:
                 return self._error(route, exc)
         return self._run(route, request)
 
-    def _request(self, raw: HTTPRequest, route: Optional[Route], values: Any) -> Request:
-        params = dict(zip(route.param_names, values)) if values else {}
+    def _request(self, raw: HTTPRequest, names: Any, values: Any) -> Request:
+        params = dict(zip(names, values)) if values else {}
         request = Request._from_server(raw, params)
         if self.request_headers:
             request.extra_headers = self.request_headers

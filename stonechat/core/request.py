@@ -35,19 +35,20 @@ class Request:
                  url: Optional[Url] = None, form_data: Optional[dict] = None, files: Optional[dict] = None,
                  identity: Optional[Identity] = None, ip_addr: Optional[str] = None,
                  session: Any = None) -> None:
-        self._raw = None
+        self._raw: Any = None  # the server's HTTPRequest; a Request built by hand has its parts already
         self.method = method
         self.path_params = path_params if path_params is not None else {}
         self.body = body.encode() if isinstance(body, str) else body
         self.identity = identity
         self.session = session
-        self._headers = headers if headers is not None else Headers()
-        self._query_params = query_params if query_params is not None else QueryParams()
-        self._url = url if url is not None else Url("http", "", "/")
-        self._form_data = form_data
-        self._files = files
+        # None until first read on a request from the server (parsed lazily, see the properties)
+        self._headers: Optional[Headers] = headers if headers is not None else Headers()
+        self._query_params: Optional[QueryParams] = query_params if query_params is not None else QueryParams()
+        self._url: Optional[Url] = url if url is not None else Url("http", "", "/")
+        self._form_data: Optional[dict] = form_data
+        self._files: Optional[dict] = files
         self._ip_addr = ip_addr
-        self.extra_headers = None
+        self.extra_headers: Optional[dict] = None
 
     @classmethod
     def _from_server(cls, raw: Any, path_params: dict) -> "Request":

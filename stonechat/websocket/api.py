@@ -27,7 +27,7 @@ import orjson
 from ..core.datastructures import QueryParams
 from ..core.registry import WebSocketSpec, WebSocketStyle
 from ..core.request import Request
-from ..server.interface import NO_MESSAGE, ConnectionClosed, close_payload
+from ..server.interface import NO_MESSAGE, ConnectionClosed, WebSocketConnection, close_payload
 
 logger = logging.getLogger("stonechat.websocket")
 
@@ -46,7 +46,7 @@ def _disconnect(exc: ConnectionClosed) -> WebSocketDisconnect:
     return WebSocketDisconnect(exc.code, exc.reason, str(exc))
 
 
-async def _drain(conn: Any) -> None:
+async def _drain(conn: WebSocketConnection) -> None:
     """Wait while this client's unsent data is over ``ws_write_limit`` (its close → disconnect)."""
     try:
         await conn.drain()
@@ -59,7 +59,7 @@ class _Closing:
 
     __slots__ = ("conn",)
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Optional[WebSocketConnection]) -> None:
         self.conn = conn
 
     def __await__(self):
@@ -117,7 +117,7 @@ class WebSocketConnector:
         self.path_params: dict = request.path_params
         self.identity = request.identity
         self.subprotocol: Optional[str] = None  # chosen in the handshake (``subprotocols=``)
-        self._conn: Any = None
+        self._conn: Optional[WebSocketConnection] = None  # set when the session starts (after 101)
         self._outbox: list = []
         self._pending_close: Optional[tuple[int, str]] = None
         self._clients = clients
@@ -247,7 +247,7 @@ class WebSocketAdapter(WebSocketConnector):
 
     async def receive_bytes(self) -> bytes:
         message = await self.receive()
-        return message.encode() if message.__class__ is str else message  # type: ignore[union-attr]
+        return message.encode() if isinstance(message, str) else message
 
     async def receive_json(self) -> Any:
         return orjson.loads(await self.receive())
@@ -262,7 +262,7 @@ class WebSocketAdapter(WebSocketConnector):
         if conn is not None:
             await _drain(conn)
 
-    def _write(self, message: Union[str, bytes]) -> Any:
+    def _write(self, message: Union[str, bytes]) -> Optional[WebSocketConnection]:
         """Write one message now; the connection if the caller must wait for it to drain.
         A plain call, not a coroutine, so a send costs no extra coroutine object."""
         conn = self._conn
@@ -369,6 +369,7 @@ _EVENT_FIELDS = {"connect": "on_connect", "message": "on_message", "close": "on_
 def register_websocket(router: Any, endpoint: str, ws: Any) -> None:
     """``app.add_web_socket(endpoint, ws)``: a ``WebSocket``, or a ``{"connect", "message",
     "close"}`` dict of handlers (Robyn's old form)."""
+    subprotocols: tuple[str, ...]
     if isinstance(ws, dict):
         unknown = set(ws) - set(WebSocket.EVENTS)
         if unknown:

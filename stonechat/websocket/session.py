@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Callable, Optional, Union
+from typing import Any, Awaitable, Callable, Optional, Union
 
 import orjson
 
@@ -30,7 +30,7 @@ from ..core.registry import WebSocketSpec, WebSocketStyle
 from ..core.request import Request
 from ..core.response import Response
 from ..core.routing import Router, param_names
-from ..server.interface import ConnectionClosed, HTTPResponse, WebSocketAccept
+from ..server.interface import ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, WebSocketConnection
 from .api import (
     Clients,
     WebSocketAdapter,
@@ -60,7 +60,8 @@ class _Call:
         self.is_async = is_async_callable(fn)
         self.name = getattr(fn, "__qualname__", repr(fn))
         getters = dict(resolve_getters(fn, endpoint, global_deps, router_deps))
-        plan = []  # (name, kind, getter) with kind 0 = ws, 1 = message, 2 = injected
+        # (name, kind, getter) with kind 0 = ws, 1 = message, 2 = injected (then getter is set)
+        plan: list[tuple[str, int, Optional[Callable[[Request], Any]]]] = []
         params = [p for p in inspect.signature(fn).parameters.values()
                   if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         named_ws = any(p.name in _WS_NAMES for p in params)
@@ -76,7 +77,7 @@ class _Call:
 
     def bind(self, ws: WebSocketConnector, request: Request) -> dict:
         """Resolve injected parameters once per connection (ParamError → refused with 400)."""
-        return {name: getter(request) for name, kind, getter in self.plan if kind == 2}
+        return {name: getter(request) for name, _, getter in self.plan if getter is not None}
 
     def args(self, ws: Any, bound: dict, msg: Any = None) -> dict:
         out = dict(bound)
@@ -149,8 +150,8 @@ class WebSocketDispatcher:
             head = len(head).to_bytes(2, "big") + head
 
             def relay(message: Union[str, bytes], head: bytes = head) -> None:
-                if message.__class__ is str:
-                    publish(b"t" + head + message.encode())  # type: ignore[union-attr]
+                if isinstance(message, str):
+                    publish(b"t" + head + message.encode())
                 else:
                     publish(b"b" + head + bytes(message))
             ep.clients.relay = relay
@@ -169,7 +170,7 @@ class WebSocketDispatcher:
         methods, _ = self.router.match(path)
         return methods is not None
 
-    def handle(self, raw: Any) -> Any:
+    def handle(self, raw: HTTPRequest) -> Optional[Awaitable[Any]]:
         methods, values = self.router.match(raw.path)
         if methods is None:
             return None
@@ -219,7 +220,7 @@ class WebSocketDispatcher:
 
     # -- after the upgrade ----------------------------------------------------------------------
 
-    async def _session(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: Any) -> None:
+    async def _session(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: WebSocketConnection) -> None:
         ws._conn = conn
         clients = ep.clients
         try:
@@ -248,8 +249,9 @@ class WebSocketDispatcher:
                 except Exception:
                     logger.exception("WebSocket close handler %s on %s failed", call.name, ep.endpoint)
 
-    async def _run_loop(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: Any) -> None:
+    async def _run_loop(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: WebSocketConnection) -> None:
         call = ep.handler
+        assert call is not None  # a receive-loop endpoint always has its handler
         task = asyncio.ensure_future(self._guard(call, ws, call.args(ws, bound[call]), conn))
         closed = asyncio.ensure_future(conn.wait_closed())
         try:
@@ -269,7 +271,7 @@ class WebSocketDispatcher:
                 task.cancel()
 
     @staticmethod
-    async def _guard(call: _Call, ws: WebSocketAdapter, kwargs: dict, conn: Any) -> None:
+    async def _guard(call: _Call, ws: WebSocketAdapter, kwargs: dict, conn: WebSocketConnection) -> None:
         """Run the receive-loop handler; how it ends decides how the connection closes."""
         try:
             await call.fn(**kwargs)
@@ -289,7 +291,7 @@ class WebSocketDispatcher:
         if not conn.closed:  # the handler is done with this client
             conn.close_nowait(1000, "")
 
-    async def _run_callbacks(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: Any) -> None:
+    async def _run_callbacks(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: WebSocketConnection) -> None:
         call = ep.on_message
         if call is None:
             await conn.wait_closed()
