@@ -97,6 +97,8 @@ class BaseRouter:
         return handler
 
     def _full_path(self, endpoint: str) -> str:
+        if self.prefix and not endpoint.strip():
+            return self.prefix  # Robyn: on a SubRouter, "" is the prefix itself
         endpoint = normalize_endpoint(endpoint)
         if self.prefix:
             return self.prefix if endpoint == "/" else self.prefix + endpoint

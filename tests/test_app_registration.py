@@ -161,3 +161,51 @@ def test_a_conflict_with_an_included_router_is_refused_when_including():
 
     with pytest.raises(RouteConflict):
         app.include_router(router)
+
+
+def test_an_empty_path_on_a_subrouter_is_its_prefix_and_blank_on_the_app_is_refused():
+    from stonechat.testing import TestClient
+    app = Robyn(__file__)
+    router = SubRouter("/items")
+
+    @router.post("")
+    def create():
+        return "created"
+
+    @router.get("/")
+    def listing():
+        return "list"
+
+    app.include_router(router)
+    client = TestClient(app)
+    assert client.post("/items").text == "created" and client.get("/items").text == "list"
+    with pytest.raises(ValueError, match="blank"):
+        app.get("")(listing)
+
+
+def test_returned_query_params_are_json_and_response_status_code_survives_a_class_assignment():
+    from stonechat import QueryParams, Response
+    from stonechat.testing import TestClient
+    app = Robyn(__file__)
+
+    @app.get("/qp")
+    def qp(query_params: QueryParams):
+        return query_params
+
+    @app.get("/made")
+    def made():
+        return Response(201, {}, "made")
+
+    saved = Response.__dict__.get("status_code")
+    Response.status_code = 200  # some Robyn apps do this; instances must still work
+    try:
+        client = TestClient(app)
+        r = client.get("/qp?a=1&a=2&b=x")
+        assert r.headers.get("content-type") == "application/json"
+        assert r.json() == {"a": ["1", "2"], "b": ["x"]}
+        assert client.get("/made").status_code == 201
+    finally:
+        if saved is None:
+            del Response.status_code
+        else:
+            Response.status_code = saved

@@ -197,7 +197,7 @@ def test_testclient_full_pipeline():
         r = client.post("/form", form_data={"a": "1", "b": "x y"})
         assert r.json() == {"form": {"a": "1", "b": "x y"}, "files": {}}
         r = client.post("/form", form_data={"a": "1"}, files={"up": ("n.txt", b"data")})
-        assert r.json() == {"form": {"a": "1"}, "files": {"up": "data"}}
+        assert r.json() == {"form": {"a": "1"}, "files": {"n.txt": "data"}}
 
         r = client.put("/json", json_data=[1, {"k": None}])
         assert r.json() == {"got": [1, {"k": None}], "ct": "application/json"}

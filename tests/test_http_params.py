@@ -57,7 +57,7 @@ def required(must):
 def by_name(request, query_params, headers, path_params, body, method, url, ip_addr):
     return {
         "req": isinstance(request, Request), "qp": query_params.get("a"),
-        "hdr": headers.get("x-h"), "pp": path_params, "body": body.decode(), "method": method,
+        "hdr": headers.get("x-h"), "pp": path_params, "body": body, "method": method,
         "path": url.path, "ip": ip_addr,
     }
 
@@ -65,7 +65,7 @@ def by_name(request, query_params, headers, path_params, body, method, url, ip_a
 async def by_annotation(r: Request, qp: QueryParams, h: Headers, pp: PathParams, raw: Body,
                         m: Method, u: Url, form: FormData, ip: IPAddress):
     return {"req": isinstance(r, Request), "qp": qp.get("a"), "hdr": h.get("x-h"), "pp": pp,
-            "body": raw.decode(), "method": m, "path": u.path, "form": form, "ip": ip}
+            "body": raw, "method": m, "path": u.path, "form": form, "ip": ip}
 
 @app.post("/req-alias")
 def req_alias(req):
@@ -105,6 +105,26 @@ def sub_di(global_dependencies, router_dependencies):
 
 app.include_router(sub)
 app.inject_global(late="late-value")
+
+import functools
+
+def needs_header(fn):
+    """A decorator of the kind real Robyn apps put on handlers: it reads its values by keyword."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if kwargs["request"].headers.get("x-key") != "k":
+            return "refused by the decorator"
+        return fn(*args, **kwargs)
+    return wrapper
+
+@app.get("/decorated/:id")
+@needs_header
+def decorated(request, id: int):
+    return {"id": id}
+
+@app.get("/positional-only/:id")
+def positional_only(id: int, /, q: str = ""):
+    return {"id": id, "q": q}
 
 if __name__ == "__main__":
     app.start()
@@ -208,6 +228,15 @@ def test_json_body(client):
     assert r.json()["error"].startswith("Invalid JSON body:")
     assert client.post("/typed", json={"x": 3}).json() == {"x": 3}
     assert client.post("/typed", content=b"[").status_code == 400
+
+
+def test_a_decorator_reads_injected_values_by_keyword(client):
+    assert client.get("/decorated/5", headers={"x-key": "k"}).json() == {"id": 5}
+    assert client.get("/decorated/5").text == "refused by the decorator"
+
+
+def test_positional_only_parameters(client):
+    assert client.get("/positional-only/3?q=x").json() == {"id": 3, "q": "x"}
 
 
 def test_dependency_injection(client):

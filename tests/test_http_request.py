@@ -42,8 +42,9 @@ def query(request: Request):
 
 @app.post("/body")
 def body(request: Request):
-    return {"type": type(request.body).__name__, "len": len(request.body),
-            "text": request.text(), "method": request.method}
+    return {"type": type(request.body).__name__, "len": len(request.body_bytes),
+            "bytes_type": type(request.body_bytes).__name__, "text": request.text(),
+            "method": request.method}
 
 @app.post("/json")
 def json_(request: Request):
@@ -64,7 +65,9 @@ def ip(request: Request):
 @app.post("/form")
 def form(request: Request):
     return {"form": request.form_data,
-            "files": {k: v.decode("latin-1") for k, v in request.files.items()}}
+            "files": {k: v.decode("latin-1") for k, v in request.files.items()},
+            "by_field": {field: [[u.filename, u.content_type, u.data.decode("latin-1")] for u in uploads]
+                         for field, uploads in request.files_by_field.items()}}
 
 @app.before_request("/mutate")
 def mutate(request: Request):
@@ -122,10 +125,12 @@ def test_query_params_decoded(client):
 
 def test_body_bytes_and_text(client):
     data = "héllo".encode()
+    # Robyn's rule, which real apps rely on: text when the body is UTF-8, bytes otherwise
     r = client.post("/body", content=data)
-    assert r.json() == {"type": "bytes", "len": len(data), "text": "héllo", "method": "POST"}
+    assert r.json() == {"type": "str", "len": len(data), "bytes_type": "bytes", "text": "héllo", "method": "POST"}
     r = client.post("/body", content=b"\xff\x00\xfe")
-    assert r.json()["type"] == "bytes" and r.json()["len"] == 3
+    assert r.json()["type"] == "bytes" and r.json()["len"] == 3 and r.json()["bytes_type"] == "bytes"
+    assert client.post("/body", content=b"").json()["type"] == "str"
 
 
 def test_body_chunked(client):
@@ -148,13 +153,20 @@ def test_ip_and_identity(client):
 
 def test_urlencoded_form(client):
     r = client.post("/form", data={"a": "1", "b": "x y&z"})
-    assert r.json() == {"form": {"a": "1", "b": "x y&z"}, "files": {}}
+    assert r.json() == {"form": {"a": "1", "b": "x y&z"}, "files": {}, "by_field": {}}
 
 
 def test_multipart_form(client):
+    # Robyn keys request.files by file name (upload handlers look files up that way) ...
     r = client.post("/form", data={"field": "välue"},
-                    files={"up1": ("same.txt", b"one"), "up2": ("same.txt", b"\x00two")})
-    assert r.json() == {"form": {"field": "välue"}, "files": {"up1": "one", "up2": "\x00two"}}
+                    files={"up1": ("a.txt", b"one"), "up2": ("b.bin", b"\x00two", "application/x-thing")})
+    assert r.json()["form"] == {"field": "välue"}
+    assert r.json()["files"] == {"a.txt": "one", "b.bin": "\x00two"}
+    # ... and files_by_field keeps every file, even two with the same name
+    r = client.post("/form", files={"up1": ("same.txt", b"one"), "up2": ("same.txt", b"two")})
+    assert r.json()["files"] == {"same.txt": "two"}
+    assert r.json()["by_field"] == {"up1": [["same.txt", "text/plain", "one"]],
+                                    "up2": [["same.txt", "text/plain", "two"]]}
 
 
 def test_bad_multipart_400(client, server):

@@ -4,6 +4,8 @@ SubRouter prefixes, files and streaming."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -98,6 +100,25 @@ async def stream():
 @app.get("/stream-sync")
 def stream_sync():
     return StreamingResponse((c for c in [b"a", "b", b"c"]), headers={"x-s": "1"}, media_type="application/x-thing")
+
+SLOW_GEN = {"yielded": 0, "closed": False}
+
+@app.get("/sse-sync-sleepy")
+def sse_sync_sleepy():
+    import time
+    def events():
+        try:
+            for i in range(50):
+                SLOW_GEN["yielded"] += 1
+                yield f"data: {i}\n\n"
+                time.sleep(1.0)  # a sync generator that sleeps between events (real apps do)
+        finally:
+            SLOW_GEN["closed"] = True
+    return StreamingResponse(events())
+
+@app.get("/sse-sync-state")
+def sse_sync_state():
+    return dict(SLOW_GEN)
 
 @app.get("/framing")
 def framing(): return Response(200, {"Content-Length": "999", "Transfer-Encoding": "chunked",
@@ -359,6 +380,26 @@ def test_streaming(client):
     assert r.headers["content-type"] == "application/x-thing"
     r = client.head("/stream")
     assert r.status_code == 200 and r.content == b""
+
+
+def test_a_sleeping_sync_generator_neither_freezes_the_server_nor_outlives_its_client(server):
+    """Robyn pulls each chunk of a sync generator on a thread; so do we. While one stream's
+    generator sleeps, other requests are answered at once; when the client leaves, the
+    generator is closed after its current step instead of running to its end."""
+    with httpx.Client(base_url=server.url, timeout=10) as streamer, httpx.Client(base_url=server.url) as other:
+        with streamer.stream("GET", "/sse-sync-sleepy") as r:
+            assert r.headers["content-type"] == "text/event-stream"
+            lines = r.iter_lines()
+            assert next(lines) == "data: 0"
+            for _ in range(3):  # while the generator sleeps between events
+                started = time.monotonic()
+                assert other.get("/str").text == "text"
+                assert time.monotonic() - started < 0.5  # a frozen loop would take up to 1 s
+        deadline = time.monotonic() + 5
+        while not other.get("/sse-sync-state").json()["closed"]:
+            assert time.monotonic() < deadline, "the generator kept running after its client left"
+            time.sleep(0.05)
+        assert other.get("/sse-sync-state").json()["yielded"] < 10
 
 
 def test_http_exception_without_handler(client):

@@ -13,13 +13,16 @@ application/octet-stream; ``dict``/``list`` -> JSON (orjson); ``Response``; ``Fi
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Iterable, Optional
 
 import orjson
 
 from ..server.interface import HTTPResponse
-from .datastructures import Headers
+from .datastructures import Headers, QueryParams
 from .response import FileResponse, Response, StreamingResponse
 
 TEXT = b"content-type: text/plain; charset=utf-8\r\n"
@@ -106,6 +109,8 @@ class Converter:
             return self.streaming(value)
         if isinstance(value, FileResponse):
             return self.response(value.to_response())
+        if isinstance(value, QueryParams):  # Robyn answers a returned QueryParams as JSON
+            return HTTPResponse(self.status, self.json_block, orjson.dumps(value.to_dict()))
         dump = getattr(value, "model_dump_json", None)
         if dump is not None:  # a Pydantic model
             return HTTPResponse(self.status, self.json_block, dump().encode())
@@ -164,11 +169,58 @@ def decode_header_block(block: bytes) -> Headers:
     return headers
 
 
+# Sync generators behind a StreamingResponse are pulled one chunk at a time on these threads
+# (as Robyn does): a generator that sleeps between SSE events must not freeze the event loop.
+STREAM_THREADS = 64
+_stream_pool: Optional[ThreadPoolExecutor] = None
+_END = object()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _stream_pool
+    if _stream_pool is None:
+        _stream_pool = ThreadPoolExecutor(STREAM_THREADS, thread_name_prefix="stonechat-stream")
+    return _stream_pool
+
+
+def _as_bytes(chunk: Any) -> bytes:
+    return chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+
+
 async def _byte_chunks(content: Any) -> AsyncIterator[bytes]:
-    """Normalise a sync or async generator of str/bytes into bytes chunks."""
+    """Normalise what a StreamingResponse holds into bytes chunks: an async iterator as is; a
+    list or tuple directly; any other sync iterator pulled chunk by chunk on a thread, and
+    closed (on a thread, once its current step is done) when the client leaves early."""
     if inspect.isasyncgen(content) or hasattr(content, "__anext__"):
         async for chunk in content:
-            yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
-    else:
-        for chunk in content:
-            yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+            yield _as_bytes(chunk)
+        return
+    if isinstance(content, (list, tuple, str, bytes)):
+        for chunk in ([content] if isinstance(content, (str, bytes)) else content):
+            yield _as_bytes(chunk)
+        return
+    iterator = iter(content)
+    step = threading.Lock()  # next() and close() never overlap: a running generator cannot be closed
+
+    def pull() -> Any:
+        with step:
+            return next(iterator, _END)
+
+    def close() -> None:
+        with step:
+            closer = getattr(iterator, "close", None)
+            if closer is not None:
+                closer()
+
+    loop = asyncio.get_running_loop()
+    finished = False
+    try:
+        while True:
+            chunk = await loop.run_in_executor(_pool(), pull)
+            if chunk is _END:
+                finished = True
+                return
+            yield _as_bytes(chunk)
+    finally:
+        if not finished:
+            _pool().submit(close)

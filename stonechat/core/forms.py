@@ -1,11 +1,15 @@
 """Form bodies: ``application/x-www-form-urlencoded`` and ``multipart/form-data``.
 
 Multipart parsing is python-multipart's; this module only turns its callbacks into Robyn's
-``form_data`` (text fields) and ``files`` (uploads). Unlike Robyn, uploads are keyed by their
-*field* name, so two files called ``photo.jpg`` in different fields no longer collide.
+``form_data`` (text fields) and the uploaded files, each an ``Upload`` (field name, file name,
+content type, bytes). ``Request.files`` keys them by *file name*, as Robyn does and real apps
+expect; ``Request.files_by_field`` keys them by field name (two files called ``photo.jpg`` in
+different fields do not collide there).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -14,21 +18,30 @@ from .datastructures import parse_query
 from .errors import FormError
 
 
-def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+class Upload(NamedTuple):
+    """One file part of a multipart body."""
+
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], list[Upload]]:
     media_type, options = parse_options_header(content_type)
     if media_type == b"application/x-www-form-urlencoded":
-        return {k: v[-1] for k, v in parse_query(body).items()}, {}
+        return {k: v[-1] for k, v in parse_query(body).items()}, []
     if media_type == b"multipart/form-data":
         boundary = options.get(b"boundary")
         if not boundary:
             raise FormError("multipart body without a boundary")
         return _parse_multipart(boundary, body)
-    return {}, {}
+    return {}, []
 
 
-def _parse_multipart(boundary: bytes, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+def _parse_multipart(boundary: bytes, body: bytes) -> tuple[dict[str, str], list[Upload]]:
     fields: dict[str, str] = {}
-    files: dict[str, bytes] = {}
+    files: list[Upload] = []
     part: dict = {}
 
     def on_part_begin() -> None:
@@ -53,7 +66,9 @@ def _parse_multipart(boundary: bytes, body: bytes) -> tuple[dict[str, str], dict
         name = params.get(b"name", b"").decode("utf-8", "replace")
         payload = b"".join(part["data"])
         if b"filename" in params:
-            files[name] = payload
+            content_type = part["headers"].get(b"content-type", b"application/octet-stream")
+            files.append(Upload(name, params[b"filename"].decode("utf-8", "replace"),
+                                content_type.decode("latin-1"), payload))
         else:
             fields[name] = payload.decode("utf-8", "replace")
 

@@ -93,7 +93,7 @@ def _json_body(r: Request) -> Any:
 def _pydantic_body(model: Any) -> Callable[[Request], Any]:
     def validate(r: Request) -> Any:
         try:
-            return model.model_validate_json(r.body)
+            return model.model_validate_json(r.body_bytes)
         except Exception as exc:  # pydantic.ValidationError, without importing pydantic
             errors = getattr(exc, "errors", None)
             detail = errors(include_url=False, include_context=False) if callable(errors) else str(exc)
@@ -214,23 +214,37 @@ def resolve_getters(handler: Callable, endpoint: str, global_deps: dict, router_
 
 
 def compile_call(handler: Callable, endpoint: str, global_deps: dict, router_deps: dict) -> Callable[[Request], Any]:
-    """``call(request)`` for ``handler``: the fastest shape its signature allows."""
+    """``call(request)`` for ``handler``: its arguments by keyword, as Robyn passes them (so a
+    decorator around a handler can read ``kwargs["request"]``); a lone parameter annotated
+    ``Request`` gets it positionally, as in Robyn.
+
+    The call is generated once as real code (``handler(id=g0(request), request=request)``):
+    no per-request loop or dict, the cheapest call Python has for the signature."""
     getters = resolve_getters(handler, endpoint, global_deps, router_deps)
     if not getters:
         return lambda request: handler()
-    if len(getters) == 1 and getters[0][1] is _identity:
+    if len(getters) == 1 and getters[0][1] is _identity and _annotated_request(handler, getters[0][0]):
         return handler
-    positional = all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                     for p in inspect.signature(handler).parameters.values()
-                     if p.name in dict(getters))
-    fns = tuple(g for _, g in getters)
-    if positional:
-        if len(fns) == 1:
-            (only,) = fns
-            return lambda request: handler(only(request))
-        return lambda request: handler(*[g(request) for g in fns])
-    names = tuple(n for n, _ in getters)
-    return lambda request: handler(**{n: g(request) for n, g in zip(names, fns)})
+    positional_only = {p.name for p in inspect.signature(handler).parameters.values()
+                       if p.kind is p.POSITIONAL_ONLY}
+    namespace: dict[str, Any] = {"handler": handler}
+    arguments = []
+    for i, (name, getter) in enumerate(getters):
+        value = "request" if getter is _identity else f"g{i}(request)"
+        if getter is not _identity:
+            namespace[f"g{i}"] = getter
+        arguments.append(value if name in positional_only else f"{name}={value}")
+    source = f"def call(request):\n    return handler({', '.join(arguments)})\n"
+    exec(compile(source, f"<stonechat call of {getattr(handler, '__qualname__', handler)}>", "exec"), namespace)
+    return namespace["call"]
+
+
+def _annotated_request(handler: Callable, name: str) -> bool:
+    try:
+        annotation = typing.get_type_hints(handler).get(name)
+    except Exception:
+        annotation = None
+    return isinstance(annotation, type) and issubclass(annotation, Request)
 
 
 def is_async_callable(fn: Callable) -> bool:

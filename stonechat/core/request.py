@@ -14,7 +14,7 @@ from urllib.parse import unquote
 import orjson
 
 from .datastructures import Headers, Identity, QueryParams, Url
-from .forms import parse_form
+from .forms import Upload, parse_form
 
 _UNSET: Any = object()
 
@@ -22,12 +22,13 @@ _UNSET: Any = object()
 class Request:
     """One HTTP request. Attribute names follow Robyn's ``Request``.
 
-    ``body`` is always ``bytes`` (Robyn gives ``str`` when the body happens to be valid UTF-8
-    and ``bytes`` otherwise); use ``text()`` for a string and ``json()`` for parsed JSON.
+    ``body`` is Robyn's: a ``str`` when the body is valid UTF-8 (``""`` when empty), else
+    ``bytes`` — real Robyn apps parse it as text. ``body_bytes`` is always the bytes as received;
+    ``text()`` and ``json()`` decode. The text is decoded on first read of ``body`` only.
     """
 
-    __slots__ = ("_raw", "method", "path_params", "body", "identity", "session", "_headers",
-                 "_query_params", "_url", "_form_data", "_files", "_ip_addr", "extra_headers",
+    __slots__ = ("_raw", "method", "path_params", "_body", "_body_text", "identity", "session", "_headers",
+                 "_query_params", "_url", "_form_data", "_files", "_upload_list", "_ip_addr", "extra_headers",
                  "__dict__")
 
     def __init__(self, query_params: Optional[QueryParams] = None, headers: Optional[Headers] = None,
@@ -38,7 +39,8 @@ class Request:
         self._raw: Any = None  # the server's HTTPRequest; a Request built by hand has its parts already
         self.method = method
         self.path_params = path_params if path_params is not None else {}
-        self.body = body.encode() if isinstance(body, str) else body
+        self._body_text: Any = _UNSET
+        self.body = body
         self.identity = identity
         self.session = session
         # None until first read on a request from the server (parsed lazily, see the properties)
@@ -47,6 +49,7 @@ class Request:
         self._url: Optional[Url] = url if url is not None else Url("http", "", "/")
         self._form_data: Optional[dict] = form_data
         self._files: Optional[dict] = files
+        self._upload_list: Optional[list[Upload]] = None if files is None else []
         self._ip_addr = ip_addr
         self.extra_headers: Optional[dict] = None
 
@@ -57,7 +60,8 @@ class Request:
         request._raw = raw
         request.method = raw.method
         request.path_params = path_params
-        request.body = raw.body
+        request._body = raw.body
+        request._body_text = _UNSET
         request.identity = None
         request.session = None
         request._headers = None
@@ -65,9 +69,36 @@ class Request:
         request._url = None
         request._form_data = None
         request._files = None
+        request._upload_list = None
         request._ip_addr = _UNSET
         request.extra_headers = None
         return request
+
+    @property
+    def body(self) -> Union[str, bytes]:
+        text = self._body_text
+        if text is _UNSET:
+            raw = self._body
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                text = raw
+            self._body_text = text
+        return text
+
+    @body.setter
+    def body(self, value: Union[str, bytes]) -> None:
+        if isinstance(value, str):
+            self._body, self._body_text = value.encode(), value
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            self._body, self._body_text = bytes(value), _UNSET
+        else:
+            raise ValueError(f"request.body must be str or bytes, not {type(value).__name__}")
+
+    @property
+    def body_bytes(self) -> bytes:
+        """The body exactly as received (``body`` is text when it decodes)."""
+        return self._body
 
     @property
     def headers(self) -> Headers:
@@ -130,24 +161,41 @@ class Request:
 
     @property
     def files(self) -> dict[str, bytes]:
+        """Uploaded files by file name (Robyn's keying; see ``files_by_field``)."""
         if self._files is None:
-            self._parse_form()
-        return self._files  # type: ignore[return-value]
+            self._files = {u.filename: u.data for u in self._uploads()}
+        return self._files
 
     @files.setter
     def files(self, value: dict) -> None:
         self._files = value
 
+    @property
+    def files_by_field(self) -> dict[str, list[Upload]]:
+        """Uploaded files by form field name, each an ``Upload(field, filename, content_type,
+        data)`` — every file, even when two share a file name."""
+        by_field: dict[str, list[Upload]] = {}
+        for upload in self._uploads():
+            by_field.setdefault(upload.field, []).append(upload)
+        return by_field
+
+    def _uploads(self) -> list[Upload]:
+        if self._upload_list is None:
+            self._parse_form()
+        return self._upload_list  # type: ignore[return-value]
+
     def _parse_form(self) -> None:
         content_type = self.headers.get("content-type", "")
-        self._form_data, self._files = parse_form(content_type, self.body)
+        form_data, self._upload_list = parse_form(content_type, self._body)
+        if self._form_data is None:
+            self._form_data = form_data
 
     def text(self, encoding: str = "utf-8") -> str:
-        return self.body.decode(encoding, "replace")
+        return self._body.decode(encoding, "replace")
 
     def json(self) -> Any:
         try:
-            return orjson.loads(self.body)
+            return orjson.loads(self._body)
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"Invalid JSON: {exc}") from None
 

@@ -122,7 +122,10 @@ class Response:
     ``status_code`` is writable (read-only in Robyn), so after-request hooks can change it.
     """
 
-    __slots__ = ("status_code", "_headers", "_body", "_cookies", "response_type", "_file_path")
+    # status_code lives in the instance dict, not a slot: some Robyn apps assign
+    # ``Response.status_code`` on the class, which would replace a slot's descriptor and make
+    # every later ``Response(...)`` fail.
+    __slots__ = ("_headers", "_body", "_cookies", "response_type", "_file_path", "__dict__")
 
     def __init__(self, status_code: int, headers: Union[Headers, dict, None] = None,
                  description: Any = _MISSING, *, body: Any = _MISSING) -> None:
