@@ -24,9 +24,9 @@ from .core.datastructures import Headers
 from .core.dependencies import DependencyMap
 from .core.dispatch import Dispatcher, Route
 from .core.error_response import ErrorResponder
-from .core.lifecycle import Lifecycle, StartupError
+from .core.lifecycle import Events, Lifecycle, StartupError
 from .core.params import arity, compile_call, is_async_callable
-from .core.registry import HTTP_METHODS, HttpMethod, MiddlewareSpec, MiddlewareType, RouteSpec, WebSocketSpec
+from .core.registry import HTTP_METHODS, FunctionInfo, HttpMethod, MiddlewareSpec, MiddlewareType, RouteSpec, WebSocketSpec
 from .core.request import Request
 from .core.routing import Router, normalize_endpoint
 from .core.watchdog import BlockingWatchdog
@@ -273,6 +273,18 @@ class Robyn(BaseRouter):
         self.lifecycle.add_shutdown(handler)
         return handler
 
+    @property
+    def event_handlers(self) -> dict[Events, FunctionInfo]:
+        """Robyn's view of the lifecycle handlers: the last one registered for each event, as a
+        ``FunctionInfo`` (stonechat runs all of them, in order)."""
+        found = {}
+        for event, handlers in ((Events.STARTUP, self.lifecycle.startup_handlers),
+                                (Events.SHUTDOWN, self.lifecycle.shutdown_handlers)):
+            if handlers:
+                fn = handlers[-1]
+                found[event] = FunctionInfo(fn, is_async_callable(fn), arity(fn))
+        return found
+
     def lifespan(self, factory: Callable) -> Callable:
         """Register an async context manager factory (e.g. ``@asynccontextmanager``), entered at
         startup and exited at shutdown; it may take the app as its one argument."""
@@ -348,10 +360,19 @@ class Robyn(BaseRouter):
                 websockets, global_deps, self.authentication_handler, settings, errors)
         self.dispatcher = Dispatcher(
             router, routes, defaults=defaults, errors=errors, global_before=global_before, global_after=global_after,
-            request_headers=self.request_headers.get_headers() if not self.request_headers.is_empty() else None,
+            request_headers=self._headers_for_requests(),
             excluded_paths=excluded, blocking_warn_s=settings.blocking_warn_ms / 1000.0,
             executor=self.executor, websocket=websocket)
         return self.dispatcher
+
+    def _headers_for_requests(self) -> Optional[tuple[dict, dict]]:
+        """What every request's ``headers`` gain: the app's request headers (appended), and —
+        as in Robyn, whose request and response header sets share one slot, and whose own
+        suite relies on it — the app's default *response* headers where the client sent no
+        header of that name."""
+        added = self.request_headers.get_headers()
+        defaults = self.response_headers.get_headers()
+        return (added, defaults) if added or defaults else None
 
     def served(self, settings: Optional[ServerSettings] = None, debug: bool = False) -> "ServedApp":
         """The object the server runs (see ``server/interface.py``)."""

@@ -209,3 +209,34 @@ def test_returned_query_params_are_json_and_response_status_code_survives_a_clas
             del Response.status_code
         else:
             Response.status_code = saved
+
+
+def test_content_disposition_shapes():
+    from stonechat.core.response import content_disposition
+    assert content_disposition("test.txt") == "attachment; filename=test.txt"
+    assert content_disposition("my report.pdf") == 'attachment; filename="my report.pdf"'
+    assert content_disposition('a"b.txt') == 'attachment; filename="a\\"b.txt"'
+    assert content_disposition("résumé.pdf") == (
+        "attachment; filename=\"r?sum?.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf")
+
+
+def test_event_handlers_view_as_in_robyn():
+    from stonechat import Events
+    app = Robyn(__file__)
+
+    @app.startup_handler
+    def first():
+        pass
+
+    @app.startup_handler
+    async def second():
+        pass
+
+    @app.shutdown_handler
+    def bye():
+        pass
+
+    info = app.event_handlers[Events.STARTUP]
+    assert info.handler is second and info.is_async is True and info.number_of_params == 0
+    assert app.event_handlers[Events.SHUTDOWN].handler is bye and app.event_handlers[Events.SHUTDOWN].is_async is False
+    assert app.lifecycle.startup_handlers == [first, second]  # all of them still run

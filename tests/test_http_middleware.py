@@ -132,6 +132,14 @@ def sub_open(request):
 
 app.include_router(sub)
 
+@app.get("/raises")
+def raises():
+    raise RuntimeError("handler broke")
+
+@app.get("/bad-param/:n")
+def bad_param(n: int):
+    return n
+
 @app.get("/outside")
 def outside(request):
     return {"sub": request.headers.get("x-sub")}
@@ -201,6 +209,17 @@ def test_middleware_error_500(client, server):
     r = client.get("/mw-error")
     assert r.status_code == 500 and "middleware broke" not in r.text
     assert httpx.get(server.url + "/plain").status_code == 200
+
+
+def test_after_hooks_run_on_error_answers_too(client):
+    """As in Robyn: the plain 500 and a 400 for a bad parameter pass the global after hook."""
+    r = client.get("/raises")
+    assert r.status_code == 500 and r.headers["x-global-after"] == "GET"
+    assert "handler broke" not in r.text
+    r = client.get("/bad-param/abc")
+    assert r.status_code == 400 and r.headers["x-global-after"] == "GET"
+    r = client.get("/mw-error")
+    assert r.status_code == 500 and r.headers["x-global-after"] == "GET"
 
 
 def test_after_hook_bad_return_500(client, server):

@@ -80,10 +80,11 @@ def mutated(request: Request):
     return {"added": request.headers.get("x-added"), "pp": request.path_params}
 
 app.add_request_header("x-app-default", "from-app")
+app.set_response_header("x-resp-default", "resp")
 
 @app.get("/app-header")
 def app_header(request: Request):
-    return {"v": request.headers.get_all("x-app-default")}
+    return {"v": request.headers.get_all("x-app-default"), "resp": request.headers.get_all("x-resp-default")}
 
 if __name__ == "__main__":
     app.start()
@@ -183,9 +184,13 @@ def test_before_hook_mutations_persist(client):
 
 
 def test_app_request_header(client):
-    assert client.get("/app-header").json() == {"v": ["from-app"]}
+    assert client.get("/app-header").json() == {"v": ["from-app"], "resp": ["resp"]}
     r = client.get("/app-header", headers={"x-app-default": "client"})
-    assert r.json() == {"v": ["client", "from-app"]}
+    assert r.json()["v"] == ["client", "from-app"]
+    # the app's default response headers show in request.headers too (Robyn does this and its
+    # own suite relies on it), but never over a header the client sent
+    r = client.get("/app-header", headers={"x-resp-default": "client"})
+    assert r.json()["resp"] == ["client"]
 
 
 def test_raw_http10_request(server):

@@ -257,7 +257,7 @@ def server(serve_module):
     ("/dict", 200, "application/json", b'{"a":1}'),
     ("/subdict", 200, "application/json", b'{"b":2}'),
     ("/list", 200, "application/json", b'[1,"x"]'),
-    ("/none", 200, None, b""),
+    ("/none", 200, "text/plain", b"None"),  # Robyn answers the text "None"
     ("/int", 200, "text/plain", b"42"),
     ("/response", 201, None, b"created"),
     ("/response-body", 202, None, b"bb"),
@@ -361,10 +361,10 @@ def test_files(client):
     r = client.get("/file")
     assert r.content == b"file contents"
     assert r.headers["content-type"].startswith("text/plain")
-    assert r.headers["content-disposition"] == 'attachment; filename="data.txt"'
+    assert r.headers["content-disposition"] == "attachment; filename=data.txt"  # Robyn's shape
     r = client.get("/file-named")
     assert r.headers["content-type"] == "text/csv"
-    assert r.headers["content-disposition"] == 'attachment; filename="report.csv"'
+    assert r.headers["content-disposition"] == "attachment; filename=report.csv"
     r = client.get("/page")
     assert r.text == "<p>page</p>" and r.headers["content-type"].startswith("text/html")
     assert "content-disposition" not in r.headers
@@ -375,6 +375,8 @@ def test_streaming(client):
     assert r.text == "part0;part1;part2;"
     assert r.headers["transfer-encoding"] == "chunked" and "content-length" not in r.headers
     assert r.headers["content-type"] == "text/plain"
+    assert r.headers["cache-control"] == "no-cache, no-store, must-revalidate"  # as Robyn, on every stream
+    assert r.headers["x-accel-buffering"] == "no" and r.headers["pragma"] == "no-cache"
     r = client.get("/stream-sync")
     assert r.content == b"abc" and r.headers["x-s"] == "1"
     assert r.headers["content-type"] == "application/x-thing"
@@ -406,7 +408,7 @@ def test_http_exception_without_handler(client):
     r = client.get("/http-exc")
     assert r.status_code == 409 and r.text == "conflict here"
     r = client.get("/http-exc-default")
-    assert r.status_code == 404 and r.text == "Not Found"
+    assert r.status_code == 404 and r.text == "Not Found"  # HTTPException's default detail: the reason phrase
 
 
 def test_handler_exception_500_and_keep_going(client, server):
@@ -452,7 +454,7 @@ def test_exception_handler_async_covers_earlier_routes(serve):
         r = c.get("/http")
         assert r.status_code == 403 and r.text == "mapped nope" and r.headers["x-mapped"] == "1"
         r = c.get("/handler-fails")
-        assert r.status_code == 500 and "Internal Server Error" in r.text
+        assert r.status_code == 500 and "Internal server error" in r.text
         assert c.get("/ok").text == "ok"
 
 

@@ -67,7 +67,7 @@ NO_DEFAULTS = DefaultHeaders()
 class Converter:
     """Converts one route's return values; ``status`` is the route's ``status_code`` option."""
 
-    __slots__ = ("status", "defaults", "text_block", "json_block", "octet_block", "empty_block")
+    __slots__ = ("status", "defaults", "text_block", "json_block", "octet_block")
 
     def __init__(self, status: Optional[int] = None, defaults: DefaultHeaders = NO_DEFAULTS) -> None:
         if status is not None and not 200 <= status <= 599:
@@ -78,7 +78,6 @@ class Converter:
         self.text_block = TEXT + plain
         self.json_block = JSON + plain
         self.octet_block = OCTET + plain
-        self.empty_block = defaults.block
 
     def __call__(self, value: Any) -> HTTPResponse:
         cls = value.__class__
@@ -90,11 +89,13 @@ class Converter:
             return self.response(value)
         if cls is bytes:
             return HTTPResponse(self.status, self.octet_block, value)
-        if value is None:
-            return HTTPResponse(self.status, self.empty_block, b"")
+        if value is None:  # Robyn answers the text "None"
+            return HTTPResponse(self.status, self.text_block, b"None")
         return self._other(value)
 
     def _other(self, value: Any) -> HTTPResponse:
+        if isinstance(value, HTTPResponse):  # already on the wire (a cached or error answer)
+            return value
         if isinstance(value, Response):
             return self.response(value)
         if isinstance(value, str):

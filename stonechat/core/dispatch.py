@@ -30,6 +30,9 @@ from .routing import Router, param_names
 
 logger = logging.getLogger("stonechat")
 
+# Robyn's bodies for the answers dispatch makes itself (its suite and apps compare them).
+NOT_FOUND = "Not found"
+
 
 class Route:
     """A route compiled for dispatch from its registration record (``spec``)."""
@@ -66,7 +69,7 @@ class Dispatcher:
     """Holds the compiled route table and answers requests; built by ``App._build``."""
 
     def __init__(self, router: Router[Route], routes: list[Route], *, defaults: DefaultHeaders, errors: ErrorResponder,
-                 global_before: list, global_after: list, request_headers: Optional[dict],
+                 global_before: list, global_after: list, request_headers: Optional[tuple[dict, dict]],
                  excluded_paths: frozenset, blocking_warn_s: float, executor: Any,
                  websocket: Any = None) -> None:
         self.router = router
@@ -84,7 +87,7 @@ class Dispatcher:
         self.running_since = 0.0
         self.error_convert = Converter(None, defaults)
         not_found = Converter(404, defaults)
-        self.not_found = not_found("Not Found")
+        self.not_found = not_found(NOT_FOUND)
         self.not_found_route = Route(_Fallback, _not_found, False, False, not_found)
         self.not_found_route.before = global_before
         self.not_found_route.after = global_after
@@ -135,6 +138,9 @@ class Dispatcher:
     # -- the full pipeline -----------------------------------------------------------------
 
     async def _run(self, route: Route, request: Request) -> HTTPResponse:
+        """Before hooks → handler → after hooks. An error answer (the exception handler's, a
+        400, the plain 500) goes through the after hooks too, as in Robyn; an error in an after
+        hook is answered without running them again."""
         convert = route.convert
         try:
             response: Any = None
@@ -151,23 +157,31 @@ class Dispatcher:
                 if route.cached is not None and not route.after:
                     return route.cached
                 response = await self._call(route, request)
-            if route.after:
-                response = self._as_response(convert, response)
-                if isinstance(response, Response):
-                    for hook, is_async, n_args in route.after:
-                        result = hook(request, response) if n_args >= 2 else (hook(response) if n_args == 1 else hook())
-                        if is_async:
-                            result = await result
-                        if not isinstance(result, Response):
-                            raise TypeError(f"after_request hook {getattr(hook, '__qualname__', hook)} "
-                                            f"returned {type(result).__name__}, expected Response")
-                        response = result
-            return convert(response)
+        except Exception as exc:
+            response = self._error(route, exc)
+            if not isinstance(response, HTTPResponse):
+                response = await response
+        if not route.after:
+            return response if response.__class__ is HTTPResponse else convert(response)
+        try:
+            return convert(await self._after(route, request, response))
         except Exception as exc:
             answer = self._error(route, exc)
-            if not isinstance(answer, HTTPResponse):
-                answer = await answer
-            return answer
+            return answer if isinstance(answer, HTTPResponse) else await answer
+
+    async def _after(self, route: Route, request: Request, response: Any) -> Any:
+        response = self._as_response(route.convert, response)
+        if not isinstance(response, Response):
+            return response  # a stream: after hooks cannot change what is already flowing
+        for hook, is_async, n_args in route.after:
+            result = hook(request, response) if n_args >= 2 else (hook(response) if n_args == 1 else hook())
+            if is_async:
+                result = await result
+            if not isinstance(result, Response):
+                raise TypeError(f"after_request hook {getattr(hook, '__qualname__', hook)} "
+                                f"returned {type(result).__name__}, expected Response")
+            response = result
+        return response
 
     async def _call(self, route: Route, request: Request) -> Any:
         if route.cached is not None:
@@ -226,7 +240,7 @@ class Dispatcher:
             allowed.add("HEAD")
         allow = ", ".join(sorted(allowed))
         return HTTPResponse(405, TEXT + b"allow: " + allow.encode() + b"\r\n" + self.defaults.block_without(["content-type"]),
-                            b"Method Not Allowed\n")
+                            b"Method not allowed")
 
     def _warn_blocking(self, route: Route, elapsed: float) -> None:
         logger.warning("%s blocked the event loop for %.0f ms in all (threshold %.0f ms); "
@@ -235,4 +249,4 @@ class Dispatcher:
 
 
 def _not_found(*_: Any) -> str:
-    return "Not Found"
+    return NOT_FOUND

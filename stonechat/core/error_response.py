@@ -66,9 +66,9 @@ class ErrorResponder:
 
     def internal_error(self, exc: BaseException, convert: Converter, where: str) -> HTTPResponse:
         logger.error("error in %s", where, exc_info=exc)
-        body = "Internal Server Error\n"
+        body = "Internal server error"  # Robyn's body, byte for byte
         if self.debug:
-            body += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            body += "\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return HTTPResponse(500, convert.text_block, body.encode())
 
 

@@ -51,7 +51,8 @@ class Request:
         self._files: Optional[dict] = files
         self._upload_list: Optional[list[Upload]] = None if files is None else []
         self._ip_addr = ip_addr
-        self.extra_headers: Optional[dict] = None
+        # (appended, defaults) from the app, merged into ``headers`` on first read
+        self.extra_headers: Optional[tuple[dict, dict]] = None
 
     @classmethod
     def _from_server(cls, raw: Any, path_params: dict) -> "Request":
@@ -105,8 +106,15 @@ class Request:
         headers = self._headers
         if headers is None:
             headers = self._headers = Headers._from_raw(self._raw.headers)
-            if self.extra_headers:
-                headers.populate_from_dict(self.extra_headers)
+            extra = self.extra_headers
+            if extra:
+                added, defaults = extra
+                if added:
+                    headers.populate_from_dict(added)
+                own = headers._map
+                for name, values in defaults.items():
+                    if name not in own:
+                        own[name] = list(values)
         return headers
 
     @headers.setter

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+from urllib.parse import quote
 from typing import Any, AsyncIterator, Iterator, Optional, Union
 
 import orjson
@@ -222,17 +223,35 @@ class FileResponse:
 def serve_file(file_path: str, file_name: Optional[str] = None) -> FileResponse:
     name = file_name or os.path.basename(file_path)
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
     return FileResponse(file_path, headers={
         "content-type": content_type,
-        "content-disposition": f'attachment; filename="{quoted}"',
+        "content-disposition": content_disposition(name),
     })
+
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def content_disposition(name: str, kind: str = "attachment") -> str:
+    """``attachment; filename=report.csv`` as Robyn sends it when the name is a token; else the
+    name quoted, and for non-ASCII names also ``filename*`` in UTF-8 (RFC 6266, RFC 8187)."""
+    if name and set(name) <= _TOKEN:
+        return f"{kind}; filename={name}"
+    ascii_name = name.encode("ascii", "replace").decode().replace("\\", "\\\\").replace('"', '\\"')
+    value = f'{kind}; filename="{ascii_name}"'
+    if not name.isascii():
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
 
 
 def serve_html(file_path: str) -> FileResponse:
     response = FileResponse(file_path, headers={"content-type": "text/html; charset=utf-8"})
     response.headers.remove("content-disposition")
     return response
+
+
+_STREAM_HEADERS = (("cache-control", "no-cache, no-store, must-revalidate"), ("pragma", "no-cache"),
+                   ("expires", "0"), ("x-accel-buffering", "no"))
 
 
 class StreamingResponse:
@@ -249,10 +268,11 @@ class StreamingResponse:
         self.media_type = media_type
         if media_type and not self.headers.contains("content-type"):
             self.headers.set("content-type", media_type)
-        if media_type == "text/event-stream":
-            if not self.headers.contains("cache-control"):
-                self.headers.set("cache-control", "no-cache")
-            self.headers.set("x-accel-buffering", "no")
+        # What Robyn puts on every streamed response, so that no proxy or cache holds the
+        # chunks back (the handler's own values win).
+        for name, value in _STREAM_HEADERS:
+            if not self.headers.contains(name):
+                self.headers.set(name, value)
 
 
 class SSEResponse(StreamingResponse):
