@@ -330,6 +330,8 @@ def main(argv=None):
         ap.error(f"--frameworks takes {', '.join(MEMORY_PEERS)}; --levels must ascend")
     if not 1 <= args.clients <= 16:
         ap.error("--clients must be 1..16")
+    if not 0 < args.ping_interval <= 60 or not 0 < args.keepalive_window <= 600 or not 0 <= args.settle <= 60:
+        ap.error("--ping-interval must be in (0, 60], --keepalive-window in (0, 600], --settle in [0, 60]")
     bench.pin_cpus(args.server_cpu, args.load_cpu)
     args.lock = bench.take_lock("memory.py")
     soft, hard = bench.raise_nofile()
