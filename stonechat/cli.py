@@ -17,6 +17,7 @@ import runpy
 import sys
 from typing import Optional, Sequence
 
+from .browser import drop_once_token, make_once_token
 from .server.supervisor import run_dev
 from .serving import setup_logging
 from .version import __version__
@@ -28,6 +29,7 @@ USAGE = """usage: stonechat APP.py [--dev] [--processes N] [--workers N] [--log-
   --processes N    N worker processes sharing the port, under a supervisor
   --workers N      threads per process for threaded handlers (threaded=True)
   --log-level L    DEBUG, INFO (default), WARNING, ERROR
+  --open-browser   open the app in a browser once it serves (also ROBYN_BROWSER_OPEN=1)
 Other flags are passed to the app (see docs/lifecycle.md)."""
 
 
@@ -47,7 +49,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     app_path = os.path.abspath(app_file)
     if "--dev" in rest and not os.environ.get("STONECHAT_DEV_CHILD"):
         setup_logging("INFO")
-        return run_dev(None, None, argv=[app_path, *rest])
+        # Whether the app opens a browser is known in the child (robyn.env, flags): the token
+        # makes sure only its first start does (browser.py).
+        token = make_once_token()
+        try:
+            return run_dev(None, None, argv=[app_path, *rest])
+        finally:
+            drop_once_token(token)
     if not os.path.isfile(app_path):
         print(f"stonechat: {app_file}: no such file", file=sys.stderr)
         return 2
