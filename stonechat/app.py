@@ -31,6 +31,7 @@ from .core.request import Request
 from .core.routing import Router, normalize_endpoint
 from .core.watchdog import BlockingWatchdog
 from .envfile import EnvFile, load_env_file
+from .features.mcp import MCPApp
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
 from .serving import start_app
@@ -266,6 +267,14 @@ class Robyn(BaseRouter):
         self.dispatcher: Optional[Dispatcher] = None
         self.executor: Optional[ThreadPoolExecutor] = None
         self.websocket_hub: Any = None
+        self._mcp_app: Optional[MCPApp] = None
+
+    @property
+    def mcp(self) -> MCPApp:
+        """``app.mcp``: the MCP endpoint (``POST /mcp``, features/mcp.py), made on first use."""
+        if self._mcp_app is None:
+            self._mcp_app = MCPApp(self)
+        return self._mcp_app
 
     # -- lifecycle -------------------------------------------------------------------------
 
