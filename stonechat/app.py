@@ -30,6 +30,8 @@ from .core.registry import HTTP_METHODS, FunctionInfo, HttpMethod, MiddlewareSpe
 from .core.request import Request
 from .core.routing import Router, normalize_endpoint
 from .core.watchdog import BlockingWatchdog
+from .envfile import EnvFile, load_env_file
+from .features.mcp import MCPApp
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
 from .serving import start_app
@@ -247,6 +249,9 @@ class Robyn(BaseRouter):
         super().__init__("", dependencies)
         self.file_path = file_object
         self.directory_path = os.path.dirname(os.path.abspath(file_object)) if file_object else os.getcwd()
+        # robyn.env next to the app file, as Robyn reads it here (the environment wins; a bad
+        # line is reported by start(), envfile.py)
+        self.env_file: Optional[EnvFile] = load_env_file(self.directory_path) if file_object else None
         self.config = config
         self.openapi = openapi
         self.request_headers = Headers()
@@ -262,6 +267,14 @@ class Robyn(BaseRouter):
         self.dispatcher: Optional[Dispatcher] = None
         self.executor: Optional[ThreadPoolExecutor] = None
         self.websocket_hub: Any = None
+        self._mcp_app: Optional[MCPApp] = None
+
+    @property
+    def mcp(self) -> MCPApp:
+        """``app.mcp``: the MCP endpoint (``POST /mcp``, features/mcp.py), made on first use."""
+        if self._mcp_app is None:
+            self._mcp_app = MCPApp(self)
+        return self._mcp_app
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
     stonechat app.py [--processes N] [--workers N] [--log-level L] ...   run the app file
     stonechat app.py --dev                                               run it, restart on .py changes
+    stonechat --create [--dir D --docker y|n --type T]                    a new project (scaffold/)
     stonechat --version
 
 The app file runs in this process as ``__main__`` (so its ``app.start()`` sees the same flags
@@ -17,17 +18,22 @@ import runpy
 import sys
 from typing import Optional, Sequence
 
+from .browser import drop_once_token, make_once_token
+from .scaffold import run_create
 from .server.supervisor import run_dev
 from .serving import setup_logging
 from .version import __version__
 
 USAGE = """usage: stonechat APP.py [--dev] [--processes N] [--workers N] [--log-level LEVEL] [...]
+       stonechat --create [--dir PATH] [--docker y|n] [--type no-db|sqlite|postgres]
        stonechat --version
 
   --dev            restart the app when a .py file in its directory changes
   --processes N    N worker processes sharing the port, under a supervisor
   --workers N      threads per process for threaded handlers (threaded=True)
   --log-level L    DEBUG, INFO (default), WARNING, ERROR
+  --open-browser   open the app in a browser once it serves (also ROBYN_BROWSER_OPEN=1)
+  --create         a new project from a template; asks for what the flags do not give
 Other flags are passed to the app (see docs/lifecycle.md)."""
 
 
@@ -36,6 +42,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "--version" in args:
         print(f"stonechat {__version__}")
         return 0
+    if "--create" in args:
+        return run_create(args)
     if not args or "-h" in args or "--help" in args:
         print(USAGE, file=sys.stderr if not args else sys.stdout)
         return 0 if args else 2
@@ -47,7 +55,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     app_path = os.path.abspath(app_file)
     if "--dev" in rest and not os.environ.get("STONECHAT_DEV_CHILD"):
         setup_logging("INFO")
-        return run_dev(None, None, argv=[app_path, *rest])
+        # Whether the app opens a browser is known in the child (robyn.env, flags): the token
+        # makes sure only its first start does (browser.py).
+        token = make_once_token()
+        try:
+            return run_dev(None, None, argv=[app_path, *rest])
+        finally:
+            drop_once_token(token)
     if not os.path.isfile(app_path):
         print(f"stonechat: {app_file}: no such file", file=sys.stderr)
         return 2

@@ -30,14 +30,18 @@ class Config:
         self.workers: int = args.workers or 1
         # Given explicitly: the per-process thread pool for threaded handlers (see docs/lifecycle.md).
         self.workers_given: bool = args.workers is not None
-        self.dev: bool = args.dev or env.get("STONECHAT_DEV", "").lower() in ("1", "true")
+        self.dev: bool = (args.dev or env.get("STONECHAT_DEV", "").lower() in ("1", "true")
+                          or env.get("ROBYN_DEV_MODE", "").lower() == "true")
         self.fast: bool = args.fast
         if self.fast:
             self.processes = args.processes or (os.cpu_count() or 1)
         self.log_level: str = (args.log_level or env.get("STONECHAT_LOG_LEVEL")
                                or ("DEBUG" if self.dev else ("WARNING" if self.fast else "INFO"))).upper()
         self.disable_openapi: bool = args.disable_openapi
-        self.open_browser: bool = args.open_browser
+        # Robyn: any non-empty ROBYN_BROWSER_OPEN turns it on; "0"/"false"/"no"/"off" do not here.
+        self.open_browser: bool = args.open_browser or any(
+            env.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+            for name in ("STONECHAT_OPEN_BROWSER", "ROBYN_BROWSER_OPEN"))
         self.version: bool = args.version
         self.debug: bool = args.debug or env.get("STONECHAT_DEBUG", "").lower() in ("1", "true")
         if self.processes < 1:

@@ -8,7 +8,10 @@ threaded handlers). The app is built (``app.served``) in the process that serves
 fork, so no thread pool or event loop crosses a fork.
 
 Robyn's ``start()`` prompts on stdin when the port is taken; here a taken port is a startup
-error that names the address (exit 1), since servers run without a terminal.
+error that names the address (exit 1), since servers run without a terminal. A bad line in
+``robyn.env`` (read by the constructor, ``envfile.py``) stops here too (exit 2).
+``--open-browser`` wraps the served app's startup so the URL opens once it has run, once per
+run (``browser.py``).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from .version import __version__
+from .browser import browser_url, drop_once_token, make_once_token, open_browser_once
 from .config import Config
 from .server.runner import (EXIT_OK, bind_socket, guard_exit, hold_stop_signals,
                             inherited_control_channel, serve)
@@ -71,6 +75,11 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
     if config.version:
         print(f"stonechat {__version__}")
         return
+    env_file = getattr(app, "env_file", None)
+    if env_file is not None and env_file.problems:
+        for problem in env_file.problems:
+            logger.error("bad line in robyn.env: %s", problem)
+        sys.exit(EXIT_BAD_CONFIG)
     try:
         host, port = resolve_address(host, port)
         merged = dict(app.settings_overrides)
@@ -93,7 +102,13 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
         sys.exit(EXIT_BAD_CONFIG)
 
     if config.dev and not os.environ.get(DEV_CHILD_ENV):
-        sys.exit(run_dev(host, port))
+        token = make_once_token() if config.open_browser else None  # the first child opens it
+        try:
+            code = run_dev(host, port)
+        finally:
+            if token is not None:
+                drop_once_token(token)
+        sys.exit(code)
 
     hold_stop_signals()  # from bind on, a Ctrl+C means the stop sequence (runner.py)
     try:
@@ -106,17 +121,35 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
     actual_port = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else '[' + host + ']'}:{actual_port}"
 
+    def make_served() -> Any:  # in the process that serves (after the fork, under a supervisor)
+        served = app.served(settings, config.debug)
+        if config.open_browser:
+            served.startup = _then_open_browser(served.startup, browser_url(host, actual_port))
+        return served
+
     if config.processes > 1:
         banner = f"stonechat {__version__} serving {url} ({config.processes} processes)"
-        code = run_supervisor(lambda: app.served(settings, config.debug), sock, settings,
-                              config.processes, banner, stop_timeout=stop_timeout(app, settings))
+        token = make_once_token() if config.open_browser else None  # the first ready worker opens it
+        try:
+            code = run_supervisor(make_served, sock, settings, config.processes, banner,
+                                  stop_timeout=stop_timeout(app, settings))
+        finally:
+            if token is not None:
+                drop_once_token(token)
     else:
         banner = f"stonechat {__version__} serving {url} (pid {os.getpid()})"
-        code = serve(app.served(settings, config.debug), sock, settings, banner,
-                     control=inherited_control_channel())
+        code = serve(make_served(), sock, settings, banner, control=inherited_control_channel())
     guard_exit(code)
     if code != EXIT_OK:
         sys.exit(code)
+
+
+def _then_open_browser(startup: Callable[[], Awaitable[None]], url: str) -> Callable[[], Awaitable[None]]:
+    """``--open-browser``: the served app's startup, then the browser (once per run, browser.py)."""
+    async def startup_then_open_browser() -> None:
+        await startup()
+        open_browser_once(url)
+    return startup_then_open_browser
 
 
 def stop_timeout(app: Any, settings: ServerSettings) -> float:

@@ -17,11 +17,19 @@ Methods: ``get/head/options/post/put/patch/delete(path, **kw)`` with keyword arg
 values repeat the key), ``form_data`` (dict; url-encoded, or multipart with ``files``) and
 ``files`` (``{field: bytes}`` or ``{field: (filename, bytes[, content_type])}``).
 The client is synchronous: call it from ordinary (non-async) test functions.
+
+WebSockets (beyond Robyn's client, as Starlette's): ``with client.websocket_connect(path,
+headers=..., subprotocols=[...]) as ws:`` runs the real handshake and session in-process,
+``ws.send_text/send_bytes/send_json``, ``ws.receive_text/receive_bytes/receive_json`` (bounded
+by ``timeout``), ``ws.close(code, reason)``, ``ws.close_code``/``ws.close_reason``; a refused
+handshake raises ``WebSocketRefused`` with its status and body (``testclient_websocket.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import uuid
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
@@ -30,7 +38,8 @@ import orjson
 
 from .core.conversion import decode_header_block
 from .core.datastructures import Headers
-from .server.interface import HTTPRequest, HTTPResponse
+from .server.interface import HTTPRequest, HTTPResponse, WebSocketAccept
+from .testclient_websocket import InProcessWebSocket, WebSocketRefused, WebSocketTestSession, shut_down
 
 _NO_BODY = frozenset({204, 304}) | frozenset(range(100, 200))
 
@@ -71,6 +80,7 @@ class TestClient:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._served: Any = None
         self._lifecycle = False
+        self._websockets: list[InProcessWebSocket] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -93,8 +103,10 @@ class TestClient:
         """Run the app's shutdown and release the client's event loop."""
         served, loop = self._served, self._loop
         self._served = self._loop = None
+        websockets, self._websockets = self._websockets, []
         if served is not None and loop is not None:
             try:
+                shut_down(loop, websockets)  # as a stopping server: 1001, then the sessions end
                 if self._lifecycle:
                     loop.run_until_complete(served.shutdown())
                 elif served.app.executor is not None:
@@ -179,6 +191,42 @@ class TestClient:
         raw.host = self.host.encode()
         return raw
 
+    # -- WebSockets (testclient_websocket.py) ---------------------------------------------------
+
+    def websocket_connect(self, path: str, headers: Optional[dict] = None,
+                          subprotocols: Optional[list[str]] = None, query_params: Optional[dict] = None,
+                          timeout: float = 5.0) -> WebSocketTestSession:
+        """Open a WebSocket on ``path`` through the app's real handshake; ``WebSocketRefused``
+        if the app answers with an HTTP response. ``timeout`` bounds every wait on the app."""
+        served = self._ensure_started()
+        loop = self._loop
+        assert loop is not None
+        user = {str(k).lower(): v for k, v in (headers or {}).items()}
+        user.setdefault("connection", "Upgrade")
+        user.setdefault("upgrade", "websocket")
+        user.setdefault("sec-websocket-key", base64.b64encode(os.urandom(16)).decode())
+        user.setdefault("sec-websocket-version", "13")
+        if subprotocols:
+            user["sec-websocket-protocol"] = ", ".join(subprotocols)
+        raw = self._build("GET", path, None, None, user, query_params, None, None)
+        raw.websocket = True
+        result = served.handle(raw)
+        if not isinstance(result, (HTTPResponse, WebSocketAccept)):
+            try:
+                result = loop.run_until_complete(asyncio.wait_for(_await(result), timeout))
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"WebSocket {path}: no answer to the handshake within {timeout} s") from None
+        if isinstance(result, HTTPResponse):
+            content = result.body
+            if result.stream is not None:
+                content = loop.run_until_complete(_collect(result.stream, True))
+            raise WebSocketRefused(path, result.status, decode_header_block(result.headers), content)
+        if not isinstance(result, WebSocketAccept):
+            raise TypeError(f"the app answered the WebSocket handshake on {path} with {type(result).__name__}")
+        conn = InProcessWebSocket(loop, raw, served.settings.ws_close_timeout)
+        self._websockets = [c for c in self._websockets if c.open or not _ended(c)] + [conn]
+        return WebSocketTestSession(loop, conn, result, path, timeout)
+
     def get(self, path: str, **kwargs: Any) -> TestResponse:
         return self.request("GET", path, **kwargs)
 
@@ -199,6 +247,10 @@ class TestClient:
 
     def delete(self, path: str, json_data: Any = None, **kwargs: Any) -> TestResponse:
         return self.request("DELETE", path, json_data=json_data, **kwargs)
+
+
+def _ended(conn: InProcessWebSocket) -> bool:
+    return conn.session_task is not None and conn.session_task.done()
 
 
 async def _await(awaitable: Any) -> Any:
@@ -240,4 +292,4 @@ def _multipart(fields: dict, files: dict) -> tuple[bytes, str]:
     return b"".join(out), f"multipart/form-data; boundary={boundary}"
 
 
-__all__ = ["TestClient", "TestResponse"]
+__all__ = ["TestClient", "TestResponse", "WebSocketRefused", "WebSocketTestSession"]
