@@ -130,7 +130,7 @@ def test_a_bad_line_stops_startup_naming_file_and_line_without_a_traceback(tmp_p
     proc = subprocess.run([sys.executable, str(tmp_path / "app.py")], cwd=tmp_path, capture_output=True,
                           text=True, timeout=30, env={"PATH": "/usr/bin:/bin", "STONECHAT_PORT": str(free_port())})
     assert proc.returncode == 2, proc.stderr
-    assert f"robyn.env:3: expected KEY=VALUE, got 'ROBYN_PORT 8080'" in proc.stderr
+    assert "robyn.env:3: expected KEY=VALUE, got 'ROBYN_PORT 8080'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
