@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Optional
 
 import httptools
 
 from .interface import HTTPRequest, HTTPResponse, WebSocketAccept
-from .settings import ServerSettings
+from .state import ServerState
 
 logger = logging.getLogger("stonechat.server")
 
@@ -52,41 +51,6 @@ _HOST_CHARS = bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(
 def plain_response(status: int, text: str) -> HTTPResponse:
     """A short text/plain answer the server itself gives (errors, limits)."""
     return HTTPResponse(status, b"content-type: text/plain; charset=utf-8\r\n", text.encode())
-
-
-class ServerState:
-    """What all connections of one worker share: settings, the app, the clock, the live set."""
-
-    def __init__(self, app: Any, settings: ServerSettings, loop: asyncio.AbstractEventLoop) -> None:
-        self.app = app
-        self.settings = settings
-        self.loop = loop
-        self.connections: set["HttpProtocol"] = set()
-        self.websockets: set[Any] = set()
-        self.accepting = True
-        self.now = loop.time()
-        self.date_block = b""
-        self._ticker: Optional[asyncio.TimerHandle] = None
-
-    def start_ticker(self) -> None:
-        self.tick()
-
-    def stop_ticker(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
-
-    def tick(self) -> None:
-        """Once a second: refresh the Date header and enforce every connection's deadlines."""
-        self.now = now = self.loop.time()
-        self.date_block = b"date: %s\r\nserver: stonechat\r\n" % formatdate(usegmt=True).encode()
-        for conn in list(self.connections):
-            conn.check_timeouts(now)
-        for ws in list(self.websockets):
-            check = getattr(ws, "check_timeouts", None)
-            if check is not None:
-                check(now)
-        self._ticker = self.loop.call_later(1.0, self.tick)
 
 
 class _Reject(Exception):

@@ -36,7 +36,8 @@ import threading
 import time
 from typing import Any, Optional
 
-from .http import HttpProtocol, ServerState
+from .http import HttpProtocol
+from .state import ServerState
 from .peers import PeerBus
 from .settings import ServerSettings
 

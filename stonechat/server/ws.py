@@ -52,6 +52,7 @@ from typing import Any, Optional, Union
 
 from .deflate import Inflater, Negotiated, TooBig, compress, negotiate
 from .deflate import MIN_SIZE as _DEFLATE_MIN_SIZE
+from .state import ServerState
 from .interface import VALID_CLOSE_CODES as _VALID_CODES, NO_MESSAGE, ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, close_payload
 
 try:  # the C helper of the websockets library: XOR with the masking key
@@ -137,14 +138,7 @@ def _refuse(status: int, text: str, extra: bytes = b"") -> HTTPResponse:
     return HTTPResponse(status, b"content-type: text/plain; charset=utf-8\r\n" + extra, text.encode() + b"\n")
 
 
-def _per_ip(state: Any) -> dict:
-    counts = getattr(state, "ws_per_ip", None)
-    if counts is None:
-        counts = state.ws_per_ip = {}
-    return counts
-
-
-def check_handshake(request: HTTPRequest, state: Any) -> Optional[HTTPResponse]:
+def check_handshake(request: HTTPRequest, state: ServerState) -> Optional[HTTPResponse]:
     """``None`` if ``request`` is a valid RFC 6455 opening handshake we have room for, else the
     refusal: 400 (malformed), 426 + ``Sec-WebSocket-Version: 13`` (other version), 503 (limits)."""
     if request.method != "GET":
@@ -180,7 +174,7 @@ def check_handshake(request: HTTPRequest, state: Any) -> Optional[HTTPResponse]:
                        request.client, settings.ws_max_connections)
         return _refuse(503, "Too many WebSocket connections, try again later", b"retry-after: 5\r\n")
     ip = request.client[0] if request.client else None
-    if ip is not None and _per_ip(state).get(ip, 0) >= settings.ws_max_connections_per_ip:
+    if ip is not None and state.websockets_from(ip) >= settings.ws_max_connections_per_ip:
         logger.warning("refusing WebSocket from %s: ws_max_connections_per_ip (%d) reached",
                        ip, settings.ws_max_connections_per_ip)
         return _refuse(503, "Too many WebSocket connections from this address", b"retry-after: 5\r\n")
@@ -229,7 +223,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "__weakref__",
     )
 
-    def __init__(self, state: Any, transport: asyncio.Transport, request: HTTPRequest,
+    def __init__(self, state: ServerState, transport: asyncio.Transport, request: HTTPRequest,
                  accept: WebSocketAccept) -> None:
         self.state_obj = state
         self.settings = settings = state.settings
@@ -304,10 +298,7 @@ class WebSocketProtocol(asyncio.Protocol):
         transport = self.transport
         transport.write(b"".join(head))
         transport.set_write_buffer_limits(high=self.settings.ws_write_limit)  # type: ignore[attr-defined]
-        state.websockets.add(self)
-        if self.ip is not None:
-            counts = _per_ip(state)
-            counts[self.ip] = counts.get(self.ip, 0) + 1
+        state.add_websocket(self, self.ip)
         if transport.is_closing():  # the client left during the handshake
             self._set_closed(1006, "", "client")
             self.loop.call_soon(self.connection_lost, None)
@@ -742,16 +733,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.close_timer.cancel()
             self.close_timer = None
         self.discard = True
-        state = self.state_obj
-        if self in state.websockets:
-            state.websockets.discard(self)
-            if self.ip is not None:
-                counts = _per_ip(state)
-                left = counts.get(self.ip, 1) - 1
-                if left > 0:
-                    counts[self.ip] = left
-                else:
-                    counts.pop(self.ip, None)
+        self.state_obj.remove_websocket(self, self.ip)
         self.queue.clear()
 
     def pause_writing(self) -> None:
