@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import httptools
 
-from .interface import HTTPRequest, HTTPResponse, WebSocketAccept
+from .interface import NO_BODY_STATUSES, HTTPRequest, HTTPResponse, WebSocketAccept, plain_response
 from .state import ServerState
 
 logger = logging.getLogger("stonechat.server")
@@ -42,15 +42,9 @@ def _status_line(status: int) -> bytes:
 
 
 _STATUS_LINES = {s.value: _status_line(s.value) for s in HTTPStatus}
-_NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # RFC 3986 reg-name / IP-literal / port characters: anything else in Host is refused.
 _HOST_CHARS = bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(0x61, 0x7B)) + b"-._~!$&'()*+,;=:%[]"
-
-
-def plain_response(status: int, text: str) -> HTTPResponse:
-    """A short text/plain answer the server itself gives (errors, limits)."""
-    return HTTPResponse(status, b"content-type: text/plain; charset=utf-8\r\n", text.encode())
 
 
 class _Reject(Exception):
@@ -81,15 +75,7 @@ class HttpProtocol(asyncio.Protocol):
         self.pending: deque[HTTPRequest] = deque()
         self.task: Optional[asyncio.Task] = None
         self.request: Optional[HTTPRequest] = None
-        self.url_parts: list[bytes] = []
-        self.head_size = 0
-        self.header_count = 0
-        self.host_count = 0
-        self.expect_continue = False
-        self.chunked = False
-        self.body_parts: list[bytes] = []
-        self.body_size = 0
-        self.in_body = False
+        self._reset_message()
         self.head_started: Optional[float] = None
         self.idle_since = state.now
         self.body_progress = state.now
@@ -181,19 +167,22 @@ class HttpProtocol(asyncio.Protocol):
         request.client = self.client
         request.server = self.server_addr
         request.scheme = self.scheme
-        request.connection = self
         self.request = request
-        self.url_parts = []
+        self._reset_message()
+        if self.head_started is None:
+            self.head_started = self.state.now
+
+    def _reset_message(self) -> None:
+        """The parse state of one request, fresh: for the first request and every next one."""
+        self.url_parts: list[bytes] = []
         self.head_size = 0
         self.header_count = 0
         self.host_count = 0
         self.expect_continue = False
         self.chunked = False
-        self.body_parts = []
+        self.body_parts: list[bytes] = []
         self.body_size = 0
         self.in_body = False
-        if self.head_started is None:
-            self.head_started = self.state.now
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
@@ -377,7 +366,7 @@ class HttpProtocol(asyncio.Protocol):
         status = response.status
         keep_alive, connection = self._keep_alive_header(request, keep_alive)
         status_line = _STATUS_LINES.get(status) or _status_line(status)
-        if status in _NO_BODY_STATUSES:
+        if status in NO_BODY_STATUSES:
             head = b"%s%s%s%s\r\n" % (status_line, response.headers, self.state.date_block, connection)
             self.transport.write(head)  # type: ignore[union-attr]
         else:
@@ -408,7 +397,7 @@ class HttpProtocol(asyncio.Protocol):
         transport.write(b"%s%s%s%s%s\r\n" % (status_line, response.headers, framing,
                                             self.state.date_block, connection))
         try:
-            if request.method != "HEAD" and status not in _NO_BODY_STATUSES:
+            if request.method != "HEAD" and status not in NO_BODY_STATUSES:
                 async for chunk in stream:
                     if self.closing:
                         break

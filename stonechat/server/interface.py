@@ -39,7 +39,7 @@ class HTTPRequest:
 
     __slots__ = (
         "method", "target", "path", "query", "headers", "body", "client", "server",
-        "scheme", "http_version", "keep_alive", "websocket", "host", "connection",
+        "scheme", "http_version", "keep_alive", "websocket", "host",
     )
 
     def __init__(self) -> None:
@@ -56,8 +56,6 @@ class HTTPRequest:
         self.keep_alive: bool = True
         self.websocket: bool = False
         self.host: bytes = b""
-        # Opaque per-connection object; the framework may hang per-connection state on it.
-        self.connection: Any = None
 
 
 class HTTPResponse:
@@ -76,6 +74,18 @@ class HTTPResponse:
         self.headers = headers
         self.body = body
         self.stream = stream
+
+
+# Statuses whose responses never carry a body (RFC 9110 6.4.1): no Content-Length either.
+NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
+
+TEXT_PLAIN = b"content-type: text/plain; charset=utf-8\r\n"
+
+
+def plain_response(status: int, text: str, headers: bytes = b"") -> HTTPResponse:
+    """A short text/plain answer the server gives itself (errors, limits, refused handshakes);
+    ``headers`` are extra header lines."""
+    return HTTPResponse(status, TEXT_PLAIN + headers if headers else TEXT_PLAIN, text.encode())
 
 
 # Close codes an endpoint may send or receive: RFC 6455 7.4 plus IANA's 1012-1014.

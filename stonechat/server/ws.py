@@ -53,7 +53,7 @@ from typing import Any, Optional, Union
 from .deflate import Inflater, Negotiated, TooBig, compress, negotiate
 from .deflate import MIN_SIZE as _DEFLATE_MIN_SIZE
 from .state import ServerState
-from .interface import VALID_CLOSE_CODES as _VALID_CODES, NO_MESSAGE, ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, close_payload
+from .interface import VALID_CLOSE_CODES as _VALID_CODES, NO_MESSAGE, ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, close_payload, plain_response
 
 try:  # the C helper of the websockets library: XOR with the masking key
     from websockets.speedups import apply_mask as _apply_mask
@@ -135,7 +135,7 @@ def _control_frame(opcode: int, payload: bytes) -> bytes:
 # -- handshake -------------------------------------------------------------------------------
 
 def _refuse(status: int, text: str, extra: bytes = b"") -> HTTPResponse:
-    return HTTPResponse(status, b"content-type: text/plain; charset=utf-8\r\n" + extra, text.encode() + b"\n")
+    return plain_response(status, text + "\n", extra)
 
 
 def check_handshake(request: HTTPRequest, state: ServerState) -> Optional[HTTPResponse]:
