@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 import httptools
 
+from .flow import FlowControl
 from .interface import NO_BODY_STATUSES, HTTPRequest, HTTPResponse, WebSocketAccept, plain_response
 from .state import ServerState
 
@@ -56,21 +57,20 @@ class _Reject(Exception):
         self.message = message
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(FlowControl, asyncio.Protocol):
     __slots__ = (
-        "state", "settings", "loop", "app", "transport", "parser", "client", "server_addr",
+        "state", "settings", "app", "parser", "client", "server_addr",
         "scheme", "pending", "task", "request", "url_parts", "head_size", "header_count",
         "body_parts", "body_size", "in_body", "head_started", "idle_since", "body_progress", "body_started",
-        "error", "closing", "read_paused", "write_paused", "drain_waiter", "upgrade_tail",
+        "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "expect_continue", "chunked",
     )
 
     def __init__(self, state: ServerState) -> None:
+        FlowControl.__init__(self, state.loop)
         self.state = state
         self.settings = state.settings
-        self.loop = state.loop
         self.app = state.app
-        self.transport: Optional[asyncio.Transport] = None
         self.parser = httptools.HttpRequestParser(self)
         self.pending: deque[HTTPRequest] = deque()
         self.task: Optional[asyncio.Task] = None
@@ -82,9 +82,6 @@ class HttpProtocol(asyncio.Protocol):
         self.body_started = state.now
         self.error: Optional[_Reject] = None
         self.closing = False
-        self.read_paused = False
-        self.write_paused = False
-        self.drain_waiter: Optional[asyncio.Future] = None
         self.upgrade_tail: Optional[bytes] = None
         self.send_continue = False
 
@@ -112,18 +109,15 @@ class HttpProtocol(asyncio.Protocol):
         self.state.connections.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
+        self.wake_writers()  # a streaming response stops at its next chunk
 
     def pause_writing(self) -> None:
         # The client is not reading its responses: stop reading its requests until it does.
         self.write_paused = True
-        self._pause_reading()
+        self.pause_reading()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
+        FlowControl.resume_writing(self)
         if self.task is None and (self.pending or self.error is not None):
             self._process()  # answers held back by pause_writing
         else:
@@ -144,7 +138,7 @@ class HttpProtocol(asyncio.Protocol):
             # The upgrade request was queued by on_message_complete; keep what followed it
             # (the first WebSocket frames, maybe) for the protocol that takes over.
             self.upgrade_tail = data[exc.args[0]:]
-            self._pause_reading()
+            self.pause_reading()
             if self.pending:
                 # The parser cannot go on after an upgrade: unless this becomes a WebSocket,
                 # the connection closes after its response (h2c, refused handshakes).
@@ -259,7 +253,7 @@ class HttpProtocol(asyncio.Protocol):
         self.body_progress = self.body_started = self.state.now
         if self.expect_continue and version == "1.1":
             if not self.pending and self.task is None:
-                self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+                self.transport.write(_CONTINUE)
             else:
                 self.send_continue = True  # after the responses queued before it
 
@@ -281,7 +275,7 @@ class HttpProtocol(asyncio.Protocol):
         self.request = None
         self.pending.append(request)
         if len(self.pending) > self.settings.max_pipelined:
-            self._pause_reading()
+            self.pause_reading()
 
     # -- answering -----------------------------------------------------------------------
 
@@ -297,7 +291,7 @@ class HttpProtocol(asyncio.Protocol):
                     return
                 if self.send_continue:
                     self.send_continue = False
-                    self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+                    self.transport.write(_CONTINUE)
                 self._maybe_resume_reading()
                 return
             request = self.pending.popleft()
@@ -340,7 +334,7 @@ class HttpProtocol(asyncio.Protocol):
             if not written and not self.closing:
                 self._write_response(request, plain_response(503, "Service unavailable: server shutting down\n"), False)
             elif not self.closing:
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.close()
                 self.closing = True
             return
         except Exception:
@@ -348,7 +342,7 @@ class HttpProtocol(asyncio.Protocol):
             if not written and not self.closing:
                 self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
             elif not self.closing:
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.close()
                 self.closing = True
         finally:
             self.task = None
@@ -368,20 +362,20 @@ class HttpProtocol(asyncio.Protocol):
         status_line = _STATUS_LINES.get(status) or _status_line(status)
         if status in NO_BODY_STATUSES:
             head = b"%s%s%s%s\r\n" % (status_line, response.headers, self.state.date_block, connection)
-            self.transport.write(head)  # type: ignore[union-attr]
+            self.transport.write(head)
         else:
             body = response.body
             if request is not None and request.method == "HEAD":
-                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n" % (  # type: ignore[union-attr]
+                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n" % (
                     status_line, response.headers, len(body), self.state.date_block, connection))
             else:
-                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n%s" % (  # type: ignore[union-attr]
+                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n%s" % (
                     status_line, response.headers, len(body), self.state.date_block, connection, body))
         if keep_alive:
             self.idle_since = self.state.now
         else:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
 
     async def _write_stream(self, request: HTTPRequest, response: HTTPResponse) -> None:
         """Chunked transfer (or close-delimited for HTTP/1.0), waiting whenever the client lags."""
@@ -423,17 +417,13 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _drain(self) -> None:
         if self.write_paused and not self.closing:
-            self.drain_waiter = self.loop.create_future()
-            try:
-                await self.drain_waiter
-            finally:
-                self.drain_waiter = None
+            await self.writable()
 
     def _fail(self, reject: _Reject) -> None:
         """Stop parsing; the error is sent after the responses already owed."""
         self.error = reject
         self.request = None
-        self._pause_reading()
+        self.pause_reading()
 
     def _send_error(self) -> None:
         reject = self.error
@@ -449,26 +439,16 @@ class HttpProtocol(asyncio.Protocol):
         self.upgrade_tail = None
         protocol = WebSocketProtocol(self.state, self.transport, request, accept)
         self.closing = True  # this HTTP protocol is done with the connection
-        self.transport.set_protocol(protocol)  # type: ignore[union-attr]
+        self.transport.set_protocol(protocol)
         protocol.start(tail)
-        self._resume_reading()
+        self.resume_reading()
 
     # -- reading control -----------------------------------------------------------------
-
-    def _pause_reading(self) -> None:
-        if not self.read_paused and self.transport is not None:
-            self.read_paused = True
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self.read_paused and self.transport is not None:
-            self.read_paused = False
-            self.transport.resume_reading()
 
     def _maybe_resume_reading(self) -> None:
         if (self.read_paused and not self.write_paused and self.error is None
                 and self.upgrade_tail is None and len(self.pending) <= self.settings.max_pipelined):
-            self._resume_reading()
+            self.resume_reading()
 
     # -- deadlines (called by ServerState.tick) -------------------------------------------
 
@@ -487,7 +467,7 @@ class HttpProtocol(asyncio.Protocol):
                 if self.request is None:
                     # Not a byte of a request: close quietly, as idle browser sockets expect.
                     self.closing = True
-                    self.transport.close()  # type: ignore[union-attr]
+                    self.transport.close()
                 else:
                     self._timeout(408, "Request header timeout")
         elif self.in_body:
@@ -498,7 +478,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._timeout(408, "Request body timeout")
         elif now - self.idle_since > settings.keep_alive_timeout:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
 
     def _timeout(self, status: int, message: str) -> None:
         logger.info("closing connection from %s: %s", self.client, message)
@@ -512,7 +492,7 @@ class HttpProtocol(asyncio.Protocol):
             return True
         if self.idle:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
             return True
         return False
 
@@ -521,4 +501,4 @@ class HttpProtocol(asyncio.Protocol):
             self.task.cancel()
         elif not self.closing:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()

@@ -53,6 +53,7 @@ from typing import Any, Optional, Union
 from .deflate import Inflater, Negotiated, TooBig, compress, negotiate
 from .deflate import MIN_SIZE as _DEFLATE_MIN_SIZE
 from .state import ServerState
+from .flow import FlowControl
 from .interface import VALID_CLOSE_CODES as _VALID_CODES, NO_MESSAGE, ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, close_payload, plain_response
 
 try:  # the C helper of the websockets library: XOR with the masking key
@@ -199,16 +200,15 @@ class _Fail(Exception):
 
 # -- the protocol ------------------------------------------------------------------------------
 
-class WebSocketProtocol(asyncio.Protocol):
+class WebSocketProtocol(FlowControl, asyncio.Protocol):
     """One WebSocket connection: the transport's protocol and the session's connection object."""
 
     # Messages queued for a receive() that nobody is awaiting, before reading pauses.
     MAX_QUEUED = 64
 
     __slots__ = (
-        "state_obj", "settings", "loop", "transport", "request", "accept", "client", "path",
-        "state", "buf", "waiter", "queue", "queued_bytes", "read_paused", "write_paused",
-        "drain_waiters", "max_size", "max_buffer",
+        "state_obj", "settings", "request", "accept", "client", "path",
+        "state", "buf", "waiter", "queue", "queued_bytes", "max_size", "max_buffer",
         # streaming frame in progress
         "f_remaining", "f_mask", "f_offset", "f_opcode", "f_fin", "f_parts", "f_control",
         # fragmented message in progress
@@ -225,10 +225,10 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def __init__(self, state: ServerState, transport: asyncio.Transport, request: HTTPRequest,
                  accept: WebSocketAccept) -> None:
+        FlowControl.__init__(self, state.loop)
+        self.transport = transport
         self.state_obj = state
         self.settings = settings = state.settings
-        self.loop = state.loop
-        self.transport = transport
         self.request = request
         self.accept = accept
         self.client = request.client
@@ -239,9 +239,6 @@ class WebSocketProtocol(asyncio.Protocol):
         self.waiter: Optional[asyncio.Future] = None
         self.queue: deque = deque()
         self.queued_bytes = 0
-        self.read_paused = False
-        self.write_paused = False
-        self.drain_waiters: list[asyncio.Future] = []
         self.max_size = settings.ws_max_message_size
         self.max_buffer = max(settings.ws_max_write_buffer, settings.ws_write_limit)
         self.f_remaining = 0
@@ -423,9 +420,7 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         self.pending_end = (fn, args)
         self.loop.call_later(self.settings.ws_close_timeout, self._run_pending_end)
-        if self.read_paused:
-            self.read_paused = False
-            self.transport.resume_reading()
+        self.resume_reading()
 
     def _run_pending_end(self) -> None:
         pending, self.pending_end = self.pending_end, None
@@ -562,8 +557,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.queue.append(message)
         self.queued_bytes += len(message)
         if (len(self.queue) >= self.MAX_QUEUED or self.queued_bytes > self.max_size) and not self.read_paused:
-            self.read_paused = True
-            self.transport.pause_reading()
+            self.pause_reading()
 
     def _control(self, opcode: int, payload: bytes) -> None:
         if opcode == OP_PING:
@@ -623,16 +617,12 @@ class WebSocketProtocol(asyncio.Protocol):
             self.waiter = None
             if not waiter.done():
                 waiter.set_exception(exc)
-        for fut in self.drain_waiters:
-            if not fut.done():
-                fut.set_exception(exc)
-        self.drain_waiters = []
+        self.wake_writers(exc)
         if not self.closed_future.done():
             self.closed_future.set_result(None)
         if self.read_paused:
-            self.read_paused = False
             try:
-                self.transport.resume_reading()
+                self.resume_reading()
             except Exception:  # pragma: no cover - transport already gone
                 pass
 
@@ -688,9 +678,7 @@ class WebSocketProtocol(asyncio.Protocol):
             return
         transport.write(_control_frame(OP_CLOSE, payload))
         # Reading must go on to see the peer's close frame, even if the app stopped reading.
-        if self.read_paused:
-            self.read_paused = False
-            transport.resume_reading()
+        self.resume_reading()
         self._arm_close_timer()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -736,16 +724,6 @@ class WebSocketProtocol(asyncio.Protocol):
         self.state_obj.remove_websocket(self, self.ip)
         self.queue.clear()
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiters, self.drain_waiters = self.drain_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
     # -- the connection API the session uses (interface.WebSocketConnection) ---------------
 
     async def receive(self) -> Union[str, bytes]:
@@ -776,8 +754,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _maybe_resume_reading(self) -> None:
         if len(self.queue) <= self.MAX_QUEUED // 2 and self.queued_bytes <= self.max_size // 2:
-            self.read_paused = False
-            self.transport.resume_reading()
+            self.resume_reading()
 
     async def send(self, message: Union[str, bytes]) -> None:
         """Send one message; waits while the client's buffer is over ``ws_write_limit``.
@@ -825,8 +802,7 @@ class WebSocketProtocol(asyncio.Protocol):
             await self._drain()
 
     async def _drain(self) -> None:
-        fut = self.loop.create_future()
-        self.drain_waiters.append(fut)
+        fut = self.writable()
         try:
             await asyncio.wait_for(fut, self.settings.ws_send_timeout)
         except asyncio.TimeoutError:
