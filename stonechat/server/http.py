@@ -27,6 +27,8 @@ import httptools
 from .flow import FlowControl
 from .interface import NO_BODY_STATUSES, HTTPRequest, HTTPResponse, WebSocketAccept, plain_response
 from .state import ServerState
+from .websocket.handshake import check_handshake
+from .websocket.protocol import WebSocketProtocol
 
 logger = logging.getLogger("stonechat.server")
 
@@ -296,7 +298,6 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 return
             request = self.pending.popleft()
             if request.websocket:
-                from .ws import check_handshake
                 refusal = check_handshake(request, self.state)
                 if refusal is not None:
                     request.websocket = False
@@ -433,7 +434,6 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self._write_response(None, plain_response(reject.status, reject.message + "\n"), False)
 
     def _start_websocket(self, request: HTTPRequest, accept: WebSocketAccept) -> None:
-        from .ws import WebSocketProtocol
         self.state.connections.discard(self)
         tail = self.upgrade_tail or b""
         self.upgrade_tail = None

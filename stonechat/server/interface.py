@@ -12,7 +12,7 @@ Per HTTP request the server builds one :class:`HTTPRequest` and calls the applic
 
 For a WebSocket handshake (``request.websocket`` is true and the handshake is valid) the
 application may return :class:`WebSocketAccept`; the server then sends ``101`` and runs
-``accept.session(connection)`` with a :class:`WebSocketConnection` (see ``server/ws.py``).
+``accept.session(connection)`` with a :class:`WebSocketConnection` (see ``server/websocket/``).
 Any :class:`HTTPResponse` instead refuses the upgrade with that status.
 
 Lifecycle: ``await application.startup()`` before the socket accepts,
@@ -123,7 +123,8 @@ class ConnectionClosed(Exception):
 
 
 class WebSocketConnection(Protocol):
-    """What a WebSocket session receives from the server (implemented in ``server/ws.py``).
+    """What a WebSocket session receives from the server (implemented in
+    ``server/websocket/protocol.py``).
 
     One session task runs per connection; ``receive()`` may be awaited by one task at a time.
     Every other method may be called from any task on the server's loop.
