@@ -45,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     app_path = os.path.abspath(app_file)
     if "--dev" in rest and not os.environ.get("STONECHAT_DEV_CHILD"):
         from .serving import setup_logging
-        from .server.supervisor import run_dev
+        from .server.reloader import run_dev
         setup_logging("INFO")
         return run_dev(None, None, argv=[app_path, *rest])
     if not os.path.isfile(app_path):

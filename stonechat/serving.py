@@ -92,7 +92,7 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
         sys.exit(EXIT_BAD_CONFIG)
 
     if config.dev and not os.environ.get(DEV_CHILD_ENV):
-        from .server.supervisor import run_dev
+        from .server.reloader import run_dev
         sys.exit(run_dev(host, port))
 
     hold_stop_signals()  # from bind on, a Ctrl+C means the stop sequence (runner.py)

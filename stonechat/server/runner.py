@@ -14,9 +14,9 @@ The shutdown phases, each logged on one line (INFO, stderr):
 A second SIGINT/SIGTERM during 2-4 skips what is left and exits with code 1.
 
 A stop can also come over a *control channel* (a socket given by a supervisor or the dev
-reloader, see ``supervisor.py``): ``stop <why>`` starts the same sequence (and is ignored when
-one is already running), ``force <why>`` skips what is left, and end-of-file (the parent died)
-stops gracefully. The worker writes ``ready`` to it once it serves. The channel is why Ctrl+C in
+reloader: ``supervisor.py``, ``reloader.py``): ``stop <why>`` starts the same sequence (and is
+ignored when one is already running), ``force <why>`` skips what is left, and end-of-file (the
+parent died) stops gracefully. The worker writes ``ready`` to it once it serves. The channel is why Ctrl+C in
 a terminal, which signals the worker *and* its supervisor, is still one clean stop: only
 signals the worker receives itself count towards "second signal".
 
