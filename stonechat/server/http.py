@@ -112,6 +112,15 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self.wake_writers()  # a streaming response stops at its next chunk
+        self._drop_parser()
+
+    def _drop_parser(self) -> None:
+        """Done parsing on this connection. The parser holds our bound callbacks: letting go of
+        it ends that cycle, so the connection is freed at once, not by the cyclic collector."""
+        try:
+            del self.parser
+        except AttributeError:
+            pass
 
     def pause_writing(self) -> None:
         # The client is not reading its responses: stop reading its requests until it does.
@@ -437,11 +446,12 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.state.connections.discard(self)
         tail = self.upgrade_tail or b""
         self.upgrade_tail = None
-        protocol = WebSocketProtocol(self.state, self.transport, request, accept)
+        protocol = WebSocketProtocol(self.state, self.transport, request)
         self.closing = True  # this HTTP protocol is done with the connection
         self.transport.set_protocol(protocol)
-        protocol.start(tail)
+        protocol.start(accept, tail)
         self.resume_reading()
+        self._drop_parser()
 
     # -- reading control -----------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from typing import Any, Callable, Optional, Union
+from typing import Any, Awaitable, Callable, Optional, Union
 
 from ..flow import FlowControl
 from ..interface import NO_MESSAGE, ConnectionClosed, HTTPRequest, WebSocketAccept, close_payload
@@ -48,7 +48,7 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
     MAX_QUEUED = 64
 
     __slots__ = (
-        "state", "settings", "request", "accept", "client", "ip", "path", "ready_state",
+        "state", "settings", "request", "client", "ip", "path", "ready_state",
         "reader", "waiter", "queue", "queued_bytes", "max_size", "max_buffer",
         # permessage-deflate (deflate.py), when negotiated
         "deflate", "frame_kind",
@@ -60,14 +60,12 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
         "__weakref__",
     )
 
-    def __init__(self, state: ServerState, transport: asyncio.Transport, request: HTTPRequest,
-                 accept: WebSocketAccept) -> None:
+    def __init__(self, state: ServerState, transport: asyncio.Transport, request: HTTPRequest) -> None:
         FlowControl.__init__(self, state.loop)
         self.transport = transport
         self.state = state
         self.settings = settings = state.settings
         self.request = request
-        self.accept = accept
         self.client = request.client
         self.ip: Optional[str] = request.client[0] if request.client else None
         self.path = request.path.decode("latin-1")
@@ -97,9 +95,13 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self, tail: bytes) -> None:
-        """Answer 101, register the connection, start the session, feed early bytes."""
-        head, negotiated = switching_protocols(self.request, self.accept, self.settings.ws_per_message_deflate)
+    def start(self, accept: WebSocketAccept, tail: bytes) -> None:
+        """Answer 101, register the connection, start the session, feed early bytes.
+
+        ``accept`` is not kept: its session closure usually holds the framework's object that
+        holds this connection, and that cycle would leave every closed connection to the
+        cyclic garbage collector instead of freeing it when the transport lets go."""
+        head, negotiated = switching_protocols(self.request, accept, self.settings.ws_per_message_deflate)
         if negotiated is not None:
             self.deflate = negotiated
             self.reader.inflater = Inflater(negotiated)
@@ -111,13 +113,13 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
         if transport.is_closing():  # the client left during the handshake
             self._set_closed(1006, "", "client")
             self.loop.call_soon(self.connection_lost, None)
-        self.session_task = self.loop.create_task(self._run_session())
+        self.session_task = self.loop.create_task(self._run_session(accept.session))
         if tail:
             self.data_received(tail)
 
-    async def _run_session(self) -> None:
+    async def _run_session(self, session: Callable[[Any], Awaitable[None]]) -> None:
         try:
-            await self.accept.session(self)
+            await session(self)
         except (ConnectionClosed, asyncio.CancelledError):
             pass
         except Exception:
