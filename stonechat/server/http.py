@@ -75,7 +75,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.app = state.app
         self.parser = httptools.HttpRequestParser(self)
         self.pending: deque[HTTPRequest] = deque()
-        self.task: Optional[asyncio.Task] = None
+        self.task: Optional[asyncio.Task[None]] = None
         self.request: Optional[HTTPRequest] = None
         self._reset_message()
         self.head_started: Optional[float] = None

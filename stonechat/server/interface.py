@@ -49,8 +49,8 @@ class HTTPRequest:
         self.query: bytes = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: bytes = b""
-        self.client: Optional[tuple] = None
-        self.server: Optional[tuple] = None
+        self.client: Optional[tuple[Any, ...]] = None
+        self.server: Optional[tuple[Any, ...]] = None
         self.scheme: str = "http"
         self.http_version: str = "1.1"
         self.keep_alive: bool = True

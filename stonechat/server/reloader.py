@@ -84,7 +84,7 @@ class DevReloader:
         self.argv = argv
         self.directory = directory
         self.url = url
-        self.child: Optional[subprocess.Popen] = None
+        self.child: Optional["subprocess.Popen[bytes]"] = None
         self.channel: Optional[socket.socket] = None
         self.waker: Optional[SignalWaker] = None
         self.signals_seen = 0

@@ -34,12 +34,13 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from .http import HttpProtocol
-from .state import ServerState
+from .interface import Application
 from .peers import PeerBus
 from .settings import ServerSettings
+from .state import ServerState
 
 logger = logging.getLogger("stonechat.server")
 
@@ -124,7 +125,7 @@ def inherited_control_channel() -> Optional[socket.socket]:
 class Worker:
     """Serves one application on one socket in the current process until stopped."""
 
-    def __init__(self, app: Any, sock: socket.socket, settings: ServerSettings,
+    def __init__(self, app: Application, sock: socket.socket, settings: ServerSettings,
                  banner: Optional[str] = None, control: Optional[socket.socket] = None,
                  peers: Optional[PeerBus] = None) -> None:
         self.app = app
@@ -139,8 +140,8 @@ class Worker:
         self.signals_seen = 0
         self.forced = False
         self.exit_code = EXIT_OK
-        self.main_task: Optional[asyncio.Task] = None
-        self.startup_task: Optional[asyncio.Task] = None
+        self.main_task: Optional[asyncio.Task[None]] = None
+        self.startup_task: Optional[asyncio.Task[None]] = None
         self.phase = "starting"
         self.stop_started: Optional[float] = None
 
@@ -373,7 +374,7 @@ class Worker:
         logger.info("done in %d ms", (time.monotonic() - started) * 1000)
 
 
-def serve(app: Any, sock: socket.socket, settings: ServerSettings, banner: Optional[str] = None,
+def serve(app: Application, sock: socket.socket, settings: ServerSettings, banner: Optional[str] = None,
           control: Optional[socket.socket] = None) -> int:
     """Run one worker in this process; returns its exit code."""
     return Worker(app, sock, settings, banner, control).run()

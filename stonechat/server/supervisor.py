@@ -37,8 +37,9 @@ import socket
 import tempfile
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
+from .interface import Application
 from .parent import FORCE_GRACE, SignalWaker, tell_child
 from .peers import PeerBus
 from .runner import EXIT_FORCED, EXIT_OK, EXIT_STARTUP_FAILED, STOP_SIGNALS, Worker, exit_now
@@ -80,7 +81,7 @@ class _Slot:
 
 
 class Supervisor:
-    def __init__(self, make_app: Callable[[], Any], sock: socket.socket, settings: ServerSettings,
+    def __init__(self, make_app: Callable[[], Application], sock: socket.socket, settings: ServerSettings,
                  processes: int, banner: Optional[str], stop_timeout: float) -> None:
         self.make_app = make_app
         self.sock: Optional[socket.socket] = sock
@@ -321,7 +322,7 @@ class Supervisor:
         slot.pid = None
 
 
-def run_supervisor(make_app: Callable[[], Any], sock: socket.socket, settings: ServerSettings,
+def run_supervisor(make_app: Callable[[], Application], sock: socket.socket, settings: ServerSettings,
                    processes: int, banner: Optional[str] = None,
                    stop_timeout: Optional[float] = None) -> int:
     """Serve with ``processes`` forked workers on ``sock``; returns the exit code (0 = clean)."""

@@ -363,11 +363,9 @@ class FrameReader:
             decoder = self.m_decoder
             self.m_decoder = None
             try:
-                tail = decoder.decode(b"", True)
+                decoder.decode(b"", True)  # a character cut off at the end raises; nothing is left
             except UnicodeDecodeError:
                 raise ProtocolError(1007, "invalid UTF-8 in a text message") from None
-            if tail:
-                parts.append(tail)
             message: Any = "".join(parts)
         else:
             message = b"".join(parts)
