@@ -20,7 +20,7 @@ from ..interface import HTTPRequest, HTTPResponse, WebSocketAccept, plain_respon
 from ..state import ServerState
 from .deflate import Negotiated, negotiate
 
-logger = logging.getLogger("stonechat.server.ws")
+logger = logging.getLogger("stonechat.server.ws")  # the name log lines and filters know
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _RETRY = b"retry-after: 5\r\n"

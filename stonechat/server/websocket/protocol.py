@@ -36,7 +36,7 @@ from .frames import (OP_CLOSE, OP_PING, OP_PONG, Close, Event, FrameReader, Ping
                      control_frame, deflate_frame, encode_frame, failure_close_frame)
 from .handshake import switching_protocols
 
-logger = logging.getLogger("stonechat.server.ws")
+logger = logging.getLogger("stonechat.server.ws")  # the name log lines and filters know
 
 OPEN, CLOSING, CLOSED = 1, 2, 3
 
