@@ -21,7 +21,8 @@ import time
 sys.path.insert(0, "examples")
 from demo import app  # noqa: E402
 
-from stonechat.server.http import HttpProtocol, ServerState  # noqa: E402
+from stonechat.server.http import HttpProtocol  # noqa: E402
+from stonechat.server.state import ServerState  # noqa: E402
 from stonechat.server.settings import ServerSettings  # noqa: E402
 
 

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from .browser import drop_once_token, make_once_token
 from .scaffold import run_create
-from .server.supervisor import run_dev
+from .server.reloader import run_dev
 from .serving import setup_logging
 from .version import __version__
 

@@ -26,7 +26,8 @@ from .browser import browser_url, drop_once_token, make_once_token, open_browser
 from .config import Config
 from .server.runner import (EXIT_OK, bind_socket, guard_exit, hold_stop_signals,
                             inherited_control_channel, serve)
-from .server.supervisor import run_dev, run_supervisor
+from .server.reloader import run_dev
+from .server.supervisor import run_supervisor
 from .server.settings import ServerSettings, SettingsError
 
 logger = logging.getLogger("stonechat")

@@ -19,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Optional
 
 import httptools
 
-from .interface import HTTPRequest, HTTPResponse, WebSocketAccept
-from .settings import ServerSettings
-from .ws import WebSocketProtocol, check_handshake
+from .flow import FlowControl
+from .interface import NO_BODY_STATUSES, HTTPRequest, HTTPResponse, WebSocketAccept, plain_response
+from .state import ServerState
+from .websocket.handshake import check_handshake
+from .websocket.protocol import WebSocketProtocol
 
 logger = logging.getLogger("stonechat.server")
 
@@ -44,50 +45,9 @@ def _status_line(status: int) -> bytes:
 
 
 _STATUS_LINES = {s.value: _status_line(s.value) for s in HTTPStatus}
-_NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # RFC 3986 reg-name / IP-literal / port characters: anything else in Host is refused.
 _HOST_CHARS = bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(0x61, 0x7B)) + b"-._~!$&'()*+,;=:%[]"
-
-
-def plain_response(status: int, text: str) -> HTTPResponse:
-    """A short text/plain answer the server itself gives (errors, limits)."""
-    return HTTPResponse(status, b"content-type: text/plain; charset=utf-8\r\n", text.encode())
-
-
-class ServerState:
-    """What all connections of one worker share: settings, the app, the clock, the live set."""
-
-    def __init__(self, app: Any, settings: ServerSettings, loop: asyncio.AbstractEventLoop) -> None:
-        self.app = app
-        self.settings = settings
-        self.loop = loop
-        self.connections: set["HttpProtocol"] = set()
-        self.websockets: set[Any] = set()
-        self.accepting = True
-        self.now = loop.time()
-        self.date_block = b""
-        self._ticker: Optional[asyncio.TimerHandle] = None
-
-    def start_ticker(self) -> None:
-        self.tick()
-
-    def stop_ticker(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
-
-    def tick(self) -> None:
-        """Once a second: refresh the Date header and enforce every connection's deadlines."""
-        self.now = now = self.loop.time()
-        self.date_block = b"date: %s\r\nserver: stonechat\r\n" % formatdate(usegmt=True).encode()
-        for conn in list(self.connections):
-            conn.check_timeouts(now)
-        for ws in list(self.websockets):
-            check = getattr(ws, "check_timeouts", None)
-            if check is not None:
-                check(now)
-        self._ticker = self.loop.call_later(1.0, self.tick)
 
 
 class _Reject(Exception):
@@ -99,43 +59,31 @@ class _Reject(Exception):
         self.message = message
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(FlowControl, asyncio.Protocol):
     __slots__ = (
-        "state", "settings", "loop", "app", "transport", "parser", "client", "server_addr",
+        "state", "settings", "app", "parser", "client", "server_addr",
         "scheme", "pending", "task", "request", "url_parts", "head_size", "header_count",
         "body_parts", "body_size", "in_body", "head_started", "idle_since", "body_progress", "body_started",
-        "error", "closing", "read_paused", "write_paused", "drain_waiter", "upgrade_tail",
+        "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "expect_continue", "chunked",
     )
 
     def __init__(self, state: ServerState) -> None:
+        FlowControl.__init__(self, state.loop)
         self.state = state
         self.settings = state.settings
-        self.loop = state.loop
         self.app = state.app
-        self.transport: Optional[asyncio.Transport] = None
         self.parser = httptools.HttpRequestParser(self)
         self.pending: deque[HTTPRequest] = deque()
-        self.task: Optional[asyncio.Task] = None
+        self.task: Optional[asyncio.Task[None]] = None
         self.request: Optional[HTTPRequest] = None
-        self.url_parts: list[bytes] = []
-        self.head_size = 0
-        self.header_count = 0
-        self.host_count = 0
-        self.expect_continue = False
-        self.chunked = False
-        self.body_parts: list[bytes] = []
-        self.body_size = 0
-        self.in_body = False
+        self._reset_message()
         self.head_started: Optional[float] = None
         self.idle_since = state.now
         self.body_progress = state.now
         self.body_started = state.now
         self.error: Optional[_Reject] = None
         self.closing = False
-        self.read_paused = False
-        self.write_paused = False
-        self.drain_waiter: Optional[asyncio.Future] = None
         self.upgrade_tail: Optional[bytes] = None
         self.send_continue = False
 
@@ -163,18 +111,24 @@ class HttpProtocol(asyncio.Protocol):
         self.state.connections.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
+        self.wake_writers()  # a streaming response stops at its next chunk
+        self._drop_parser()
+
+    def _drop_parser(self) -> None:
+        """Done parsing on this connection. The parser holds our bound callbacks: letting go of
+        it ends that cycle, so the connection is freed at once, not by the cyclic collector."""
+        try:
+            del self.parser
+        except AttributeError:
+            pass
 
     def pause_writing(self) -> None:
         # The client is not reading its responses: stop reading its requests until it does.
         self.write_paused = True
-        self._pause_reading()
+        self.pause_reading()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
+        FlowControl.resume_writing(self)
         if self.task is None and (self.pending or self.error is not None):
             self._process()  # answers held back by pause_writing
         else:
@@ -195,7 +149,7 @@ class HttpProtocol(asyncio.Protocol):
             # The upgrade request was queued by on_message_complete; keep what followed it
             # (the first WebSocket frames, maybe) for the protocol that takes over.
             self.upgrade_tail = data[exc.args[0]:]
-            self._pause_reading()
+            self.pause_reading()
             if self.pending:
                 # The parser cannot go on after an upgrade: unless this becomes a WebSocket,
                 # the connection closes after its response (h2c, refused handshakes).
@@ -218,19 +172,22 @@ class HttpProtocol(asyncio.Protocol):
         request.client = self.client
         request.server = self.server_addr
         request.scheme = self.scheme
-        request.connection = self
         self.request = request
-        self.url_parts = []
+        self._reset_message()
+        if self.head_started is None:
+            self.head_started = self.state.now
+
+    def _reset_message(self) -> None:
+        """The parse state of one request, fresh: for the first request and every next one."""
+        self.url_parts: list[bytes] = []
         self.head_size = 0
         self.header_count = 0
         self.host_count = 0
         self.expect_continue = False
         self.chunked = False
-        self.body_parts = []
+        self.body_parts: list[bytes] = []
         self.body_size = 0
         self.in_body = False
-        if self.head_started is None:
-            self.head_started = self.state.now
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
@@ -307,7 +264,7 @@ class HttpProtocol(asyncio.Protocol):
         self.body_progress = self.body_started = self.state.now
         if self.expect_continue and version == "1.1":
             if not self.pending and self.task is None:
-                self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+                self.transport.write(_CONTINUE)
             else:
                 self.send_continue = True  # after the responses queued before it
 
@@ -329,7 +286,7 @@ class HttpProtocol(asyncio.Protocol):
         self.request = None
         self.pending.append(request)
         if len(self.pending) > self.settings.max_pipelined:
-            self._pause_reading()
+            self.pause_reading()
 
     # -- answering -----------------------------------------------------------------------
 
@@ -345,7 +302,7 @@ class HttpProtocol(asyncio.Protocol):
                     return
                 if self.send_continue:
                     self.send_continue = False
-                    self.transport.write(_CONTINUE)  # type: ignore[union-attr]
+                    self.transport.write(_CONTINUE)
                 self._maybe_resume_reading()
                 return
             request = self.pending.popleft()
@@ -387,7 +344,7 @@ class HttpProtocol(asyncio.Protocol):
             if not written and not self.closing:
                 self._write_response(request, plain_response(503, "Service unavailable: server shutting down\n"), False)
             elif not self.closing:
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.close()
                 self.closing = True
             return
         except Exception:
@@ -395,7 +352,7 @@ class HttpProtocol(asyncio.Protocol):
             if not written and not self.closing:
                 self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
             elif not self.closing:
-                self.transport.close()  # type: ignore[union-attr]
+                self.transport.close()
                 self.closing = True
         finally:
             self.task = None
@@ -413,22 +370,22 @@ class HttpProtocol(asyncio.Protocol):
         status = response.status
         keep_alive, connection = self._keep_alive_header(request, keep_alive)
         status_line = _STATUS_LINES.get(status) or _status_line(status)
-        if status in _NO_BODY_STATUSES:
+        if status in NO_BODY_STATUSES:
             head = b"%s%s%s%s\r\n" % (status_line, response.headers, self.state.date_block, connection)
-            self.transport.write(head)  # type: ignore[union-attr]
+            self.transport.write(head)
         else:
             body = response.body
             if request is not None and request.method == "HEAD":
-                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n" % (  # type: ignore[union-attr]
+                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n" % (
                     status_line, response.headers, len(body), self.state.date_block, connection))
             else:
-                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n%s" % (  # type: ignore[union-attr]
+                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n%s" % (
                     status_line, response.headers, len(body), self.state.date_block, connection, body))
         if keep_alive:
             self.idle_since = self.state.now
         else:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
 
     async def _write_stream(self, request: HTTPRequest, response: HTTPResponse) -> None:
         """Chunked transfer (or close-delimited for HTTP/1.0), waiting whenever the client lags."""
@@ -444,7 +401,7 @@ class HttpProtocol(asyncio.Protocol):
         transport.write(b"%s%s%s%s%s\r\n" % (status_line, response.headers, framing,
                                             self.state.date_block, connection))
         try:
-            if request.method != "HEAD" and status not in _NO_BODY_STATUSES:
+            if request.method != "HEAD" and status not in NO_BODY_STATUSES:
                 async for chunk in stream:
                     if self.closing:
                         break
@@ -470,17 +427,13 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _drain(self) -> None:
         if self.write_paused and not self.closing:
-            self.drain_waiter = self.loop.create_future()
-            try:
-                await self.drain_waiter
-            finally:
-                self.drain_waiter = None
+            await self.writable()
 
     def _fail(self, reject: _Reject) -> None:
         """Stop parsing; the error is sent after the responses already owed."""
         self.error = reject
         self.request = None
-        self._pause_reading()
+        self.pause_reading()
 
     def _send_error(self) -> None:
         reject = self.error
@@ -493,28 +446,19 @@ class HttpProtocol(asyncio.Protocol):
         self.state.connections.discard(self)
         tail = self.upgrade_tail or b""
         self.upgrade_tail = None
-        protocol = WebSocketProtocol(self.state, self.transport, request, accept)
+        protocol = WebSocketProtocol(self.state, self.transport, request)
         self.closing = True  # this HTTP protocol is done with the connection
-        self.transport.set_protocol(protocol)  # type: ignore[union-attr]
-        protocol.start(tail)
-        self._resume_reading()
+        self.transport.set_protocol(protocol)
+        protocol.start(accept, tail)
+        self.resume_reading()
+        self._drop_parser()
 
     # -- reading control -----------------------------------------------------------------
-
-    def _pause_reading(self) -> None:
-        if not self.read_paused and self.transport is not None:
-            self.read_paused = True
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self.read_paused and self.transport is not None:
-            self.read_paused = False
-            self.transport.resume_reading()
 
     def _maybe_resume_reading(self) -> None:
         if (self.read_paused and not self.write_paused and self.error is None
                 and self.upgrade_tail is None and len(self.pending) <= self.settings.max_pipelined):
-            self._resume_reading()
+            self.resume_reading()
 
     # -- deadlines (called by ServerState.tick) -------------------------------------------
 
@@ -533,7 +477,7 @@ class HttpProtocol(asyncio.Protocol):
                 if self.request is None:
                     # Not a byte of a request: close quietly, as idle browser sockets expect.
                     self.closing = True
-                    self.transport.close()  # type: ignore[union-attr]
+                    self.transport.close()
                 else:
                     self._timeout(408, "Request header timeout")
         elif self.in_body:
@@ -544,7 +488,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._timeout(408, "Request body timeout")
         elif now - self.idle_since > settings.keep_alive_timeout:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
 
     def _timeout(self, status: int, message: str) -> None:
         logger.info("closing connection from %s: %s", self.client, message)
@@ -558,7 +502,7 @@ class HttpProtocol(asyncio.Protocol):
             return True
         if self.idle:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
             return True
         return False
 
@@ -567,4 +511,4 @@ class HttpProtocol(asyncio.Protocol):
             self.task.cancel()
         elif not self.closing:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()

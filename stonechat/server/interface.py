@@ -12,7 +12,7 @@ Per HTTP request the server builds one :class:`HTTPRequest` and calls the applic
 
 For a WebSocket handshake (``request.websocket`` is true and the handshake is valid) the
 application may return :class:`WebSocketAccept`; the server then sends ``101`` and runs
-``accept.session(connection)`` with a :class:`WebSocketConnection` (see ``server/ws.py``).
+``accept.session(connection)`` with a :class:`WebSocketConnection` (see ``server/websocket/``).
 Any :class:`HTTPResponse` instead refuses the upgrade with that status.
 
 Lifecycle: ``await application.startup()`` before the socket accepts,
@@ -39,7 +39,7 @@ class HTTPRequest:
 
     __slots__ = (
         "method", "target", "path", "query", "headers", "body", "client", "server",
-        "scheme", "http_version", "keep_alive", "websocket", "host", "connection",
+        "scheme", "http_version", "keep_alive", "websocket", "host",
     )
 
     def __init__(self) -> None:
@@ -49,15 +49,13 @@ class HTTPRequest:
         self.query: bytes = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: bytes = b""
-        self.client: Optional[tuple] = None
-        self.server: Optional[tuple] = None
+        self.client: Optional[tuple[Any, ...]] = None
+        self.server: Optional[tuple[Any, ...]] = None
         self.scheme: str = "http"
         self.http_version: str = "1.1"
         self.keep_alive: bool = True
         self.websocket: bool = False
         self.host: bytes = b""
-        # Opaque per-connection object; the framework may hang per-connection state on it.
-        self.connection: Any = None
 
 
 class HTTPResponse:
@@ -76,6 +74,18 @@ class HTTPResponse:
         self.headers = headers
         self.body = body
         self.stream = stream
+
+
+# Statuses whose responses never carry a body (RFC 9110 6.4.1): no Content-Length either.
+NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
+
+TEXT_PLAIN = b"content-type: text/plain; charset=utf-8\r\n"
+
+
+def plain_response(status: int, text: str, headers: bytes = b"") -> HTTPResponse:
+    """A short text/plain answer the server gives itself (errors, limits, refused handshakes);
+    ``headers`` are extra header lines."""
+    return HTTPResponse(status, TEXT_PLAIN + headers if headers else TEXT_PLAIN, text.encode())
 
 
 # Close codes an endpoint may send or receive: RFC 6455 7.4 plus IANA's 1012-1014.
@@ -113,7 +123,8 @@ class ConnectionClosed(Exception):
 
 
 class WebSocketConnection(Protocol):
-    """What a WebSocket session receives from the server (implemented in ``server/ws.py``).
+    """What a WebSocket session receives from the server (implemented in
+    ``server/websocket/protocol.py``).
 
     One session task runs per connection; ``receive()`` may be awaited by one task at a time.
     Every other method may be called from any task on the server's loop.

@@ -44,7 +44,7 @@ def socket_path(directory: str, index: int) -> str:
 class _Inbound(asyncio.Protocol):
     """One other worker's connection to us: length-prefixed messages to ``receive``."""
 
-    def __init__(self, receive: Callable[[bytes], None], registry: set) -> None:
+    def __init__(self, receive: Callable[[bytes], None], registry: set[Any]) -> None:
         self.receive = receive
         self.registry = registry
         self.buf = bytearray()
@@ -122,7 +122,7 @@ class PeerBus:
         self.loop: Any = None
         self.server: Optional[asyncio.AbstractServer] = None
         self.inbound: set[_Inbound] = set()
-        self.connects: set[asyncio.Task] = set()  # held: the loop keeps only weak references
+        self.connects: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self.closed = False
 
     async def open(self, receive: Callable[[bytes], None]) -> None:

@@ -14,9 +14,9 @@ The shutdown phases, each logged on one line (INFO, stderr):
 A second SIGINT/SIGTERM during 2-4 skips what is left and exits with code 1.
 
 A stop can also come over a *control channel* (a socket given by a supervisor or the dev
-reloader, see ``supervisor.py``): ``stop <why>`` starts the same sequence (and is ignored when
-one is already running), ``force <why>`` skips what is left, and end-of-file (the parent died)
-stops gracefully. The worker writes ``ready`` to it once it serves. The channel is why Ctrl+C in
+reloader: ``supervisor.py``, ``reloader.py``): ``stop <why>`` starts the same sequence (and is
+ignored when one is already running), ``force <why>`` skips what is left, and end-of-file (the
+parent died) stops gracefully. The worker writes ``ready`` to it once it serves. The channel is why Ctrl+C in
 a terminal, which signals the worker *and* its supervisor, is still one clean stop: only
 signals the worker receives itself count towards "second signal".
 
@@ -34,11 +34,13 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
-from .http import HttpProtocol, ServerState
+from .http import HttpProtocol
+from .interface import Application
 from .peers import PeerBus
 from .settings import ServerSettings
+from .state import ServerState
 
 logger = logging.getLogger("stonechat.server")
 
@@ -123,7 +125,7 @@ def inherited_control_channel() -> Optional[socket.socket]:
 class Worker:
     """Serves one application on one socket in the current process until stopped."""
 
-    def __init__(self, app: Any, sock: socket.socket, settings: ServerSettings,
+    def __init__(self, app: Application, sock: socket.socket, settings: ServerSettings,
                  banner: Optional[str] = None, control: Optional[socket.socket] = None,
                  peers: Optional[PeerBus] = None) -> None:
         self.app = app
@@ -138,8 +140,8 @@ class Worker:
         self.signals_seen = 0
         self.forced = False
         self.exit_code = EXIT_OK
-        self.main_task: Optional[asyncio.Task] = None
-        self.startup_task: Optional[asyncio.Task] = None
+        self.main_task: Optional[asyncio.Task[None]] = None
+        self.startup_task: Optional[asyncio.Task[None]] = None
         self.phase = "starting"
         self.stop_started: Optional[float] = None
 
@@ -372,7 +374,7 @@ class Worker:
         logger.info("done in %d ms", (time.monotonic() - started) * 1000)
 
 
-def serve(app: Any, sock: socket.socket, settings: ServerSettings, banner: Optional[str] = None,
+def serve(app: Application, sock: socket.socket, settings: ServerSettings, banner: Optional[str] = None,
           control: Optional[socket.socket] = None) -> int:
     """Run one worker in this process; returns its exit code."""
     return Worker(app, sock, settings, banner, control).run()

@@ -74,7 +74,7 @@ class ServerSettings:
             raise SettingsError(f"unknown server setting(s): {', '.join(sorted(unknown))}")
         values: dict[str, Any] = {}
         for name, f in known.items():
-            kind = type(f.default)
+            kind: type[Any] = type(f.default)
             env_name = "STONECHAT_" + name.upper()
             if name in overrides:
                 raw, source = overrides[name], name

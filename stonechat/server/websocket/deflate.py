@@ -24,7 +24,7 @@ which the extension allows, since DEFLATE's overhead makes them larger.
 from __future__ import annotations
 
 import zlib
-from typing import Optional, Union
+from typing import Optional
 
 MIN_SIZE = 128  # bytes; shorter messages are sent uncompressed
 WINDOW_BITS = 12  # our compression window (4 KiB): a small message gains little from more
@@ -129,9 +129,8 @@ class Inflater:
         return out
 
 
-def compress(message: Union[str, bytes], bits: int) -> bytes:
-    """``message`` as one permessage-deflate payload (no context kept)."""
-    data = message.encode() if message.__class__ is str else bytes(message)  # type: ignore[union-attr]
+def compress(data: bytes, bits: int) -> bytes:
+    """``data`` (a message's payload) as one permessage-deflate payload (no context kept)."""
     compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, MEM_LEVEL)
     out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
     return out[:-4] if out.endswith(_TAIL) else out

@@ -2,7 +2,7 @@
 for the frames a polite client never sends: handshake validation, masking, reserved bits and
 opcodes, fail-fast UTF-8, fragmentation with control frames in between, message size, keepalive,
 idle timeout, per-IP limits, backpressure, slow clients in a broadcast, shutdown with 1001, and
-memory over 3000 connect/close cycles.
+memory over 6000 connect/close cycles.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import websockets
 from wsraw import RawWS, frame
 
 APP = r'''
-import asyncio, os
+import asyncio, gc, os, sys
 from stonechat import Robyn, WebSocketDisconnect
 
 app = Robyn(__file__)
@@ -34,12 +34,22 @@ def get_events():
 def clients():
     return {path: len(ep.clients) for path, ep in app.websocket_hub.endpoints.items()}
 
-@app.get("/rss")
-def rss():
+cyclic_garbage = [0]  # objects freed by the cycle collector, not by reference counting
+
+def count_garbage(phase, info):
+    if phase == "stop":
+        cyclic_garbage[0] += info["collected"]
+
+gc.callbacks.append(count_garbage)
+
+@app.get("/memory")
+def memory():
+    gc.collect()  # count only what is alive
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
-                return {"kib": int(line.split()[1])}
+                return {"rss_kib": int(line.split()[1]), "blocks": sys.getallocatedblocks(),
+                        "garbage": cyclic_garbage[0]}
 
 @app.websocket("/ws")
 async def echo(ws):
@@ -303,7 +313,38 @@ def test_shutdown_closes_1001_and_runs_close_handlers_first(serve):
 
 # -- memory ----------------------------------------------------------------------------------------
 
-def test_rss_stable_over_3000_connect_close_cycles(serve):
+def test_memory_flat_over_6000_connect_close_cycles(serve):
+    """No memory grows per WebSocket connection, and a closed one is freed at once: 3000
+    connect/echo/close cycles to warm up, then 8 rounds of 750 (half closed with a close
+    frame, half aborted with an RST).
+
+    What we found (issue 8): the old form of this test compared VmRSS at three points 3000
+    cycles apart and once failed with 2084 KiB over its 2048 bound. There was no leak: over
+    30,000 cycles VmRSS climbed in steps of 0.3-4.6 MiB for the first ~9,000 cycles and then
+    stayed flat (42,952 KiB at 9,000 cycles, 42,960 KiB at 30,000), and the interpreter's live
+    blocks stayed within a few dozen of their count after the first thousand. But every closed
+    connection was garbage in a reference cycle, freed only when the cyclic collector got to
+    it: WebSocketProtocol → WebSocketAccept → the session closure → the framework's adapter
+    → WebSocketProtocol, and HttpProtocol ↔ the httptools parser holding its bound callbacks.
+    Dead connections piled up between full collections; where a collection fell decided the
+    steps, so two RSS points 3000 cycles apart measured chance. Both cycles are broken now
+    (the protocol does not keep the accept; the HTTP protocol lets go of its parser when done)
+    and VmRSS is flat from the first thousand cycles on: 31,560 KiB at 1,000, 31,640 KiB at
+    30,000, with no collection forced.
+
+    The test asks what a leak always does and noise never does, as medians over the 8 rounds
+    (a leak grows every round; an allocator step moves one or two rounds of eight):
+    * objects freed only by the cycle collector: under one per six connections (measured 0;
+      with the first cycle back, 20,300 a round);
+    * live Python blocks, counted after ``gc.collect()``: growth under one per six connections
+      (125 a round; measured 0-5);
+    * VmRSS: growth under 192 KiB a round, 256 bytes per connection (measured 0 KiB).
+    Each sample waits until every session so far has run its close handler, so no connection
+    is still being torn down when it is taken. Leaks injected into WebSocketProtocol.__init__
+    fail it: ``bytes(1024)`` kept per connection (752 more blocks a round), an empty list per
+    connection (751), 1 KiB ``malloc``-ed through ctypes and never freed (780 KiB a round), even
+    256 bytes of it (230 KiB a round).
+    """
     server = start(serve, ws_ping_interval=0)
     handshake = ("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
@@ -327,22 +368,28 @@ def test_rss_stable_over_3000_connect_close_cycles(serve):
             pass
         s.close()
 
-    def rss_kib():
-        return httpx.get(server.url + "/rss").json()["kib"]
+    def memory(connections):
+        # Sample once every session is over: its close handler (which sleeps 50 ms) has run.
+        server.wait_for_output("close handler ran", count=connections, timeout=30)
+        return httpx.get(server.url + "/memory").json()
 
-    for i in range(3000):  # warm-up: allocator pools and buffers settle (measured: flat after ~6000)
+    rounds, per_round = 8, 750
+    for i in range(3000):  # warm-up: allocator pools and caches fill
         cycle(i)
-    time.sleep(0.3)
-    before = rss_kib()
-    for i in range(3000):
-        cycle(i)
-    time.sleep(0.5)
-    middle = rss_kib()
+    samples = [memory(3000)]
+    for n in range(rounds):
+        for i in range(per_round):
+            cycle(i)
+        samples.append(memory(3000 + (n + 1) * per_round))
     assert httpx.get(server.url + "/clients").json()["/ws"] == 0
-    assert middle - before < 5 * 1024, f"RSS grew {middle - before} KiB over 3000 cycles"
-    # Allocator pools settle in the first thousands of cycles; after that growth must be ~flat.
-    for i in range(3000):
-        cycle(i)
-    time.sleep(0.5)
-    after = rss_kib()
-    assert after - middle < 2048, f"RSS still growing: {after - middle} KiB over 3000 more cycles"
+
+    def median_growth(key):
+        growth = sorted(b[key] - a[key] for a, b in zip(samples, samples[1:]))
+        return (growth[rounds // 2 - 1] + growth[rounds // 2]) / 2, growth
+
+    garbage, deltas = median_growth("garbage")
+    assert garbage < per_round / 6, f"{garbage} objects a round freed only by the cycle collector (median of {deltas})"
+    blocks, deltas = median_growth("blocks")
+    assert blocks < per_round / 6, f"{blocks} more live blocks per {per_round} connections (median of {deltas})"
+    rss, deltas = median_growth("rss_kib")
+    assert rss < 192, f"VmRSS grows {rss} KiB per {per_round} connections (median of {deltas})"
