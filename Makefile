@@ -1,5 +1,5 @@
 # `make run`: create .venv, install stonechat, start the demo app on 127.0.0.1:8080.
-# `make test`: install the test dependencies and run the whole suite.
+# `make test`: install the test dependencies, type-check the package (mypy) and run the whole suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -22,6 +22,7 @@ run: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(TEST_STAMP)
+	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
