@@ -427,6 +427,9 @@ class ServedApp:
         self.app = app
         self.dispatcher = dispatcher
         self.handle = dispatcher.handle
+        # An app-wide Server (or Date) header replaces the server's own (server/interface.py).
+        self.own_headers = frozenset(name.encode() for name in app.response_headers.keys()
+                                     if name in ("server", "date"))
         self.settings = settings
         self.watchdog: Optional[BlockingWatchdog] = None
 

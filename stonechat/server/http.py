@@ -160,6 +160,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             cause = exc.__context__
             if isinstance(cause, _Reject):
                 self._fail(cause)
+            elif isinstance(exc, httptools.HttpParserInvalidMethodError):
+                self._fail(_Reject(405, "Method not allowed"))  # a method token we do not know (Robyn: 405)
             else:
                 detail = str(exc) or "malformed request"
                 self._fail(_Reject(400, f"Bad request: {detail}"))

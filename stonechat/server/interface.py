@@ -178,6 +178,10 @@ class WebSocketAccept:
 
 
 class Application(Protocol):
+    """What the server runs. It may also have ``own_headers``: a set of lower-case header names
+    (``b"server"``, ``b"date"``) the app puts on every response itself; the server then leaves
+    its own header of that name out instead of sending two."""
+
     def handle(self, request: HTTPRequest) -> Union[HTTPResponse, Awaitable[Any]]: ...
     async def startup(self) -> None: ...
     async def shutdown(self) -> None: ...

@@ -49,6 +49,10 @@ class ServerState:
         self.accepting = True
         self.now = loop.time()
         self.date_block = b""
+        # The app's own Server/Date header (set app-wide) replaces ours (interface.Application).
+        own = getattr(app, "own_headers", frozenset())
+        self.server_line = b"" if b"server" in own else b"server: stonechat\r\n"
+        self.send_date = b"date" not in own
         self._ticker: Optional[asyncio.TimerHandle] = None
 
     # -- WebSockets and their per-IP counts ----------------------------------------------------
@@ -88,7 +92,8 @@ class ServerState:
     def tick(self) -> None:
         """Once a second: refresh the Date header and enforce every connection's deadlines."""
         self.now = now = self.loop.time()
-        self.date_block = b"date: %s\r\nserver: stonechat\r\n" % formatdate(usegmt=True).encode()
+        date = b"date: %s\r\n" % formatdate(usegmt=True).encode() if self.send_date else b""
+        self.date_block = date + self.server_line
         for conn in list(self.connections):
             conn.check_timeouts(now)
         for ws in list(self.websockets):

@@ -239,6 +239,34 @@ def test_keep_alive_and_standard_headers(conn):
         assert r.get("content-length") == "13"
 
 
+def test_an_unknown_method_token_is_405(server):
+    r = expect_reject(server, b"NONSTANDARD / HTTP/1.1\r\nHost: x\r\n\r\n", 405)
+    assert r.body.startswith(b"Method not allowed") and r.get("content-type").startswith("text/plain")
+
+
+def test_an_app_wide_server_header_replaces_ours(serve):
+    server = serve('''
+from stonechat import Robyn, Response
+app = Robyn(__file__)
+app.set_response_header("server", "robyn")
+
+@app.get("/")
+def index():
+    return "hi"
+
+if __name__ == "__main__":
+    app.start()
+''')
+    c = Conn(server.port)
+    try:
+        c.send(req("GET", "/"))
+        r = c.read()
+        assert r.all("server") == ["robyn"]
+        assert r.get("date").endswith("GMT")
+    finally:
+        c.close()
+
+
 def test_pipelined_in_order(conn):
     conn.send(b"".join(req("GET", f"/fast/{i}") for i in range(20)))
     assert [conn.read().body for _ in range(20)] == [str(i).encode() for i in range(20)]
