@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from http import HTTPStatus
 from typing import Any, Optional
@@ -31,6 +32,16 @@ from .websocket.handshake import check_handshake
 from .websocket.protocol import WebSocketProtocol
 
 logger = logging.getLogger("stonechat.server")
+
+# A request line with a syntactically valid method token (RFC 9110 5.6.2) and an HTTP version.
+_REQUEST_LINE = re.compile(rb"(?:^|\n)([!#$%&'*+.^_`|~0-9A-Za-z-]+) [^ \r\n]+ HTTP/1\.[01]\r?\n")
+
+
+def _unknown_method_line(data: bytes) -> bool:
+    """Whether the request the parser stopped at (the last request line in ``data``) is
+    well formed but for a method it does not know, rather than garbage."""
+    lines = _REQUEST_LINE.findall(data)
+    return bool(lines) and lines[-1] not in _METHODS
 
 _METHODS = {m: m.decode() for m in (
     b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE")}
@@ -160,8 +171,10 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             cause = exc.__context__
             if isinstance(cause, _Reject):
                 self._fail(cause)
-            elif isinstance(exc, httptools.HttpParserInvalidMethodError):
-                self._fail(_Reject(405, "Method not allowed"))  # a method token we do not know (Robyn: 405)
+            elif isinstance(exc, httptools.HttpParserInvalidMethodError) and _unknown_method_line(data):
+                # A well-formed request line whose method token we do not know: 405, as Robyn
+                # answers (garbage in place of a request line stays a 400).
+                self._fail(_Reject(405, "Method not allowed"))
             else:
                 detail = str(exc) or "malformed request"
                 self._fail(_Reject(400, f"Bad request: {detail}"))
