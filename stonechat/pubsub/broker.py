@@ -91,10 +91,11 @@ class Position:
 
 @dataclass
 class HistoryRange:
-    """What a numbered broker answers for "the messages of ``room`` after offset N": the
-    stream's current ``epoch`` (None: no stream) and ``top`` offset, and the entries
-    ``(offset, payload)`` after N, or ``complete = False`` when some of them are gone
-    (trimmed, expired) or more than asked."""
+    """What a numbered broker answers for "the messages of ``room`` after offset N, at most
+    ``limit``": the stream's current ``epoch`` (None: no stream) and ``top`` offset, and the
+    entries ``(offset, payload)`` after N. ``complete``: they start right after N with none
+    missing (False when the first ones are gone: trimmed, expired); they may stop before
+    ``top`` when ``limit`` was reached."""
 
     epoch: Optional[str]
     top: int

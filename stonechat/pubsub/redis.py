@@ -70,7 +70,15 @@ return {offset, epoch}
 
 HISTORY = """
 local meta = redis.call('HMGET', KEYS[1], 'e', 'o')
-if not meta[1] then return {false, 0, {}} end
+if not meta[1] then
+  -- no stream yet: make its epoch now, so a position handed out before the first message
+  -- already names this life of the stream
+  local t = redis.call('TIME')
+  meta = {t[1] .. t[2], '0'}
+  redis.call('HSET', KEYS[1], 'e', meta[1], 'o', 0)
+  redis.call('DEL', KEYS[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local top = tonumber(meta[2])
 local after = tonumber(ARGV[1])
 if after >= top or ARGV[2] == '0' then return {meta[1], top, {}} end
@@ -200,9 +208,9 @@ class RedisBroker:
         from redis.utils import HIREDIS_AVAILABLE
         self.status.parser = "hiredis" if HIREDIS_AVAILABLE else "python"
         self.sink = sink
-        try:
+        try:  # RESP2: pub/sub messages are plain replies read by our loop (RESP3 pushes bypass it)
             self.pool = aioredis.ConnectionPool.from_url(
-                self.url, socket_timeout=None, socket_connect_timeout=CONNECT_TIMEOUT,
+                self.url, socket_timeout=None, socket_connect_timeout=CONNECT_TIMEOUT, protocol=2,
                 client_name=f"stonechat-{self.node}")
         except ValueError as exc:
             raise BrokerUnavailable(f"broker {safe_url(self.url)}: bad URL ({exc})") from None
@@ -287,8 +295,8 @@ class RedisBroker:
     # -- the command connection ----------------------------------------------------------------
 
     def _queue(self, args: tuple, parse: Optional[Callable[[Any], Any]] = None, outcome: bool = True) -> Outcome:
-        if self.closing:
-            raise BrokerUnavailable(f"broker {self.status.url}: closed")
+        if self.closing or self.wake is None:
+            raise BrokerUnavailable(f"broker {self.status.url}: {'closed' if self.closing else 'not started'}")
         if len(self.queue) >= self.queue_limit:
             self.status.rejected += 1
             raise BrokerOverloaded(f"broker {self.status.url}: {len(self.queue)} messages already waiting "
@@ -424,9 +432,11 @@ class RedisBroker:
             if epoch is None:
                 return HistoryRange(None, 0, [], True)
             entries = [(int(entry_id.split(b"-", 1)[0]), _payload(fields[1])) for entry_id, fields in raw]
-            complete = after >= top or (len(entries) == top - after and entries[0][0] == after + 1)
+            # whole: it starts right after ``after`` with nothing missing (it may stop at ``limit``)
+            complete = after >= top or (bool(entries) and entries[0][0] == after + 1
+                                        and entries[-1][0] - entries[0][0] == len(entries) - 1)
             return HistoryRange(epoch.decode(), top, entries, complete)
-        return await self._queue(self._evalsha("history", (meta, stream), (after, limit)), parse)
+        return await self._queue(self._evalsha("history", (meta, stream), (after, limit, self.meta_ttl_ms)), parse)
 
     # -- presence ------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from ..pubsub.local import DONE, Ready
 logger = logging.getLogger("stonechat.rooms")
 
 MIN_BUFFER = 1000  # live messages held per room (or per recovering client) while a range is read back
+CATCH_UP_CHUNK = 1000  # entries per history read while a room catches up
 SWEEP_EVERY = 5.0  # seconds between two sweeps of empty rooms kept for their history
 
 
@@ -126,7 +127,8 @@ class Joining:
 
     def __await__(self) -> Generator[Any, None, Any]:
         if self.task is not None:
-            return (yield from self.task.__await__())
+            result = yield from self.task.__await__()
+            return self.value if result is None else result
         return self.value
 
 
@@ -442,27 +444,40 @@ class RoomHub:
                     room.baseline = True
                     first = False
                 else:
-                    answer = await self.broker.history(room.name, room.offset, self.history_size)
+                    answer = await self.broker.history(room.name, room.offset, CATCH_UP_CHUNK)
                     if self.rooms.get(room.name) is not room:
                         return
                     if answer.epoch != room.epoch:
                         if room.offset or room.epoch is not None:
                             self._lost(room, "stream restarted", answer.epoch, 0)
                         room.epoch, room.offset = answer.epoch, 0
-                        answer = await self.broker.history(room.name, 0, self.history_size)
+                        answer = await self.broker.history(room.name, 0, CATCH_UP_CHUNK)
                         if answer.epoch != room.epoch:
                             continue  # restarted again meanwhile
-                    entries = answer.entries
-                    if not answer.complete:
-                        start = entries[0][0] - 1 if entries else answer.top
-                        self._lost(room, room.lost_reason or "history trimmed", answer.epoch, start)
-                        room.offset = start
-                    position_epoch = room.epoch or ""
-                    for offset, payload in entries:
-                        if offset == room.offset + 1:
-                            room.offset = offset
-                            self._deliver(room, payload, Position(position_epoch, offset))
-                    if answer.complete:
+                    # Read the missing range back in chunks, up to where the live stream (held) goes on.
+                    target = answer.top
+                    held = room.syncing
+                    if held and held[0][1].epoch == room.epoch:
+                        target = min(target, held[0][1].offset - 1)
+                    whole = True
+                    while True:
+                        entries = answer.entries
+                        if not answer.complete:
+                            whole = False
+                            start = entries[0][0] - 1 if entries else answer.top
+                            self._lost(room, room.lost_reason or "history trimmed", answer.epoch, start)
+                            room.offset = start
+                        position_epoch = room.epoch or ""
+                        for offset, payload in entries:
+                            if offset == room.offset + 1 and offset <= target:
+                                room.offset = offset
+                                self._deliver(room, payload, Position(position_epoch, offset))
+                        if room.offset >= target or not entries:
+                            break
+                        answer = await self.broker.history(room.name, room.offset, CATCH_UP_CHUNK)
+                        if answer.epoch != room.epoch:
+                            break  # restarted meanwhile: the next pass sees it
+                    if whole:
                         self.status.repaired += 1
                 if room.lost_reason:
                     self._lost(room, room.lost_reason, room.epoch, room.offset)
@@ -562,6 +577,8 @@ class RoomHub:
                     recovered, reason = False, "position ahead of the stream"
                 elif not answer.complete:
                     recovered, reason = False, "history trimmed"
+                elif answer.top - since.offset > self.history_size:
+                    recovered, reason = False, "too many missed"  # a bounded replay, never a partial one
                 else:
                     replay = answer.entries
                     offset = replay[-1][0] if replay else since.offset
