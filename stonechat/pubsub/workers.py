@@ -56,8 +56,16 @@ class WorkerMesh(LocalBroker):
         self.beat_task: Optional[asyncio.Task] = None
 
     async def start(self, sink: Sink) -> None:
+        self.attach(sink)
+
+    def attach(self, sink: Sink) -> None:
+        """Start now, from the running loop (the server connects the workers after startup)."""
+        if self.beat_task is not None:
+            return
         self.sink = sink
-        self._tell({"op": "hello"})
+        # Not now: the server opens the mesh right after connect_peers returns, and a publish
+        # before that would leave the peer stuck "connecting" (server/peers.py).
+        asyncio.get_running_loop().call_soon(self._tell, {"op": "hello"})
         self.beat_task = asyncio.ensure_future(self._beat())
 
     async def close(self) -> None:

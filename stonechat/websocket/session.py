@@ -171,6 +171,7 @@ class WebSocketDispatcher:
         if hub is not None:
             mesh = WorkerMesh(publish, hub.presence_ttl)
             hub.use(mesh)
+            mesh.attach(hub)
             self.mesh = mesh
         for endpoint, ep in self.endpoints.items():
             head = endpoint.encode()
