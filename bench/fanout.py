@@ -16,7 +16,7 @@ The recovery bookkeeping's cost is ``stonechat-recovery`` / ``stonechat-room`` v
 
 Needs ``redis-server`` on PATH; starts its own on a free port. stonechat runs from the project's
 ``.venv``; python-socketio from ``bench/.venv-socketio`` (created on first use: pip install
-python-socketio uvicorn redis). Bounded: at most 5,000 subscribers, 120 s per run, loopback only.
+python-socketio "uvicorn[standard]" redis). Bounded: at most 5,000 subscribers, 120 s per run, loopback only.
 The subscriber client and the publisher are this file, run as subprocesses (``--role``).
 """
 
@@ -69,7 +69,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 # -- the subscriber client (its own process): raw sockets, one selector loop -------------------
 
-def _handshake(port: int, path: str) -> socket.socket:
+def _handshake(port: int, path: str) -> tuple:
     sock = socket.create_connection(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -83,9 +83,7 @@ def _handshake(port: int, path: str) -> socket.socket:
     if b" 101 " not in head.split(b"\r\n", 1)[0]:
         raise RuntimeError(head.split(b"\r\n", 1)[0].decode())
     sock.setblocking(False)
-    rest = head.split(b"\r\n\r\n", 1)[1]
-    sock._rest = rest  # type: ignore[attr-defined]
-    return sock
+    return sock, head.split(b"\r\n\r\n", 1)[1]
 
 
 def _text_frame(text: str) -> bytes:
@@ -128,8 +126,8 @@ def subscriber_main(args: argparse.Namespace) -> None:
     bufs: dict = {}
     socks = []
     for i in range(args.n):
-        sock = _handshake(ports[i % len(ports)], path)
-        bufs[sock] = bytearray(sock._rest)  # type: ignore[attr-defined]
+        sock, rest = _handshake(ports[i % len(ports)], path)
+        bufs[sock] = bytearray(rest)
         socks.append(sock)
         sel.register(sock, selectors.EVENT_READ)
     joined = 0
@@ -217,13 +215,13 @@ async def publisher_main(args: argparse.Namespace) -> None:
             await mgr.emit("m", text, room="fan", namespace="/")
     else:
         import stonechat
-        pub = stonechat.Publisher(args.redis)
+        pub = await stonechat.Publisher(args.redis).__aenter__()
 
         async def send(text: str) -> None:
             if args.kind == "stonechat-endpoint":
-                await pub.broadcast(args.path, text)
+                pub.broadcast_nowait(args.path, text)
             else:
-                pub.broker.publish("fan", text)  # not awaited: pipelined (the app's own way)
+                pub.send_nowait("fan", text)  # not awaited: queued and pipelined
 
     print("PUB ready", flush=True)
     sys.stdin.readline()  # the orchestrator says when
@@ -251,11 +249,11 @@ async def publisher_main(args: argparse.Namespace) -> None:
 
 def ensure_socketio_venv() -> Path:
     python = SIO_VENV / "bin" / "python"
-    check = [str(python), "-c", "import socketio, uvicorn, redis"]
+    check = [str(python), "-c", "import socketio, uvicorn, redis, websockets, uvloop, httptools"]
     if not python.exists() or subprocess.run(check, capture_output=True).returncode != 0:
-        print("creating bench/.venv-socketio (python-socketio 5, uvicorn, redis)", flush=True)
+        print("creating bench/.venv-socketio (python-socketio 5, uvicorn[standard], redis)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(SIO_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "python-socketio>=5,<6", "uvicorn",
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "python-socketio>=5,<6", "uvicorn[standard]",
                         "redis"], check=True)
     return python
 
@@ -269,7 +267,7 @@ def start_servers(kind: str, redis_url: str, python_st: str) -> tuple[list, list
         if kind == "socketio":
             python = str(ensure_socketio_venv())
             cmd = [python, "-m", "uvicorn", "fanout_socketio:app", "--host", "127.0.0.1", "--port", str(port),
-                   "--log-level", "warning", "--ws", "websockets", "--no-access-log"]
+                   "--log-level", "warning", "--ws", "auto", "--no-access-log"]
         else:
             cmd = [python_st, str(BENCH / "apps" / "fanout_stonechat.py")]
         procs.append(subprocess.Popen(cmd, cwd=str(BENCH / "apps"), env=env))
@@ -333,7 +331,7 @@ def run_one(kind: str, n: int, args: argparse.Namespace, redis_url: str, redis_p
     delivered = sub_json["received"]
     expected = pub_json["sent"] * n
     return {"scenario": kind, "subscribers": n, "rate": rate, "sent": pub_json["sent"], "delivered": delivered,
-            "expected": expected, "delivered_per_s": delivered / pub_json["seconds"],
+            "expected": expected, "delivered_per_s": delivered / min(pub_json["seconds"], args.duration),
             "p50_ms": sub_json["p50_ms"], "p99_ms": sub_json["p99_ms"],
             "server_cpu_us_per_delivered": 1e6 * server_cpu / delivered if delivered else None,
             "redis_cpu_s": redis1 - redis0, "elapsed_s": elapsed}

@@ -256,7 +256,7 @@ class BrokerSettings:
                 raw, source = environ[env_name], env_name
             else:
                 continue
-            kind = type(f.default)
+            kind: Any = type(f.default)
             try:
                 if kind is bool:
                     text = str(raw).strip().lower()

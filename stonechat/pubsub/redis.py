@@ -127,7 +127,9 @@ def _redis() -> Any:
 
 
 def _body(payload: Payload) -> bytes:
-    return b"t" + payload.encode() if payload.__class__ is str else b"b" + bytes(payload)
+    if isinstance(payload, str):
+        return b"t" + payload.encode()
+    return b"b" + bytes(payload)
 
 
 def _payload(body: bytes) -> Payload:
@@ -529,7 +531,7 @@ class RedisBroker:
             conn = self.sub_conn
             if conn is None or not conn.is_connected:
                 continue  # the reconnect subscribes to everything wanted
-            commands = []
+            commands: list[list[bytes]] = []
             for op, name in ops:  # consecutive (un)subscriptions make one command
                 if commands and commands[-1][0] == op and op != b"PING" and len(commands[-1]) < SUB_CHUNK:
                     commands[-1].append(name)
@@ -617,7 +619,7 @@ class RedisBroker:
             waiters = [w for op, w in channel.pending if op == "s" and w is not None and not w.done()]
             waiter = waiters[-1] if waiters else asyncio.get_running_loop().create_future()
             for other in waiters[:-1]:
-                waiter.add_done_callback(lambda _, other=other: other.done() or other.set_result(None))
+                waiter.add_done_callback(_also(other))
             channel.pending = deque([("s", waiter)])
             channel.confirmed = False
             self.sub_ops.append((b"SUBSCRIBE", name))
@@ -685,6 +687,14 @@ class RedisBroker:
                     self.status.rooms = sum(1 for c in self.channels.values() if c.wanted)
 
 
+def _also(other: asyncio.Future) -> Callable[[asyncio.Future], None]:
+    """A done-callback that resolves ``other`` too (waiters carried over a reconnect)."""
+    def resolve(_: asyncio.Future) -> None:
+        if not other.done():
+            other.set_result(None)
+    return resolve
+
+
 class _Done:
     __slots__ = ()
 
@@ -720,6 +730,18 @@ class Publisher:
         """To every member of ``room``; returns the message's position."""
         broker = await self._ready()
         return await broker.publish(room, as_payload(message))
+
+    def send_nowait(self, room: str, message: Any) -> None:
+        """Queue a room message without waiting for Redis (pipelined with the next ones; after
+        ``start()`` / ``async with``). BrokerOverloaded when ``broker_queue_size`` are waiting."""
+        self.broker.publish(room, as_payload(message))
+
+    def broadcast_nowait(self, endpoint: str, message: Any) -> None:
+        self.broker.publish_endpoint(endpoint, as_payload(message))
+
+    async def start(self) -> "Publisher":
+        await self._ready()
+        return self
 
     async def broadcast(self, endpoint: str, message: Any) -> None:
         """To every client of the WebSocket ``endpoint`` (e.g. ``"/chat"``), in every process."""

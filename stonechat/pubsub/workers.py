@@ -37,7 +37,9 @@ def _head(kind: bytes, name: str) -> bytes:
 
 
 def _body(payload: Payload) -> bytes:
-    return b"t" + payload.encode() if payload.__class__ is str else b"b" + bytes(payload)
+    if isinstance(payload, str):
+        return b"t" + payload.encode()
+    return b"b" + bytes(payload)
 
 
 class WorkerMesh(LocalBroker):

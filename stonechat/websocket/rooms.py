@@ -49,7 +49,7 @@ SWEEP_EVERY = 5.0  # seconds between two sweeps of empty rooms kept for their hi
 
 
 def envelope(room: str, position: Position, payload: Payload) -> str:
-    if payload.__class__ is str:
+    if isinstance(payload, str):
         return orjson.dumps({"type": "message", "room": room, "epoch": position.epoch,
                              "offset": position.offset, "data": payload}).decode()
     return orjson.dumps({"type": "message", "room": room, "epoch": position.epoch, "offset": position.offset,
