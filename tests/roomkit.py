@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 import websockets
 
 ROOMS_APP = str(Path(__file__).resolve().parent / "websocket" / "rooms_app.py")
@@ -58,6 +60,15 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def ping_blocked(self, timeout: float = 0.3) -> bool:
+        """True while Redis does not answer a PING within ``timeout`` (it is busy: DEBUG SLEEP)."""
+        try:
+            redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout,
+                        retry=Retry(NoBackoff(), 0)).ping()  # no retries: one PING, one answer
+            return False
+        except (redis.TimeoutError, redis.ConnectionError):  # the handshake itself may time out
+            return True
 
     def subscriber_count(self) -> int:
         return sum(1 for c in self.client().client_list() if c.get("name", "").startswith("stonechat-")

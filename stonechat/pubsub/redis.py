@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 
 import orjson
 
-from .broker import (BrokerOverloaded, BrokerSettings, BrokerStatus, BrokerUnavailable, HistoryRange, Outcome,
+from .broker import (BrokerError, BrokerOverloaded, BrokerSettings, BrokerStatus, BrokerUnavailable, HistoryRange, Outcome,
                      Payload, Position, Sink, as_payload, new_node_id, safe_url)
 
 logger = logging.getLogger("stonechat.pubsub.redis")
@@ -445,8 +445,11 @@ class RedisBroker:
     def presence_add(self, room: str, connection_id: str, info: Optional[dict]) -> None:
         self.presence.setdefault(room, {})[connection_id] = info
         _, _, _, zset, hashkey = self._keys(room)
-        self._queue(self._evalsha("presence_add", (zset, hashkey),
-                                  (connection_id, orjson.dumps(info), self.presence_ttl_ms)), outcome=False)
+        try:
+            self._queue(self._evalsha("presence_add", (zset, hashkey),
+                                      (connection_id, orjson.dumps(info), self.presence_ttl_ms)), outcome=False)
+        except BrokerOverloaded:
+            pass  # listed by the next refresh (every presence_ttl / 3)
 
     def presence_remove(self, room: str, connection_id: str) -> None:
         members = self.presence.get(room)
@@ -457,7 +460,7 @@ class RedisBroker:
         _, _, _, zset, hashkey = self._keys(room)
         try:
             self._queue(self._evalsha("presence_remove", (zset, hashkey), (connection_id,)), outcome=False)
-        except BrokerOverloaded:
+        except BrokerError:
             pass  # it expires within presence_ttl, since nobody refreshes it
 
     async def members(self, room: str) -> dict:

@@ -38,7 +38,7 @@ from typing import Any, Awaitable, Generator, Optional, Union
 
 import orjson
 
-from ..pubsub.broker import Broker, BrokerSettings, BrokerStatus, Payload, Position, as_payload
+from ..pubsub.broker import Broker, BrokerError, BrokerSettings, BrokerStatus, Payload, Position, as_payload
 from ..pubsub.local import DONE, Ready
 
 logger = logging.getLogger("stonechat.rooms")
@@ -93,7 +93,7 @@ class LocalRoom:
     """One room as this process sees it: its members here and where its stream stands."""
 
     __slots__ = ("name", "plain", "enveloped", "recovering", "epoch", "offset", "history", "syncing",
-                 "baseline", "ready", "empty_since", "announce", "lost_reason")
+                 "baseline", "ready", "empty_since", "announce", "recheck")
 
     def __init__(self, name: str, epoch: Optional[str], history_size: int) -> None:
         self.name = name
@@ -108,7 +108,7 @@ class LocalRoom:
         self.ready: Any = DONE       # resolves when the broker delivers this room here
         self.empty_since = 0.0
         self.announce: set = set()   # ids that announced their join (so they announce their leave)
-        self.lost_reason = ""
+        self.recheck = False         # the subscription dropped during a catch-up: one more pass
 
     def __len__(self) -> int:
         return len(self.plain) + len(self.enveloped) + len(self.recovering)
@@ -211,6 +211,9 @@ class RoomHub:
     # -- membership ----------------------------------------------------------------------------
 
     def _room(self, name: str) -> LocalRoom:
+        now = time.monotonic()
+        if not self.numbered and now - self.last_sweep > SWEEP_EVERY:
+            self._sweep(now)
         room = self.rooms.get(name)
         if room is None:
             if self.numbered:
@@ -348,7 +351,10 @@ class RoomHub:
         broker = self.broker
 
         def relay(message: Payload) -> None:
-            broker.publish_endpoint(endpoint, message)
+            try:
+                broker.publish_endpoint(endpoint, message)
+            except BrokerError as exc:  # best effort, like the mesh: this process's clients still get it
+                logger.warning("endpoint %s: broadcast not sent to the other processes: %s", endpoint, exc)
         return relay
 
     # -- what the broker delivers (the Sink) ---------------------------------------------------
@@ -411,10 +417,10 @@ class RoomHub:
         if len(held) < self.buffer_limit:
             held.append((payload, position))
             return
-        # Too much arrived while reading back: keep the newest, the rest is announced as lost.
+        # Too much arrived while reading back: keep the newest only; the catch-up reads the rest
+        # from the history too (what is no longer there is announced as lost).
         held.clear()
         held.append((payload, position))
-        room.lost_reason = "overflow"
 
     def resync(self) -> None:
         """The broker's subscription dropped: every room reads back what it may have missed."""
@@ -422,6 +428,8 @@ class RoomHub:
             if room.syncing is None:
                 room.syncing = []
                 room.ready = self._spawn(self._resync_after_reconnect(room), f"{room.name!r} resync")
+            else:
+                room.recheck = True
 
     async def _resync_after_reconnect(self, room: LocalRoom) -> None:
         await self.broker.subscribe(room.name)
@@ -465,7 +473,7 @@ class RoomHub:
                         if not answer.complete:
                             whole = False
                             start = entries[0][0] - 1 if entries else answer.top
-                            self._lost(room, room.lost_reason or "history trimmed", answer.epoch, start)
+                            self._lost(room, "history trimmed", answer.epoch, start)
                             room.offset = start
                         position_epoch = room.epoch or ""
                         for offset, payload in entries:
@@ -479,9 +487,9 @@ class RoomHub:
                             break  # restarted meanwhile: the next pass sees it
                     if whole:
                         self.status.repaired += 1
-                if room.lost_reason:
-                    self._lost(room, room.lost_reason, room.epoch, room.offset)
-                    room.lost_reason = ""
+                if room.recheck:  # the subscription dropped meanwhile: read once more
+                    room.recheck = False
+                    continue
                 held, room.syncing = room.syncing or [], None
                 for i, (payload, position) in enumerate(held):
                     self._apply(room, payload, position)
@@ -493,11 +501,18 @@ class RoomHub:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # The broker is down: what is held cannot be placed. Say so; the next reconnect
-            # (the broker calls resync()) tries again from where this room stands.
-            room.syncing = None
-            self._lost(room, "broker unavailable", room.epoch, room.offset)
+            # The range cannot be read back (the broker refused: its queue is full): say so, then
+            # go on with what arrived live, from right before the first of it.
             logger.warning("room %r: could not read back its stream (%s)", room.name, exc)
+            held, room.syncing = room.syncing or [], None
+            if held:
+                room.epoch, room.offset = held[0][1].epoch, held[0][1].offset - 1
+            room.baseline = True
+            self._lost(room, "broker unavailable", room.epoch, room.offset)
+            for payload, position in held:
+                if position.epoch == room.epoch and position.offset == room.offset + 1:
+                    room.offset = position.offset
+                    self._deliver(room, payload, position)
 
     def _lost(self, room: LocalRoom, reason: str, epoch: Optional[str], offset: int) -> None:
         """Messages of ``room`` before (epoch, offset) may be missing here: say so to the
