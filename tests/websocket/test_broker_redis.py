@@ -438,3 +438,10 @@ def test_publisher_in_a_separate_process_and_presence_from_it(serve, redis_serve
         assert await a.take(3) == ['{"done":1}', "just you", "everyone on /chat"]
         await a.close()
     run(go())
+
+
+def test_the_broker_flag_wins(serve, redis_server):
+    server = serve(ROOMS_APP, args=["--broker", redis_server.url], env={"STONECHAT_BROKER": "local"})
+    server.wait_for_output("serving http://")
+    st = status(server)
+    assert st["engine"] == "redis" and st["url"] == redis_server.url and st["healthy"]
