@@ -31,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
 import time
+from concurrent.futures import Future
 import uuid
 from collections import deque
 from typing import Any, Awaitable, Generator, Optional, Union
@@ -149,6 +151,8 @@ class RoomHub:
         self.epoch_prefix = uuid.uuid4().hex[:10]
         self.epochs = 0
         self.last_sweep = time.monotonic()
+        self.loop: Optional[asyncio.AbstractEventLoop] = None  # set at start: threads hand over to it
+        self.loop_thread = 0
 
     @property
     def status(self) -> BrokerStatus:
@@ -161,6 +165,8 @@ class RoomHub:
         self.numbered = broker.numbered
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
         await self.broker.start(self)
         for endpoint in self.endpoints:
             self.broker.subscribe_endpoint(endpoint)
@@ -674,9 +680,23 @@ class Room:
                                "or startup handlers)")
         return hub
 
-    def send(self, message: Any) -> Awaitable[Optional[Position]]:
-        """Publish now; await the result for the message's position (once the broker took it)."""
-        return self._hub().publish(self.name, message)
+    def send(self, message: Any) -> Any:
+        """Publish now; await the result for the message's position (once the broker took it).
+        From another thread (a ``threaded=True`` handler) the message is handed to the event
+        loop and a ``concurrent.futures.Future`` of the position is returned."""
+        hub = self._hub()
+        loop = hub.loop
+        if loop is not None and threading.get_ident() != hub.loop_thread:
+            future: Future = Future()
+
+            async def publish() -> None:
+                try:
+                    future.set_result(await hub.publish(self.name, message))
+                except Exception as exc:
+                    future.set_exception(exc)
+            loop.call_soon_threadsafe(lambda: hub._spawn(publish(), f"{self.name!r} publish from a thread"))
+            return future
+        return hub.publish(self.name, message)
 
     sync_send = send
 

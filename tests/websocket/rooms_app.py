@@ -132,6 +132,12 @@ async def send(request):
     return {"position": str(position) if position else None}
 
 
+@app.post("/threaded/:room", threaded=True)
+def send_from_a_thread(request):
+    position = app.room(request.path_params["room"]).send(request.body.decode()).result(10)
+    return {"position": str(position) if position else None}
+
+
 @app.get("/status")
 def status():
     return app.broker_status().as_dict()

@@ -111,6 +111,9 @@ def test_announcements_and_publishing_from_http_and_a_startup_task(server):
         answer = httpx.post(f"{server.url}/send/hall", content="from http", timeout=10).json()
         assert answer["position"]
         assert await a.take(1) == ["from http"]
+        answer = httpx.post(f"{server.url}/threaded/hall", content="from a thread", timeout=10).json()
+        assert answer["position"]  # handed to the loop, its position came back
+        assert await a.take(1) == ["from a thread"]
         assert await a.ask("join ticks") == "joined ticks True"
         ticks = await a.take(3)
         numbers = [int(t.split()[1]) for t in ticks]
