@@ -3,7 +3,8 @@ up to three stonechat servers standing for three machines, with clients spread o
 
 Parsers: the tests marked with the ``parser`` fixture run twice, with hiredis and with
 redis-py's pure-Python parser (hiredis hidden from the servers by a shadow package on
-PYTHONPATH); each run checks which parser the servers really use (``/status``).
+PYTHONPATH); each run checks which parser the servers really use (``/status``). To run every
+test of this module on the pure-Python parser: ``STONECHAT_TEST_REDIS_PARSER=python``.
 """
 
 from __future__ import annotations
@@ -34,18 +35,21 @@ def redis_server(tmp_path):
     server.kill()
 
 
+def without_hiredis(directory) -> dict:
+    shadow = directory / "no-hiredis"
+    (shadow / "hiredis").mkdir(parents=True, exist_ok=True)
+    (shadow / "hiredis" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    return {"PYTHONPATH": str(shadow)}
+
+
 @pytest.fixture(params=["hiredis", "python"])
 def parser(request, tmp_path):
-    env = {}
-    if request.param == "python":
-        shadow = tmp_path / "no-hiredis"
-        (shadow / "hiredis").mkdir(parents=True)
-        (shadow / "hiredis" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
-        env["PYTHONPATH"] = str(shadow)
-    return request.param, env
+    return request.param, (without_hiredis(tmp_path) if request.param == "python" else {})
 
 
 def machines(serve, redis_server, n=3, extra=None, parser_env=None):
+    if parser_env is None and os.environ.get("STONECHAT_TEST_REDIS_PARSER") == "python":
+        parser_env = without_hiredis(redis_server.directory)
     env = {"STONECHAT_BROKER": redis_server.url, "STONECHAT_BROKER_PRESENCE_TTL": "1",
            "STONECHAT_WS_CLOSE_TIMEOUT": "2", **(parser_env or {}), **(extra or {})}
     servers = [serve(ROOMS_APP, env=env) for _ in range(n)]
