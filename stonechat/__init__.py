@@ -20,15 +20,18 @@ from .core.response import (
     jsonify, serve_file, serve_html,
 )
 from .features.cors import ALLOW_CORS
+from .pubsub.broker import BrokerError, BrokerOverloaded, BrokerUnavailable, Position
+from .pubsub.redis import Publisher
 from .testclient import TestClient
 from .version import __version__
 from .websocket.api import WebSocket, WebSocketAdapter, WebSocketConnector, WebSocketDisconnect
+from .websocket.rooms import Room
 
 __all__ = [
-    "ALLOW_CORS", "App", "AuthenticationHandler", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
+    "ALLOW_CORS", "App", "AuthenticationHandler", "BrokerError", "BrokerOverloaded", "BrokerUnavailable", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
     "Events", "FileResponse", "FunctionInfo", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody",
-    "MiddlewareType", "QueryParams", "Request", "RequestBody", "RequestMethod", "RequestURL", "Response",
-    "Robyn", "SSEMessage", "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",
+    "MiddlewareType", "Position", "Publisher", "QueryParams", "Request", "RequestBody", "RequestMethod", "RequestURL", "Response",
+    "Robyn", "Room", "SSEMessage", "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",
     "WebSocketAdapter", "WebSocketConnector", "WebSocketDisconnect", "WebSocketException", "__version__",
     "html", "jsonify", "serve_file", "serve_html", "status_codes",
 ]

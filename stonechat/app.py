@@ -35,7 +35,11 @@ from .features.mcp import MCPApp
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
 from .serving import start_app
+from .pubsub.broker import BROKER_SETTING_NAMES, BrokerError, BrokerSettings, BrokerStatus
+from .pubsub.engines import make_broker
+from .pubsub.local import LocalBroker
 from .websocket.api import register_websocket, websocket_decorator
+from .websocket.rooms import Room, RoomHub
 from .websocket.session import WebSocketDispatcher
 
 logger = logging.getLogger("stonechat")
@@ -230,11 +234,14 @@ class BaseRouter:
 
     # -- WebSockets (the API lives in websocket/api.py) ------------------------------------
 
-    def websocket(self, endpoint: str, auth_required: bool = False, subprotocols: Sequence[str] = ()) -> Callable:
+    def websocket(self, endpoint: str, auth_required: bool = False, subprotocols: Sequence[str] = (),
+                  recovery: bool = False) -> Callable:
         """``@app.websocket("/chat")``; ``subprotocols=["v2.chat", "v1.chat"]`` lets the handshake
-        pick the first of the client's offered subprotocols found there (``ws.subprotocol``)."""
+        pick the first of the client's offered subprotocols found there (``ws.subprotocol``);
+        ``recovery=True``: room messages reach its clients in envelopes with their position
+        (docs/scaling.md)."""
         return websocket_decorator(self, self._full_path(endpoint), auth_required=auth_required,
-                                   subprotocols=subprotocols)
+                                   subprotocols=subprotocols, recovery=recovery)
 
     def add_web_socket(self, endpoint: str, ws: Any) -> None:
         register_websocket(self, self._full_path(endpoint), ws)
@@ -247,6 +254,11 @@ class Robyn(BaseRouter):
                  openapi_file_path: Optional[str] = None, openapi: Any = None,
                  dependencies: Optional[DependencyMap] = None, **settings: Any) -> None:
         super().__init__("", dependencies)
+        # Rooms and broadcasts beyond this process (docs/scaling.md): checked now, by name.
+        self.broker_overrides: dict[str, Any] = {k: settings.pop(k) for k in list(settings)
+                                                 if k in BROKER_SETTING_NAMES}
+        BrokerSettings.from_sources(self.broker_overrides, environ={})
+        self.room_hub: Optional[RoomHub] = None
         self.file_path = file_object
         self.directory_path = os.path.dirname(os.path.abspath(file_object)) if file_object else os.getcwd()
         # robyn.env next to the app file, as Robyn reads it here (the environment wins; a bad
@@ -363,6 +375,7 @@ class Robyn(BaseRouter):
             routes.append(route)
         if any(r.threaded for r in routes) and self.executor is None:
             self.executor = ThreadPoolExecutor(settings.thread_pool_size, thread_name_prefix="stonechat-handler")
+        hub = self.room_hub = self._room_hub()
         exception_handler = self.exception_handler
         errors = ErrorResponder(exception_handler, bool(exception_handler and is_async_callable(exception_handler)),
                                 debug)
@@ -370,7 +383,9 @@ class Robyn(BaseRouter):
         websockets = self.collect_websockets()
         if websockets:
             websocket = self.websocket_hub = WebSocketDispatcher(
-                websockets, global_deps, self.authentication_handler, settings, errors)
+                websockets, global_deps, self.authentication_handler, settings, errors, hub)
+            if hub.broker.name != "local":
+                websocket.use_broker()
         self.dispatcher = Dispatcher(
             router, routes, defaults=defaults, errors=errors, global_before=global_before, global_after=global_after,
             request_headers=self._headers_for_requests(),
@@ -387,6 +402,28 @@ class Robyn(BaseRouter):
         defaults = self.response_headers.get_headers()
         return (added, defaults) if added or defaults else None
 
+    def broker_settings(self) -> BrokerSettings:
+        """Keywords, then ``STONECHAT_BROKER*`` variables, then ``--broker URL`` (which wins)."""
+        overrides = dict(self.broker_overrides)
+        flag = (self.config or Config()).broker
+        if flag:
+            overrides["broker"] = flag
+        return BrokerSettings.from_sources(overrides)
+
+    def _room_hub(self) -> RoomHub:
+        config = self.broker_settings()
+        return RoomHub(make_broker(config), config)
+
+    def room(self, name: str) -> Room:
+        """A room by name: ``app.room("news").send(msg)`` from any handler or startup task,
+        ``await app.room("news").members()`` / ``count()``."""
+        return Room(self, name)
+
+    def broker_status(self) -> BrokerStatus:
+        """The broker's state for a health check (engine, connected, listener, counters)."""
+        hub = self.room_hub
+        return hub.status if hub is not None else BrokerStatus(listener="stopped")
+
     def served(self, settings: Optional[ServerSettings] = None, debug: bool = False) -> "ServedApp":
         """The object the server runs (see ``server/interface.py``)."""
         settings = settings or ServerSettings.from_sources(self.settings_overrides)
@@ -396,6 +433,12 @@ class Robyn(BaseRouter):
               client_timeout: int = 30, keep_alive_timeout: int = 20, **settings: Any) -> None:
         """Serve until stopped (Ctrl+C or SIGTERM). Host and port may come from
         ``STONECHAT_HOST``/``STONECHAT_PORT`` or ``ROBYN_HOST``/``ROBYN_PORT``, which win."""
+        for name in [k for k in settings if k in BROKER_SETTING_NAMES]:
+            self.broker_overrides[name] = settings.pop(name)
+        try:
+            self.broker_settings()
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         start_app(self, host, port, keep_alive_timeout, settings)
 
 
@@ -441,11 +484,33 @@ class ServedApp:
         return websocket.connect_peers(publish)
 
     async def startup(self) -> None:
+        await self._start_broker()  # first: startup handlers may publish
         await self.app.lifecycle.startup(self.app)
         await self._compute_const_routes()
         if self.settings.blocking_warn_ms > 0:
             self.watchdog = BlockingWatchdog(self.dispatcher, self.settings.blocking_warn_ms / 1000.0)
             self.watchdog.start()
+
+    async def _start_broker(self) -> None:
+        hub = self.app.room_hub
+        if hub is None:
+            return
+        try:
+            await hub.start()
+        except BrokerError as exc:
+            if not self.app.broker_settings().broker_local_fallback:
+                logger.error("%s", exc)
+                raise
+            logger.warning("%s; serving local-only (broker_local_fallback): rooms and broadcasts reach "
+                           "this process's clients only", exc)
+            await hub.broker.close()
+            hub.use(LocalBroker())
+            hub.status.error(str(exc))
+            websocket = self.dispatcher.websocket
+            if websocket is not None:
+                for ep in websocket.endpoints.values():
+                    ep.clients.relay = None
+            await hub.start()
 
     async def _compute_const_routes(self) -> None:
         for route in self.dispatcher.routes:
@@ -466,6 +531,8 @@ class ServedApp:
         if self.watchdog is not None:
             self.watchdog.stop()
         await self.app.lifecycle.shutdown(self.settings.shutdown_handler_timeout)
+        if self.app.room_hub is not None:
+            await self.app.room_hub.close()  # last: shutdown handlers may publish
         if self.app.executor is not None:
             self.app.executor.shutdown(wait=False, cancel_futures=True)
 

@@ -24,6 +24,7 @@ class Config:
         parser.add_argument("--open-browser", action="store_true", default=False)
         parser.add_argument("--version", action="store_true", default=False)
         parser.add_argument("--debug", action="store_true", default=False)
+        parser.add_argument("--broker", default=None)
         args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
         env = os.environ
         self.processes: int = args.processes or _env_int("STONECHAT_PROCESSES", "ROBYN_PROCESSES") or 1
@@ -43,6 +44,9 @@ class Config:
             env.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
             for name in ("STONECHAT_OPEN_BROWSER", "ROBYN_BROWSER_OPEN"))
         self.version: bool = args.version
+        # Where rooms and broadcasts go beyond this process: "local" or redis://host:port/db
+        # (STONECHAT_BROKER is read with the other broker settings, docs/scaling.md).
+        self.broker: Optional[str] = args.broker
         self.debug: bool = args.debug or env.get("STONECHAT_DEBUG", "").lower() in ("1", "true")
         if self.processes < 1:
             raise ValueError(f"--processes must be at least 1, got {self.processes}")

@@ -106,6 +106,7 @@ class WebSocketSpec:
     on_close: Optional[Callable] = None
     auth_required: bool = False
     subprotocols: tuple[str, ...] = ()
+    recovery: bool = False                  # room messages reach its clients in envelopes with positions
 
 
 __all__ = ["FunctionInfo", "HTTP_METHODS", "HttpMethod", "MiddlewareSpec", "MiddlewareType", "RouteSpec",

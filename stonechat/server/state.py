@@ -50,7 +50,7 @@ class ServerState:
         self.now = loop.time()
         self.date_block = b""
         # The app's own Server/Date header (set app-wide) replaces ours (interface.Application).
-        own = getattr(app, "own_headers", frozenset())
+        own: frozenset[bytes] = getattr(app, "own_headers", frozenset())
         self.server_line = b"" if b"server" in own else b"server: stonechat\r\n"
         self.send_date = b"date" not in own
         self._ticker: Optional[asyncio.TimerHandle] = None

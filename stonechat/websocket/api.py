@@ -27,6 +27,7 @@ import orjson
 from ..core.datastructures import QueryParams
 from ..core.registry import WebSocketSpec, WebSocketStyle
 from ..core.request import Request
+from .rooms import Joining, RoomHub
 from ..server.interface import NO_MESSAGE, ConnectionClosed, WebSocketConnection, close_payload
 
 logger = logging.getLogger("stonechat.websocket")
@@ -69,14 +70,17 @@ class _Closing:
 
 
 class Clients(dict):
-    """An endpoint's live clients in this process, by id. ``relay``, under ``--processes N``,
-    hands a broadcast to the other worker processes (``WebSocketDispatcher.connect_peers``)."""
+    """An endpoint's live clients in this process, by id. ``relay``, under ``--processes N``
+    or with a broker, hands a broadcast to the other processes (``WebSocketDispatcher.connect_peers``);
+    ``hub`` is the app's rooms (``rooms.py``); ``recovery``: the endpoint's clients get envelopes."""
 
-    __slots__ = ("relay",)
+    __slots__ = ("relay", "hub", "recovery")
 
     def __init__(self) -> None:
         super().__init__()
         self.relay: Optional[Callable[[Union[str, bytes]], None]] = None
+        self.hub: Optional[RoomHub] = None
+        self.recovery = False
 
 
 def send_to_all(clients: Clients, message: Union[str, bytes]) -> int:
@@ -106,7 +110,7 @@ class WebSocketConnector:
     this or another client of the same endpoint, broadcast, close. Sync and async variants."""
 
     __slots__ = ("id", "query_params", "path_params", "request", "identity", "endpoint", "subprotocol",
-                 "_conn", "_outbox", "_pending_close", "_clients", "close_code", "close_reason",
+                 "_conn", "_outbox", "_pending_close", "_clients", "_rooms", "close_code", "close_reason",
                  "closed_by", "__dict__")
 
     def __init__(self, endpoint: str, request: Request, clients: Clients) -> None:
@@ -121,6 +125,7 @@ class WebSocketConnector:
         self._outbox: list = []
         self._pending_close: Optional[tuple[int, str]] = None
         self._clients = clients
+        self._rooms: Optional[dict] = None  # room name → rooms.LocalRoom, once it joins one
         self.close_code: Optional[int] = None
         self.close_reason: str = ""
         self.closed_by: str = ""
@@ -156,39 +161,66 @@ class WebSocketConnector:
         return peer
 
     def sync_send_to(self, recipient_id: str, message: Union[str, bytes]) -> bool:
-        """Send to the client ``recipient_id`` of this endpoint; False if it is gone."""
-        peer = self._peer(recipient_id)
-        if peer is None:
-            return False
-        try:
-            peer._send_nowait(message)
-        except WebSocketDisconnect:
-            return False
-        return True
+        """Send to the client ``recipient_id``: of this endpoint, or of any endpoint in any
+        process the broker reaches. False if it is gone; for a client of another process,
+        True once handed to the broker (``async_send_to`` says whether some process took it)."""
+        recipient_id = str(recipient_id)
+        if recipient_id in self._clients or self._clients.hub is None:
+            peer = self._peer(recipient_id)
+            if peer is None:
+                return False
+            try:
+                peer._send_nowait(message)
+            except WebSocketDisconnect:
+                return False
+            return True
+        sent = self._clients.hub.send_to(recipient_id, message)
+        if sent is True or sent is False:
+            return sent
+        return True  # handed to the broker: another process may have it
 
     async def async_send_to(self, recipient_id: str, message: Union[str, bytes]) -> bool:
-        return self.sync_send_to(recipient_id, message)
+        recipient_id = str(recipient_id)
+        hub = self._clients.hub
+        if recipient_id in self._clients or hub is None:
+            return self.sync_send_to(recipient_id, message)
+        sent = hub.send_to(recipient_id, message)
+        if sent is True or sent is False:
+            return sent
+        return bool(await sent)
 
     sync_send_bytes_to = sync_send_to
     async_send_bytes_to = async_send_to
 
-    def sync_broadcast(self, message: Union[str, bytes]) -> int:
+    def sync_broadcast(self, message: Union[str, bytes], room: Optional[str] = None) -> int:
         """Send to every live client of this endpoint (this one included), never waiting for
         any of them: a client whose unsent data passes ``ws_max_write_buffer`` is dropped (1013)
         rather than stalling the others. Under ``--processes N`` the other workers' clients get it
-        too (``Clients.relay``). Returns how many clients of *this process* it was written to."""
-        return self._broadcast(message)
+        too (``Clients.relay``). Returns how many clients of *this process* it was written to.
+        With ``room``: to every member of that room, on every endpoint and process (see
+        ``join``); returns how many members it has in this process."""
+        return self._broadcast(message, room)
 
-    def _broadcast(self, message: Union[str, bytes]) -> int:
+    def _broadcast(self, message: Union[str, bytes], room: Optional[str] = None) -> int:
         clients = self._clients
+        if room is not None:
+            return self._room_broadcast(message, room)
         if clients.relay is not None:  # --processes N: the other workers' clients too
             clients.relay(message)
         return send_to_all(clients, message)
 
-    async def async_broadcast(self, message: Union[str, bytes]) -> int:
+    def _room_broadcast(self, message: Any, room: str) -> int:
+        hub = self._clients.hub
+        if hub is None:
+            raise RuntimeError("rooms are not available (the app is not serving)")
+        hub.publish(room, message)  # not awaited: a failure is logged by the engine
+        local = hub.rooms.get(room)
+        return len(local) if local is not None else 0
+
+    async def async_broadcast(self, message: Union[str, bytes], room: Optional[str] = None) -> int:
         """Like ``sync_broadcast``, then waits for *this* client's own backlog the way
         ``send`` does (so a loop of broadcasts is paced by its sender, never by the others)."""
-        sent = self._broadcast(message)
+        sent = self._broadcast(message, room)
         conn = self._conn
         if conn is not None and conn.write_paused and not conn.closed:
             await _drain(conn)
@@ -196,6 +228,41 @@ class WebSocketConnector:
 
     sync_broadcast_bytes = sync_broadcast
     async_broadcast_bytes = async_broadcast
+
+    # -- rooms (rooms.py) ------------------------------------------------------------------
+
+    def join(self, room: str, info: Optional[dict] = None, since: Any = None, announce: bool = False) -> Joining:
+        """Join ``room`` (any endpoint's clients may share it). This process delivers its
+        messages to this client at once; await the result to wait until every process does
+        (and, with ``since``, until the missed messages were replayed: True, or False for
+        "not recovered"). ``info``: a dict listed with this client by ``members()``.
+        ``since``: the last position the client saw ("epoch:offset"), on endpoints with
+        ``recovery=True``. ``announce``: publish join/leave messages to the room. Leaving is
+        automatic when the connection ends, however it ends."""
+        hub = self._clients.hub
+        if hub is None:
+            raise RuntimeError("rooms are not available (the app is not serving)")
+        return hub.join(self, room, info, since, announce)
+
+    def leave(self, room: str) -> bool:
+        """Leave ``room``; False if this client was not in it."""
+        hub = self._clients.hub
+        return hub.leave(self, room) if hub is not None else False
+
+    @property
+    def rooms(self) -> frozenset:
+        """The rooms this client is in."""
+        return frozenset(self._rooms) if self._rooms else frozenset()
+
+    sync_join = join
+    sync_leave = leave
+
+    async def async_join(self, room: str, info: Optional[dict] = None, since: Any = None,
+                         announce: bool = False) -> Optional[bool]:
+        return await self.join(room, info, since, announce)
+
+    async def async_leave(self, room: str) -> bool:
+        return self.leave(room)
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -284,11 +351,11 @@ class WebSocketAdapter(WebSocketConnector):
         else:
             await self.send_text(data)
 
-    async def broadcast(self, data: Union[str, bytes]) -> int:
-        return await self.async_broadcast(data)
+    async def broadcast(self, data: Union[str, bytes], room: Optional[str] = None) -> int:
+        return await self.async_broadcast(data, room)
 
     async def send_to(self, recipient_id: str, data: Union[str, bytes]) -> bool:
-        return self.sync_send_to(recipient_id, data)
+        return await self.async_send_to(recipient_id, data)
 
 
 # -- registration ------------------------------------------------------------------------------
@@ -299,7 +366,7 @@ def _update(router: Any, endpoint: str, **changes: Any) -> None:
 
 
 def websocket_decorator(router: Any, endpoint: str, auth_required: bool = False,
-                        subprotocols: Sequence[str] = ()) -> Callable:
+                        subprotocols: Sequence[str] = (), recovery: bool = False) -> Callable:
     """``@app.websocket(endpoint)``: record ``handler``; add ``.on_connect``/``.on_close``."""
     names = check_subprotocols(endpoint, subprotocols)
 
@@ -308,7 +375,7 @@ def websocket_decorator(router: Any, endpoint: str, auth_required: bool = False,
             raise TypeError(f"@websocket({endpoint!r}): the handler {handler.__qualname__} must be 'async def'")
         router.web_socket_router[endpoint] = WebSocketSpec(
             endpoint, WebSocketStyle.RECEIVE_LOOP, router, handler=handler, auth_required=auth_required,
-            subprotocols=names)
+            subprotocols=names, recovery=bool(recovery))
 
         def on_connect(fn: Callable) -> Callable:
             _update(router, endpoint, on_connect=fn)
@@ -338,9 +405,10 @@ class WebSocket:
     EVENTS = ("connect", "message", "close")
 
     def __init__(self, robyn_object: Any, endpoint: str, auth_required: bool = False,
-                 subprotocols: Sequence[str] = ()) -> None:
+                 subprotocols: Sequence[str] = (), recovery: bool = False) -> None:
         self.robyn_object = robyn_object
         self.auth_required = auth_required
+        self.recovery = bool(recovery)
         self.subprotocols = check_subprotocols(endpoint, subprotocols)
         self.methods: dict[str, Callable] = {}
         self.endpoint = ""
@@ -374,15 +442,16 @@ def register_websocket(router: Any, endpoint: str, ws: Any) -> None:
         unknown = set(ws) - set(WebSocket.EVENTS)
         if unknown:
             raise ValueError(f"unknown WebSocket event(s) {sorted(unknown)}; use connect, message, close")
-        handlers, auth_required, subprotocols = dict(ws), False, ()
+        handlers, auth_required, subprotocols, recovery = dict(ws), False, (), False
     elif isinstance(ws, WebSocket):
         ws.endpoint = endpoint
         handlers, auth_required, subprotocols = ws.methods, ws.auth_required, ws.subprotocols
+        recovery = ws.recovery
     else:
         raise TypeError(f"add_web_socket expects a WebSocket or a dict of handlers, got {type(ws).__name__}")
     router.web_socket_router[endpoint] = WebSocketSpec(
         endpoint, WebSocketStyle.CALLBACKS, router, auth_required=auth_required, subprotocols=subprotocols,
-        **{_EVENT_FIELDS[event]: fn for event, fn in handlers.items()})
+        recovery=recovery, **{_EVENT_FIELDS[event]: fn for event, fn in handlers.items()})
 
 
 # -- subprotocols (RFC 6455 section 1.9 and 4.2.2) ---------------------------------------------

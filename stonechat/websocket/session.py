@@ -31,6 +31,8 @@ from ..core.request import Request
 from ..core.response import Response
 from ..core.routing import Router, param_names
 from ..server.interface import ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, WebSocketConnection
+from ..pubsub.workers import WorkerMesh
+from .rooms import RoomHub
 from .api import (
     Clients,
     WebSocketAdapter,
@@ -41,6 +43,10 @@ from .api import (
 )
 
 logger = logging.getLogger("stonechat.websocket")
+
+
+def _ignore(data: bytes) -> None:
+    pass
 
 
 # -- compiled routes ----------------------------------------------------------------------------
@@ -100,6 +106,7 @@ class _Compiled:
         self.authentication_handler = spec.router.authentication_handler or app_auth
         self.subprotocols = spec.subprotocols
         self.clients = Clients()
+        self.clients.recovery = spec.recovery
         rdeps = spec.router.dependencies.router_dependency_map
 
         def compiled(fn: Optional[Callable], with_message: bool = False) -> Optional[_Call]:
@@ -127,24 +134,45 @@ class WebSocketDispatcher:
     """The app's WebSocket routes; ``Dispatcher.handle`` hands it every upgrade request."""
 
     def __init__(self, specs: dict[str, WebSocketSpec], global_deps: dict,
-                 app_auth: Optional[AuthenticationHandler], settings: Any, errors: ErrorResponder) -> None:
+                 app_auth: Optional[AuthenticationHandler], settings: Any, errors: ErrorResponder,
+                 hub: Optional[RoomHub] = None) -> None:
         self.settings = settings
+        self.hub = hub
         self.errors = errors
         self.close_timeout = settings.ws_close_timeout
         self.router: Router[_Compiled] = Router()
         self.endpoints: dict[str, _Compiled] = {}
         self.convert = Converter(None)
+        self.mesh: Optional[WorkerMesh] = None
         for endpoint, spec in specs.items():
             compiled = _Compiled(spec, global_deps, app_auth)
             self.router.add("WS", endpoint, compiled)
             self.endpoints[endpoint] = compiled
+            if hub is not None:
+                compiled.clients.hub = hub
+                hub.endpoints[endpoint] = compiled.clients
+
+    def use_broker(self) -> None:
+        """The hub's broker carries endpoint broadcasts to the other processes (Redis)."""
+        hub = self.hub
+        if hub is not None:
+            for endpoint, ep in self.endpoints.items():
+                ep.clients.relay = hub.relay_endpoint(endpoint)
 
     # -- other worker processes (server/interface.py, "Peers") ------------------------------
 
     def connect_peers(self, publish: Callable[[bytes], None]) -> Callable[[bytes], None]:
         """Make every endpoint's broadcast reach the other workers' clients too. A message
         between workers is ``t`` or ``b`` (text, binary), the endpoint's length (2 bytes), the
-        endpoint, then the payload."""
+        endpoint, then the payload; anything else is the rooms' (``pubsub/workers.py``)."""
+        hub = self.hub
+        if hub is not None and hub.broker.name != "local":
+            return _ignore  # a broker between processes (Redis) carries it all already
+        if hub is not None:
+            mesh = WorkerMesh(publish, hub.presence_ttl)
+            hub.use(mesh)
+            mesh.attach(hub)
+            self.mesh = mesh
         for endpoint, ep in self.endpoints.items():
             head = endpoint.encode()
             head = len(head).to_bytes(2, "big") + head
@@ -159,6 +187,11 @@ class WebSocketDispatcher:
 
     def from_peer(self, data: bytes) -> None:
         """A broadcast another worker published: to this process's clients of that endpoint."""
+        kind = data[:1]
+        if kind != b"t" and kind != b"b":
+            if self.mesh is not None:
+                self.mesh.receive(data)
+            return
         n = int.from_bytes(data[1:3], "big")
         ep = self.endpoints.get(data[3:3 + n].decode())
         if ep is None:
@@ -223,6 +256,7 @@ class WebSocketDispatcher:
     async def _session(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: WebSocketConnection) -> None:
         ws._conn = conn
         clients = ep.clients
+        hub = clients.hub
         try:
             for message in ws._outbox:
                 conn.send_nowait(message)
@@ -231,6 +265,8 @@ class WebSocketDispatcher:
                 await conn.close(*ws._pending_close)
             else:
                 clients[ws.id] = ws
+                if hub is not None:
+                    hub.connected(ws)
                 if ep.style is WebSocketStyle.RECEIVE_LOOP:
                     await self._run_loop(ep, ws, bound, conn)
                 else:
@@ -239,6 +275,8 @@ class WebSocketDispatcher:
             pass
         finally:
             clients.pop(ws.id, None)
+            if hub is not None:
+                hub.disconnected(ws)  # leaves every room, however the connection ended
             ws.close_code = conn.close_code if conn.closed else None
             ws.close_reason = conn.close_reason
             ws.closed_by = conn.closed_by
@@ -259,6 +297,8 @@ class WebSocketDispatcher:
             if not task.done():
                 # Closed while the handler was busy elsewhere: give it the close timeout.
                 ep.clients.pop(ws.id, None)
+                if ep.clients.hub is not None:
+                    ep.clients.hub.disconnected(ws)
                 done, _ = await asyncio.wait((task,), timeout=self.close_timeout)
                 if not done:
                     logger.warning("WebSocket handler %s on %s still running %.1f s after the close; "
