@@ -136,7 +136,10 @@ class PeerBus:
         self.server = await self.loop.create_unix_server(lambda: _Inbound(receive, self.inbound), path)
 
     def publish(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.loop is None:
+            # Not open yet (the worker is still starting): there is nobody to tell yet, and a
+            # connection attempt made now could never start and would leave its peer
+            # "connecting" for good.
             return
         frame = len(data).to_bytes(4, "big") + data
         for peer in self.peers:
