@@ -128,13 +128,13 @@ async def members(request):
 
 @app.post("/send/:room")
 async def send(request):
-    position = await app.room(request.path_params["room"]).send(request.body.decode())
+    position = await app.room(request.path_params["room"]).send(request.body)
     return {"position": str(position) if position else None}
 
 
 @app.post("/threaded/:room", threaded=True)
 def send_from_a_thread(request):
-    position = app.room(request.path_params["room"]).send(request.body.decode()).result(10)
+    position = app.room(request.path_params["room"]).send(request.body).result(10)
     return {"position": str(position) if position else None}
 
 
