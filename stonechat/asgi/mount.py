@@ -1,0 +1,665 @@
+"""ASGI applications inside stonechat: ``app.mount(prefix, asgi_app)``.
+
+Owns the prefix table and, per request, the translation between the server's contract
+(``server/interface.py``) and ASGI 3: the scope (``path`` is the full path and ``root_path`` the
+mount's prefix, as the ASGI spec and Starlette >= 0.33 read them: the app's own route path is
+``path`` minus ``root_path``), ``receive``/``send``, and the answer the server writes: a finished
+``HTTPResponse``, or one whose ``stream`` the app's later ``send`` calls feed (chunk by chunk,
+with backpressure both ways). For a WebSocket, the app's ``websocket.accept`` becomes a
+``WebSocketAccept`` whose session bridges the server's ``WebSocketConnection`` to the app's
+``receive``/``send``; ``websocket.close`` before it (403) and the ``websocket.http.response``
+extension refuse the upgrade with an HTTP answer.
+
+The hot path (stonechat's server hosting a Starlette app): the scope is one dict built from what
+the server parsed (its header list is handed over, not copied) and the app's first step runs
+inside ``handle()`` (``eager.py``), so an app that answers at once costs one task and its
+response is written in the callback that parsed the request. Request bodies arrive whole: the
+server has read them (``max_body_size`` applies) before the app runs, so ``receive`` gives one
+``http.request`` message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional, Union
+from urllib.parse import unquote
+
+from ..core.conversion import TEXT
+from ..server.interface import NO_MESSAGE, ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept
+from .eager import start_task
+from .headers import block_from_asgi
+from .lifespan import ASGILifespan
+
+logger = logging.getLogger("stonechat.asgi")
+
+_get_running_loop = asyncio._get_running_loop  # None when no loop runs (TestClient calls handle() so)
+
+# Shared by every scope: ASGI 3, HTTP/WebSocket spec 2.5 (send raises OSError once the client is
+# gone: 2.4; close and disconnect reasons: 2.3/2.5).
+_ASGI = {"version": "3.0", "spec_version": "2.5"}
+_WS_EXTENSIONS = {"websocket.http.response": {}}
+_HEAD_BODY_MAX = 64 * 1024 * 1024
+
+
+class ClientDisconnected(OSError):
+    """What ``send`` raises once the client went away (ASGI spec 2.4)."""
+
+
+class ASGIOrigin:
+    """``HTTPRequest.connection`` of a request that reached stonechat through an ASGI server
+    (``asgi/app.py``): the outer ``root_path``, which a mount inside adds its prefix to."""
+
+    __slots__ = ("root_path",)
+
+    def __init__(self, root_path: str) -> None:
+        self.root_path = root_path
+
+
+def _internal_error() -> HTTPResponse:
+    return HTTPResponse(500, TEXT, b"Internal Server Error\n")
+
+
+def _paths(mount: "Mount", raw: HTTPRequest) -> tuple[str, bytes, str]:
+    """``path``, ``raw_path`` and ``root_path`` of the scope."""
+    raw_path = raw.path
+    try:
+        path = raw_path.decode("ascii")
+    except UnicodeDecodeError:
+        path = raw_path.decode("utf-8", "replace")
+    if "%" in path:
+        path = unquote(path)
+    origin = raw.connection
+    if origin.__class__ is ASGIOrigin:
+        outer = origin.root_path
+        return outer + path, outer.encode() + raw_path, outer + mount.prefix
+    return path, raw_path, mount.prefix
+
+
+def _address(address: Any) -> Any:
+    # IPv6 peer names have four items; ASGI wants (host, port).
+    if address is not None and len(address) != 2:
+        return address[:2]
+    return address
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """``app.mount(prefix, app)`` as recorded: ``prefix`` is "" for the root, else "/api"."""
+
+    prefix: str
+    app: Any
+    name: str  # what the logs call it: "mounted app FastAPI at /api"
+
+
+class Mount:
+    """One ASGI application at a prefix, compiled for one ``served()`` (``App._build``)."""
+
+    __slots__ = ("prefix", "app", "name", "state", "background", "close_timeout", "background_timeout")
+
+    def __init__(self, prefix: str, app: Any, name: str, settings: Any) -> None:
+        self.prefix = prefix  # "" for the root, else "/api" (no trailing slash)
+        self.app = app
+        self.name = name
+        self.state: dict = {}  # what the app's lifespan put in its "state"; each request gets a copy
+        self.background: set[asyncio.Task] = set()  # calls still running after their response
+        self.close_timeout = settings.ws_close_timeout
+        self.background_timeout = min(settings.drain_timeout, settings.shutdown_handler_timeout / 2)
+
+    def handle(self, raw: HTTPRequest) -> Union[HTTPResponse, Awaitable[Any]]:
+        if raw.websocket:
+            return _WebSocketCycle(self, raw).start()
+        return _HTTPCycle(self, raw).start()
+
+    def lifespan(self) -> ASGILifespan:
+        """The app's lifespan, for the lifecycle to enter at startup and exit at shutdown."""
+        return ASGILifespan(self.app, self.name, self.state, self.finish_background)
+
+    def keep(self, task: asyncio.Task) -> None:
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def finish_background(self) -> None:
+        """Before the app's lifespan shutdown: let calls that outlived their response (Starlette
+        background tasks) finish, for at most half of ``shutdown_handler_timeout``."""
+        tasks = [t for t in self.background if not t.done()]
+        if not tasks:
+            return
+        logger.info("waiting for %d call(s) of %s still running (up to %.1f s)", len(tasks), self.name,
+                    self.background_timeout)
+        _, pending = await asyncio.wait(tasks, timeout=self.background_timeout)
+        if pending:
+            logger.warning("%s: cancelling %d call(s) still running", self.name, len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+
+
+class MountTable:
+    """The app's mounts. ``Dispatcher.handle`` asks it only when no stonechat route matched, so
+    stonechat's own routes cost nothing more; the longest prefix wins, the root mount last."""
+
+    __slots__ = ("entries", "root")
+
+    def __init__(self, mounts: list[Mount]) -> None:
+        others = sorted((m for m in mounts if m.prefix), key=lambda m: -len(m.prefix))
+        self.entries = tuple((m.prefix.encode(), len(m.prefix), m) for m in others)
+        self.root: Optional[Mount] = next((m for m in mounts if not m.prefix), None)
+
+    def find(self, path: bytes) -> Optional[Mount]:
+        for prefix, n, mount in self.entries:
+            if path.startswith(prefix) and (len(path) == n or path[n] == 47):  # 47: "/"
+                return mount
+        return self.root
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+
+class _HTTPCycle:
+    """One HTTP request through a mounted app."""
+
+    __slots__ = ("mount", "raw", "loop", "status", "headers", "response", "future", "stream",
+                 "body_taken", "complete", "finished", "disconnected", "waiter")
+
+    def __init__(self, mount: Mount, raw: HTTPRequest) -> None:
+        self.mount = mount
+        self.raw = raw
+        self.status: Optional[int] = None
+        self.headers: Any = ()
+        self.response: Optional[HTTPResponse] = None  # answered while still inside handle()
+        self.future: Optional[asyncio.Future] = None  # what the server awaits otherwise
+        self.stream: Optional[_ResponseStream] = None
+        self.body_taken = False
+        self.complete = False  # the whole response was handed over
+        self.finished = False  # the app's call returned
+        self.disconnected = False
+        self.waiter: Optional[asyncio.Future] = None  # a receive() waiting for the end
+
+    def start(self) -> Union[HTTPResponse, Awaitable[Any]]:
+        loop = _get_running_loop()
+        if loop is None:
+            return self._start_in_loop()
+        self.loop = loop
+        mount = self.mount
+        raw = self.raw
+        path, raw_path, root = _paths(mount, raw)
+        scope = {
+            "type": "http", "asgi": _ASGI, "http_version": raw.http_version, "method": raw.method,
+            "scheme": raw.scheme, "path": path, "raw_path": raw_path, "query_string": raw.query,
+            "root_path": root, "headers": raw.headers, "client": _address(raw.client),
+            "server": _address(raw.server),
+        }
+        if mount.state:
+            scope["state"] = mount.state.copy()
+        task = start_task(loop, self._run(scope))
+        if not self.finished:
+            mount.keep(task)
+        response = self.response
+        if response is not None:
+            return response
+        if self.status is not None:  # the head is there and the app waits: stream the body
+            self._head_only()
+            return self.response  # type: ignore[return-value]
+        future = self.future = loop.create_future()
+        future.add_done_callback(self._server_done)
+        return future
+
+    async def _start_in_loop(self) -> HTTPResponse:
+        answer = self.start()
+        if answer.__class__ is not HTTPResponse:
+            answer = await answer  # type: ignore[misc]
+        return answer  # type: ignore[return-value]
+
+    # -- the app's receive and send ---------------------------------------------------------
+
+    async def _receive(self) -> dict:
+        if not self.body_taken:
+            self.body_taken = True
+            return {"type": "http.request", "body": self.raw.body, "more_body": False}
+        if not self.disconnected and not self.complete:
+            waiter = self.waiter
+            if waiter is None:
+                waiter = self.waiter = self.loop.create_future()
+            await asyncio.shield(waiter)
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: dict) -> None:
+        if self.disconnected:
+            raise ClientDisconnected("the client went away")
+        kind = message["type"]
+        if kind == "http.response.body":
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            stream = self.stream
+            if stream is None:
+                if self.status is None:
+                    raise RuntimeError("ASGI message 'http.response.body' sent before 'http.response.start'")
+                if self.complete:
+                    raise RuntimeError("ASGI message 'http.response.body' sent after the response was complete")
+                if not more:
+                    self._answer(self._whole(body))
+                    return
+                stream = self._begin_stream()
+            elif self.complete:
+                raise RuntimeError("ASGI message 'http.response.body' sent after the response was complete")
+            await stream.put(body, more)
+        elif kind == "http.response.start":
+            if self.status is not None:
+                raise RuntimeError("ASGI message 'http.response.start' sent twice")
+            self.status = message["status"]
+            self.headers = message.get("headers", ())
+            if self.future is not None:
+                # Past handle(): if the app waits before its body, the head goes out at once
+                # (a server-sent event stream needs its headers before its first event).
+                self.loop.call_soon(self._head_only)
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in an HTTP response")
+
+    # -- answering --------------------------------------------------------------------------
+
+    def _whole(self, body: bytes) -> HTTPResponse:
+        block, length = block_from_asgi(self.headers)
+        self.complete = True
+        self._wake()
+        if length > 0 and not body and self.raw.method == "HEAD":
+            # The server writes len(body) as a HEAD answer's Content-Length: keep the app's.
+            if length <= _HEAD_BODY_MAX:
+                return HTTPResponse(self.status, block, bytes(length))  # type: ignore[arg-type]
+            return HTTPResponse(self.status, block, stream=_NoBody())  # type: ignore[arg-type]
+        return HTTPResponse(self.status, block, body)  # type: ignore[arg-type]
+
+    def _begin_stream(self) -> "_ResponseStream":
+        block, _ = block_from_asgi(self.headers)
+        stream = self.stream = _ResponseStream(self)
+        self._answer(HTTPResponse(self.status, block, stream=stream))  # type: ignore[arg-type]
+        return stream
+
+    def _answer(self, response: HTTPResponse) -> None:
+        future = self.future
+        if future is None:
+            self.response = response  # still inside handle(): returned from there
+        elif not future.done():
+            future.set_result(response)
+
+    def _head_only(self) -> None:
+        if self.stream is None and not self.complete and not self.disconnected:
+            try:
+                self._begin_stream()
+            except Exception as exc:  # a bad header: the app's send will not see it, so say it here
+                logger.error("%s sent an invalid response head for %s %s: %s", self.mount.name,
+                             self.raw.method, self.raw.target.decode("latin-1"), exc)
+                self.complete = True
+                self._answer(_internal_error())
+
+    def _server_done(self, future: asyncio.Future) -> None:
+        if future.cancelled():  # the client left (or the drain deadline passed) before the answer
+            self._gone()
+
+    def _gone(self) -> None:
+        if self.disconnected:
+            return
+        self.disconnected = True
+        self._wake()
+        if self.stream is not None:
+            self.stream.abort()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the app's call ---------------------------------------------------------------------
+
+    async def _run(self, scope: dict) -> None:
+        try:
+            await self.mount.app(scope, self._receive, self._send)
+        except BaseException as exc:
+            self._failed(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if not self.complete:
+                self._unfinished()
+        finally:
+            self.finished = True
+
+    def _failed(self, exc: BaseException) -> None:
+        raw = self.raw
+        if self.disconnected:
+            logger.debug("%s ended with %r after the client left", self.mount.name, exc)
+            return
+        if self.stream is not None:
+            if not self.complete:
+                self.stream.fail(exc)  # the server logs it and closes the connection
+                return
+        elif not self.complete:
+            self.complete = True
+            if isinstance(exc, asyncio.CancelledError):
+                self._answer(HTTPResponse(503, TEXT, b"Service unavailable: server shutting down\n"))
+                return
+            status = getattr(exc, "status_code", None)
+            if status.__class__ is int and 400 <= status <= 599:  # type: ignore[operator]
+                # Starlette's HTTPException out of an app used bare (StaticFiles' 404): the answer
+                # the Starlette app around it would have given.
+                detail = str(getattr(exc, "detail", "") or "").encode()
+                self._answer(HTTPResponse(status, TEXT, detail + b"\n" if detail else b""))  # type: ignore[arg-type]
+                return
+            logger.error("%s failed on %s %s", self.mount.name, raw.method, raw.target.decode("latin-1"),
+                         exc_info=exc)
+            self._answer(_internal_error())
+            return
+        if not isinstance(exc, asyncio.CancelledError):
+            logger.error("%s failed on %s %s after its response", self.mount.name, raw.method,
+                         raw.target.decode("latin-1"), exc_info=exc)
+
+    def _unfinished(self) -> None:
+        what = f"{self.mount.name} returned without finishing its response to {self.raw.method} " \
+               f"{self.raw.target.decode('latin-1')}"
+        if self.stream is not None:
+            self.stream.fail(RuntimeError(what))
+            return
+        logger.error(what)
+        self.complete = True
+        self._answer(_internal_error())
+
+
+class _NoBody:
+    """The stream of a HEAD answer whose GET body would be too large to stand in for."""
+
+    def __aiter__(self) -> "_NoBody":
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+
+class _ResponseStream:
+    """A response body the app is still sending, as the async iterator the server writes
+    (``HTTPResponse.stream``). The app may run two chunks ahead of the server; its next ``send``
+    waits until the server took one, so a slow client slows the app instead of growing memory."""
+
+    __slots__ = ("cycle", "chunks", "reader", "room", "ended", "error", "discard")
+
+    def __init__(self, cycle: _HTTPCycle) -> None:
+        self.cycle = cycle
+        self.chunks: deque[bytes] = deque()
+        self.reader: Optional[asyncio.Future] = None  # the server waiting for a chunk
+        self.room: Optional[asyncio.Future] = None  # the app waiting for the server
+        self.ended = False
+        self.error: Optional[BaseException] = None
+        self.discard = False  # a HEAD answer: the server wants no body
+
+    def __aiter__(self) -> "_ResponseStream":
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunks = self.chunks
+        while not chunks:
+            if self.error is not None:
+                error, self.error = self.error, None
+                raise error
+            if self.ended:
+                raise StopAsyncIteration
+            reader = self.reader = self.cycle.loop.create_future()
+            try:
+                await reader
+            except asyncio.CancelledError:  # the client left, or the drain deadline passed
+                self.cycle._gone()
+                raise
+            finally:
+                self.reader = None
+        chunk = chunks.popleft()
+        room = self.room
+        if room is not None:
+            self.room = None
+            if not room.done():
+                room.set_result(None)
+        return chunk
+
+    async def aclose(self) -> None:
+        """The server is done with the body: complete, or it stopped early (client gone)."""
+        if self.ended and not self.chunks:
+            return
+        if self.cycle.raw.method == "HEAD":
+            self.discard = True
+            self.chunks.clear()
+            self._free()
+            return
+        self.cycle._gone()
+
+    async def put(self, body: bytes, more: bool) -> None:
+        if self.discard:
+            if not more:
+                self.ended = True
+                self.cycle.complete = True
+            return
+        if body:
+            self.chunks.append(body)
+        if not more:
+            self.ended = True
+            self.cycle.complete = True
+            self.cycle._wake()
+        reader = self.reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+        if more and len(self.chunks) >= 2:
+            room = self.room = self.cycle.loop.create_future()
+            await room
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.ended = True
+        reader = self.reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    def abort(self) -> None:
+        self.chunks.clear()
+        room = self.room
+        if room is not None:
+            self.room = None
+            if not room.done():
+                room.set_exception(ClientDisconnected("the client went away"))
+
+    def _free(self) -> None:
+        room = self.room
+        if room is not None:
+            self.room = None
+            if not room.done():
+                room.set_result(None)
+
+
+# -- WebSocket ---------------------------------------------------------------------------------
+
+def _subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    found = []
+    for name, value in headers:
+        if name == b"sec-websocket-protocol":
+            found += [p.strip() for p in value.decode("latin-1").split(",") if p.strip()]
+    return found
+
+
+class _WebSocketCycle:
+    """One WebSocket through a mounted app: the handshake (the app's accept, close or denial
+    response decides it), then the session that bridges the server's connection to the app."""
+
+    __slots__ = ("mount", "raw", "loop", "handshake", "task", "conn", "connected", "decided", "accepted",
+                 "ready", "pending", "pending_close", "denial", "timer")
+
+    def __init__(self, mount: Mount, raw: HTTPRequest) -> None:
+        self.mount = mount
+        self.raw = raw
+        self.conn: Any = None  # the server's WebSocketConnection, once the 101 is out
+        self.connected = False  # websocket.connect was received
+        self.decided = False  # the handshake is answered
+        self.accepted = False
+        self.pending: list[Union[str, bytes]] = []  # sent between the accept and the 101
+        self.pending_close: Optional[tuple[int, str]] = None
+        self.denial: Optional[list] = None  # [status, headers, body parts] of a denial response
+        self.timer: Optional[asyncio.TimerHandle] = None
+
+    def start(self) -> Awaitable[Any]:
+        loop = _get_running_loop()
+        if loop is None:
+            return self._start_in_loop()
+        self.loop = loop
+        raw = self.raw
+        path, raw_path, root = _paths(self.mount, raw)
+        scope = {
+            "type": "websocket", "asgi": _ASGI, "http_version": raw.http_version,
+            "scheme": "wss" if raw.scheme == "https" else "ws", "path": path, "raw_path": raw_path,
+            "query_string": raw.query, "root_path": root, "headers": raw.headers,
+            "client": _address(raw.client), "server": _address(raw.server),
+            "subprotocols": _subprotocols(raw.headers), "extensions": _WS_EXTENSIONS,
+        }
+        if self.mount.state:
+            scope["state"] = self.mount.state.copy()
+        self.handshake = loop.create_future()
+        self.handshake.add_done_callback(self._handshake_done)
+        self.ready = loop.create_future()  # set when the session starts (or never will)
+        self.task = loop.create_task(self._run(scope))
+        return self.handshake
+
+    async def _start_in_loop(self) -> Any:
+        return await self.start()
+
+    def _decide(self, answer: Any) -> None:
+        self.decided = True
+        if not self.handshake.done():
+            self.handshake.set_result(answer)
+            if isinstance(answer, WebSocketAccept):
+                # The server starts the session at once; if it never does (the client left
+                # meanwhile) the app must not wait for it forever.
+                self.timer = self.loop.call_later(self.mount.close_timeout + 1.0, self._abandon)
+        else:
+            self._abandon()
+
+    def _handshake_done(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            self._abandon()
+
+    def _abandon(self) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    # -- the session (after the 101) ---------------------------------------------------------
+
+    async def _session(self, conn: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.conn = conn
+        try:
+            for message in self.pending:
+                conn.send_nowait(message)
+            if self.pending_close is not None:
+                conn.close_nowait(*self.pending_close)
+        except ConnectionClosed:
+            pass
+        self.pending = []
+        if not self.ready.done():
+            self.ready.set_result(None)
+        # The app runs the connection; cancelling the session (server stop) cancels the app.
+        await self.task
+
+    # -- the app's receive and send ---------------------------------------------------------
+
+    async def _receive(self) -> dict:
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        conn = self.conn
+        if conn is None:
+            if not self.ready.done():
+                await asyncio.shield(self.ready)
+            conn = self.conn
+            if conn is None:
+                return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+        try:
+            message = conn.receive_nowait()
+            if message is NO_MESSAGE:
+                message = await conn.next_message()
+        except ConnectionClosed as exc:
+            return {"type": "websocket.disconnect", "code": exc.code, "reason": exc.reason}
+        if message.__class__ is str:
+            return {"type": "websocket.receive", "text": message}
+        return {"type": "websocket.receive", "bytes": message}
+
+    async def _send(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "websocket.send":
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes")
+                if data is None:
+                    raise TypeError("ASGI message 'websocket.send' needs 'text' or 'bytes'")
+            conn = self.conn
+            if conn is None:
+                if not self.accepted:
+                    raise RuntimeError("ASGI message 'websocket.send' sent before 'websocket.accept'")
+                if self.ready.done():
+                    raise ClientDisconnected("the WebSocket is closed")
+                self.pending.append(data)
+                return
+            try:
+                conn.write_message(data)
+                if conn.write_paused:
+                    await conn.drain()
+            except ConnectionClosed as exc:
+                raise ClientDisconnected(str(exc)) from None
+        elif kind == "websocket.close":
+            code = message.get("code") or 1000
+            reason = message.get("reason") or ""
+            if not self.decided:
+                self._decide(HTTPResponse(403, TEXT, b"Forbidden\n"))
+            elif self.conn is not None:
+                self.conn.close_nowait(code, reason)
+            elif self.accepted and self.pending_close is None:
+                self.pending_close = (code, reason)
+        elif kind == "websocket.accept":
+            if self.decided:
+                raise RuntimeError("ASGI message 'websocket.accept' sent after the handshake was answered")
+            headers = message.get("headers")
+            block = block_from_asgi(headers)[0] if headers else b""
+            self.accepted = True
+            self._decide(WebSocketAccept(self._session, block, message.get("subprotocol")))
+        elif kind == "websocket.http.response.start":
+            if self.decided or self.denial is not None:
+                raise RuntimeError("ASGI message 'websocket.http.response.start' sent after the handshake was answered")
+            self.denial = [message["status"], message.get("headers", ()), []]
+        elif kind == "websocket.http.response.body":
+            denial = self.denial
+            if denial is None or self.decided:
+                raise RuntimeError("ASGI message 'websocket.http.response.body' without a denial response start")
+            denial[2].append(message.get("body", b""))
+            if not message.get("more_body", False):
+                block, _ = block_from_asgi(denial[1])
+                self._decide(HTTPResponse(denial[0], block, b"".join(denial[2])))
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} on a WebSocket")
+
+    async def _run(self, scope: dict) -> None:
+        name = self.mount.name
+        path = self.raw.target.decode("latin-1")
+        try:
+            await self.mount.app(scope, self._receive, self._send)
+        except ClientDisconnected:
+            pass
+        except Exception as exc:
+            conn = self.conn
+            if not self.decided:
+                logger.error("%s failed during the WebSocket handshake on %s", name, path, exc_info=exc)
+                self._decide(_internal_error())
+            elif conn is not None and not conn.closed:
+                logger.error("%s failed on the WebSocket %s; closing 1011", name, path, exc_info=exc)
+                conn.close_nowait(1011, "internal error")
+            else:
+                logger.info("%s raised %r on %s after the WebSocket closed", name, exc, path)
+        else:
+            if not self.decided:
+                logger.error("%s returned without accepting or refusing the WebSocket on %s", name, path)
+                self._decide(_internal_error())
+
+
+__all__ = ["ASGIOrigin", "ClientDisconnected", "Mount", "MountSpec", "MountTable"]
