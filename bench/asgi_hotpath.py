@@ -2,8 +2,11 @@
 stonechat's server (``app.mount("/", starlette_app)``, apps/mount_app.py) and behind uvicorn
 (uvloop + httptools, its production protocol class), fed the same request bytes.
 
-    .venv/bin/python bench/asgi_hotpath.py [--server stonechat|uvicorn] [--only SCENARIO] [--profile] [N]
-    python3 bench/asgi_hotpath.py --instructions [-n 3000]     # callgrind, both servers, per scenario
+    .venv/bin/python bench/asgi_hotpath.py [--server stonechat|uvicorn] [--only SCENARIO] [--app raw] [--profile] [N]
+    .venv/bin/python bench/asgi_hotpath.py --instructions [-n 3000]   # callgrind, both servers, per scenario
+
+``--app raw`` serves a bare ASGI app instead (one constant answer): what remains is each
+server's own cost per request.
 
 How it is kept fair: both protocols get the bytes of one request at a time through
 ``data_received`` on a transport that only counts bytes; the harness waits until the whole
@@ -104,12 +107,29 @@ class CountingTransport:
         pass
 
 
-def stonechat_protocol(loop):
-    from mount_app import app
+async def raw_app(scope, receive, send):
+    """The least an ASGI app can do: what is left is the server's own cost per request."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"13")]})
+    await send({"type": "http.response.body", "body": b"Hello, world!"})
 
+
+def asgi_app(which):
+    if which == "raw":
+        return raw_app
+    from starlette_app import app
+    return app
+
+
+def stonechat_protocol(loop, which):
+    from stonechat import Robyn
     from stonechat.server.http import HttpProtocol, ServerState
     from stonechat.server.settings import ServerSettings
     settings = ServerSettings(blocking_warn_ms=0)
+    app = Robyn(__file__)
+    app.mount("/", asgi_app(which))  # what apps/mount_app.py does
     served = app.served(settings)
     state = ServerState(served, settings, loop)
     state.tick()
@@ -122,12 +142,11 @@ def stonechat_protocol(loop):
     return start, make, state.stop_ticker
 
 
-def uvicorn_protocol(loop):
-    from starlette_app import app
+def uvicorn_protocol(loop, which):
     from uvicorn.config import Config
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     from uvicorn.server import ServerState
-    config = Config(app=app, http="httptools", loop="uvloop", lifespan="off", access_log=False)
+    config = Config(app=asgi_app(which), http="httptools", loop="uvloop", lifespan="off", access_log=False)
     config.load()
     server_state = ServerState()
     # What uvicorn's ticker sets once a second: Date, then Server.
@@ -141,9 +160,9 @@ def uvicorn_protocol(loop):
     return start, make, lambda: None
 
 
-async def run(server, n, profile, only):
+async def run(server, n, profile, only, which):
     loop = asyncio.get_running_loop()
-    start, make, stop = (stonechat_protocol if server == "stonechat" else uvicorn_protocol)(loop)
+    start, make, stop = (stonechat_protocol if server == "stonechat" else uvicorn_protocol)(loop, which)
     await start()
     for name, raw in REQUESTS.items():
         if only and name != only:
@@ -175,11 +194,11 @@ async def run(server, n, profile, only):
     stop()
 
 
-def instructions(server, scenario, n):
+def instructions(server, scenario, n, which):
     with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}", sys.executable, __file__,
-             "--server", server, "--only", scenario, str(n)],
+             "--server", server, "--only", scenario, "--app", which, str(n)],
             cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     found = re.search(r"Collected : ([\d,]+)", proc.stderr)
     if proc.returncode != 0 or not found:
@@ -193,6 +212,8 @@ def main():
     parser.add_argument("--only", choices=list(REQUESTS), default=None)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--instructions", action="store_true")
+    parser.add_argument("--app", choices=["starlette", "raw"], default="starlette",
+                        help="the Starlette bench app, or a bare ASGI app (the server's own cost)")
     parser.add_argument("-n", type=int, default=3000, help="requests in the shorter valgrind run")
     parser.add_argument("count", nargs="?", type=int, default=20000)
     args = parser.parse_args()
@@ -203,15 +224,15 @@ def main():
         for scenario in (args.only,) if args.only else REQUESTS:
             per = {}
             for server in ("stonechat", "uvicorn"):
-                one = instructions(server, scenario, args.n)
-                two = instructions(server, scenario, 2 * args.n)
+                one = instructions(server, scenario, args.n, args.app)
+                two = instructions(server, scenario, 2 * args.n, args.app)
                 per[server] = (two - one) / args.n
             print(f"{scenario:8s} {per['stonechat']:12,.0f} {per['uvicorn']:12,.0f}  "
                   f"{per['stonechat'] / per['uvicorn']:5.2f}")
         return
     import uvloop
     for server in (args.server,) if args.server else ("stonechat", "uvicorn"):
-        uvloop.run(run(server, args.count, args.profile, args.only))
+        uvloop.run(run(server, args.count, args.profile, args.only, args.app))
 
 
 if __name__ == "__main__":

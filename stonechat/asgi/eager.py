@@ -12,17 +12,18 @@ task from the first line of the app to its last. When the app does wait (a datab
 background task after the response) the task goes on from where the step stopped; nothing ever
 moves from one task to another.
 
-This is Python 3.12's eager task start written out with asyncio's ``_enter_task``/``_leave_task``,
-so it also works on 3.11 and with uvloop. Where another task is already running on the loop (the
-call comes from inside a task: TestClient, middleware in front, an ASGI server in front) or the
-interpreter lacks those functions, the first step is simply left to the task.
+On Python 3.12+ this is asyncio's own eager start (``Task(..., eager_start=True)``, which works
+with uvloop's loop too). On 3.11 it is written out with asyncio's ``_enter_task``/``_leave_task``
+around the first ``send``. Where another task is already running on the loop (the call comes
+from inside a task: TestClient, middleware in front, an ASGI server in front) the task takes the
+first step itself, as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+import types
 from contextvars import copy_context
 from typing import Any
 
@@ -30,77 +31,50 @@ try:
     from asyncio.tasks import _enter_task, _leave_task  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - an asyncio without them: no eager step
     _enter_task = _leave_task = None
-_current_task = asyncio.current_task
 
-_EAGER = _enter_task is not None and sys.version_info >= (3, 11)  # create_task(context=) is 3.11+
-
-_NOT_STARTED: Any = object()
-_RUNNING: Any = object()
+_NATIVE_EAGER = sys.version_info >= (3, 12)
+_EAGER = _NATIVE_EAGER or (_enter_task is not None and sys.version_info >= (3, 11))  # context= is 3.11+
+# asyncio.current_task is a Python function on 3.11; the dict it reads is all we need.
+_current_task = getattr(asyncio.tasks, "_current_tasks", {}).get if sys.version_info < (3, 12) else asyncio.current_task
 _FINISHED: Any = object()
 
 
-class _Resume(Coroutine):
-    """What the task runs: first it hands over the future the eager step stopped at, then it
-    passes every step on to the call itself."""
-
-    __slots__ = ("coro", "stopped_at")
-
-    def __init__(self, coro: Any) -> None:
-        self.coro = coro
-        self.stopped_at: Any = _NOT_STARTED
-
-    def send(self, value: Any) -> Any:
-        at = self.stopped_at
-        if at is _RUNNING:
-            return self.coro.send(value)
-        self.stopped_at = _RUNNING
-        if at is _NOT_STARTED:
-            return self.coro.send(value)
-        if at is _FINISHED:
-            raise StopIteration
-        return at  # the future the call waits on: the task now waits on it
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        if self.stopped_at is _FINISHED:  # nothing left to throw into
-            self.stopped_at = _RUNNING
-            raise typ if val is None else val
-        self.stopped_at = _RUNNING
-        if val is None and tb is None:
-            return self.coro.throw(typ)
-        return self.coro.throw(typ, val, tb)  # pragma: no cover - asyncio throws instances
-
-    def close(self) -> None:
-        if self.stopped_at is not _FINISHED:
-            self.coro.close()
-
-    def __await__(self) -> Any:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def __iter__(self) -> Any:
-        return self
+@types.coroutine
+def _resume(stopped_at: list, coro: Any) -> Any:
+    """(3.11) What the task runs after the eager step: nothing if the call is over; else it
+    waits on the future the step stopped at, then hands every later step to the call itself. A
+    generator (not a class with ``send``), so the task's steps stay in C."""
+    at = stopped_at[0]
+    if at is _FINISHED:
+        return stopped_at[1]
+    while True:
+        try:
+            yield at
+        except BaseException as exc:  # cancelled while waiting: the call decides what that means
+            try:
+                at = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        break
+    return (yield from coro.__await__())
 
 
 def start_task(loop: asyncio.AbstractEventLoop, coro: Any) -> "asyncio.Task[Any]":
     """Run ``coro`` as a task on ``loop``; its first step has already run when this returns
     (unless a task is running on the loop right now)."""
-    resume = _Resume(coro)
-    if not _EAGER:
-        return loop.create_task(resume)  # pragma: no cover - Python 3.10
-    if _current_task(loop) is not None:  # inside another task: the task takes its first step itself
-        return loop.create_task(resume)
+    if not _EAGER or _current_task(loop) is not None:
+        return loop.create_task(coro)  # inside another task: the task takes its first step itself
+    if _NATIVE_EAGER:
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
     context = copy_context()
-    task = loop.create_task(resume, context=context)
+    stopped_at: list = [_FINISHED, None]  # where the eager step stopped; the result if it finished
+    task = loop.create_task(_resume(stopped_at, coro), context=context)
     _enter_task(loop, task)
     try:
-        resume.stopped_at = context.run(coro.send, None)
-    except StopIteration:
-        resume.stopped_at = _FINISHED
-    except BaseException:  # our calls catch their app's errors: this is KeyboardInterrupt & co.
-        resume.stopped_at = _FINISHED
-        raise
+        stopped_at[0] = context.run(coro.send, None)
+    except StopIteration as stop:  # the call is over: the task's step finds _FINISHED
+        stopped_at[1] = stop.value
     finally:
         _leave_task(loop, task)
     return task

@@ -19,21 +19,27 @@ class HeaderError(ValueError):
     """An ASGI app sent a header the server cannot write (CR or LF in it: response splitting)."""
 
 
+# First bytes of the dropped names in upper case: only such a name needs lower-casing to be
+# recognised (ASGI says names are lower-case; this keeps a sloppy app's "Content-Length" out).
+_UPPER_FIRSTS = frozenset(b"CTKDS")
+
+
 def block_from_asgi(headers: Iterable[Any]) -> tuple[bytes, int]:
     """The server's header block for an ASGI header list, and the Content-Length the app gave
     (-1 if none): a HEAD answer needs it, since its body is empty."""
-    lines = []
+    parts = []
     length = -1
     for name, value in headers:
-        if name in _DROPPED or name.lower() in _DROPPED:
-            if name == b"content-length" and value.isdigit():
+        if name in _DROPPED or (name[:1] and name[0] in _UPPER_FIRSTS and name.lower() in _DROPPED):
+            if name.lower() == b"content-length" and value.isdigit():
                 length = int(value)
             continue
-        lines.append(b"%s: %s\r\n" % (name, value))
-    block = b"".join(lines)
-    # One pass each over the block instead of two tests per header: every line ends in exactly
-    # one CR LF unless a name or value smuggles another one in.
-    if block.count(b"\n") != len(lines) or block.count(b"\r") != len(lines):
+        parts += (name, b": ", value, b"\r\n")
+    block = b"".join(parts)
+    # One pass each over the block instead of tests per header: every line ends in exactly one
+    # CR LF unless a name or value smuggles another one in (response splitting).
+    lines = len(parts) >> 2
+    if block.count(b"\n") != lines or block.count(b"\r") != lines:
         bad = next(bytes(n) for n, v in headers if b"\r" in n or b"\n" in n or b"\r" in v or b"\n" in v)
         raise HeaderError(f"invalid character (CR or LF) in response header {bad!r}")
     return block, length

@@ -185,11 +185,16 @@ class _HTTPCycle:
         mount = self.mount
         raw = self.raw
         path, raw_path, root = _paths(mount, raw)
+        client = raw.client
+        if client is not None and len(client) != 2:
+            client = client[:2]  # IPv6 peer names have four items; ASGI wants (host, port)
+        server = raw.server
+        if server is not None and len(server) != 2:
+            server = server[:2]
         scope = {
             "type": "http", "asgi": _ASGI, "http_version": raw.http_version, "method": raw.method,
             "scheme": raw.scheme, "path": path, "raw_path": raw_path, "query_string": raw.query,
-            "root_path": root, "headers": raw.headers, "client": _address(raw.client),
-            "server": _address(raw.server),
+            "root_path": root, "headers": raw.headers, "client": client, "server": server,
         }
         if mount.state:
             scope["state"] = mount.state.copy()
@@ -262,7 +267,8 @@ class _HTTPCycle:
     def _whole(self, body: bytes) -> HTTPResponse:
         block, length = block_from_asgi(self.headers)
         self.complete = True
-        self._wake()
+        if self.waiter is not None:
+            self._wake()
         if length > 0 and not body and self.raw.method == "HEAD":
             # The server writes len(body) as a HEAD answer's Content-Length: keep the app's.
             if length <= _HEAD_BODY_MAX:
