@@ -334,8 +334,9 @@ async def _send_stream(stream: Any, send: Any, receive: Any) -> None:
         finally:
             streaming = False
             watcher.cancel()
-        if gone and task.cancelling():
-            task.uncancel()  # the cancel was ours, to stop the stream: the call itself goes on
+        uncancel = getattr(task, "uncancel", None)  # 3.11+: cancellations are counted
+        if gone and uncancel is not None and task.cancelling():  # type: ignore[attr-defined]
+            uncancel()  # the cancel was ours, to stop the stream: the call itself goes on
     finally:
         await _close_stream(stream)
 

@@ -30,7 +30,7 @@ from typing import Any
 try:
     from asyncio.tasks import _enter_task, _leave_task  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - an asyncio without them: no eager step
-    _enter_task = _leave_task = None
+    _enter_task = _leave_task = None  # type: ignore[assignment]
 
 _NATIVE_EAGER = sys.version_info >= (3, 12)
 _EAGER = _NATIVE_EAGER or (_enter_task is not None and sys.version_info >= (3, 11))  # context= is 3.11+
@@ -69,7 +69,7 @@ def start_task(loop: asyncio.AbstractEventLoop, coro: Any) -> "asyncio.Task[Any]
         return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
     context = copy_context()
     stopped_at: list = [_FINISHED, None]  # where the eager step stopped; the result if it finished
-    task = loop.create_task(_resume(stopped_at, coro), context=context)
+    task = loop.create_task(_resume(stopped_at, coro), context=context)  # type: ignore[call-arg]
     _enter_task(loop, task)
     try:
         stopped_at[0] = context.run(coro.send, None)

@@ -27,7 +27,7 @@ _UPPER_FIRSTS = frozenset(b"CTKDS")
 def block_from_asgi(headers: Iterable[Any]) -> tuple[bytes, int]:
     """The server's header block for an ASGI header list, and the Content-Length the app gave
     (-1 if none): a HEAD answer needs it, since its body is empty."""
-    parts = []
+    parts: list[bytes] = []
     length = -1
     for name, value in headers:
         if name in _DROPPED or (name[:1] and name[0] in _UPPER_FIRSTS and name.lower() in _DROPPED):

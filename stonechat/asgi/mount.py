@@ -40,7 +40,7 @@ _get_running_loop = asyncio._get_running_loop  # None when no loop runs (TestCli
 # Shared by every scope: ASGI 3, HTTP/WebSocket spec 2.5 (send raises OSError once the client is
 # gone: 2.4; close and disconnect reasons: 2.3/2.5).
 _ASGI = {"version": "3.0", "spec_version": "2.5"}
-_WS_EXTENSIONS = {"websocket.http.response": {}}
+_WS_EXTENSIONS: dict[str, dict] = {"websocket.http.response": {}}
 _HEAD_BODY_MAX = 64 * 1024 * 1024
 
 
