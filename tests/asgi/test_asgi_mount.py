@@ -440,3 +440,22 @@ def test_a_mounted_app_failing_its_startup_fails_ours_naming_it(serve, tmp_path)
     assert "mounted app Starlette at /bad" in out and "cache cluster unreachable" in out
     assert "not serving: startup failed" in out
     assert read_lines(log) == ["cleanup ran"]
+
+
+def test_shutdown_closes_mounted_websockets_with_1001_before_the_app_stops(serve, tmp_path, static_dir):
+    log = tmp_path / "events.txt"
+    proc = start(serve, "stonechat", APP, env={"EVENTS_FILE": str(log), "STATIC_DIR": str(static_dir)})
+
+    async def go():
+        async with websockets.connect(proc.ws_url + "/star/ws") as ws:
+            await ws.send("ping")
+            assert await ws.recv() == "star:ping"
+            proc.signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code, ws.close_reason
+    assert run(go()) == (1001, "server shutting down")
+    assert proc.wait(20) == 0, proc.output()
+    lines = read_lines(log)
+    assert "mounted ws disconnect 1001 server shutting down" in lines
+    assert lines.index("mounted ws disconnect 1001 server shutting down") < lines.index("star shutdown")
