@@ -539,8 +539,8 @@ class _WebSocketCycle:
                 # The server starts the session at once; if it never does (the client left
                 # meanwhile) the app must not wait for it forever.
                 self.timer = self.loop.call_later(self.mount.close_timeout + 1.0, self._abandon)
-        else:
-            self._abandon()
+                return
+        self._abandon()  # refused (or the client is gone): a receive() now gets the disconnect
 
     def _handshake_done(self, future: asyncio.Future) -> None:
         if future.cancelled():
