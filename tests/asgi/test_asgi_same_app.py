@@ -175,6 +175,18 @@ def ws_bye(ws):
     note(f"ws closed {ws.close_code} {ws.close_reason} by {ws.closed_by}")
 
 
+@app.websocket("/room")
+async def room(ws):
+    await ws.send_text("id " + ws.id)
+    while True:
+        message = await ws.receive_text()
+        if message.startswith("to "):
+            _, target, text = message.split(" ", 2)
+            await ws.send_to(target, text)
+        else:
+            await ws.broadcast(message)
+
+
 callbacks = WebSocket(app, "/cb")
 
 
@@ -342,6 +354,19 @@ def test_websocket_refused_before_the_handshake(server):
     response = run(go())
     assert response.status_code == 403
     assert b"go away" in response.body  # uvicorn offers websocket.http.response: the app's own answer
+
+
+def test_websocket_broadcast_and_send_to(server):
+    async def go():
+        async with websockets.connect(server.ws_url + "/room") as a, \
+                websockets.connect(server.ws_url + "/room") as b:
+            id_a = (await a.recv()).split(" ", 1)[1]
+            await b.recv()
+            await a.send("hello all")
+            assert await a.recv() == "hello all" and await b.recv() == "hello all"
+            await b.send(f"to {id_a} just you")
+            assert await a.recv() == "just you"
+    run(go())
 
 
 def test_websocket_callback_style(server):
