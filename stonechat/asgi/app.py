@@ -35,7 +35,7 @@ from urllib.parse import quote
 from ..server.interface import HTTPRequest, HTTPResponse, WebSocketAccept
 from .connection import ASGIWebSocket
 from .headers import asgi_from_block
-from .mount import ASGIOrigin
+from .scope import ASGIOrigin
 
 logger = logging.getLogger("stonechat.asgi")
 
