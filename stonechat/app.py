@@ -1,10 +1,12 @@
 """The app object users touch: ``Robyn``/``App`` and ``SubRouter``.
 
 Registration happens here (decorators, middlewares, lifecycle, settings) and only records:
-each decorator makes a frozen record (``core/registry.py``). ``served()`` (called by
-``start()`` and by ``TestClient``) compiles fresh routes from the records into a ``Dispatcher``
-(``_build``) and hands a small ``ServedApp`` to the server layer, which knows it only through
-``server/interface.py``. Nothing here runs per request.
+each decorator makes a frozen record (``core/registry.py``; mounts: ``asgi/mount.py``).
+``served()`` (called by ``start()`` and by ``TestClient``) compiles fresh routes from the records
+into a ``Dispatcher`` (``_build``) and hands a small ``ServedApp`` to the server layer, which
+knows it only through ``server/interface.py``; with ASGI middleware added, a ``MiddlewareHost``
+around it (``asgi/middleware.py``). ``app.asgi`` is the same app for ASGI servers
+(``asgi/app.py``). Nothing here runs per request.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, Callable, Optional, Sequence, Union
 
+from .asgi.app import ASGIApp
+from .asgi.middleware import Middleware, MiddlewareHost, check_middleware, wrap
+from .asgi.mount import Mount, MountSpec, MountTable
 from .config import Config
 from .core.auth import AuthenticationHandler, make_auth_hook
 from .core.conversion import Converter, DefaultHeaders
@@ -280,6 +285,10 @@ class Robyn(BaseRouter):
         self.executor: Optional[ThreadPoolExecutor] = None
         self.websocket_hub: Any = None
         self._mcp_app: Optional[MCPApp] = None
+        self.mount_specs: list[MountSpec] = []
+        self.mounted: dict[str, Mount] = {}  # the mounts of the last build, by prefix
+        self.asgi_middlewares: list[Middleware] = []
+        self._asgi: Optional[ASGIApp] = None
 
     @property
     def mcp(self) -> MCPApp:
@@ -340,6 +349,41 @@ class Robyn(BaseRouter):
         """Run every sync handler without an explicit ``threaded=`` on the thread pool."""
         self.threaded_default = threaded
 
+    # -- ASGI both ways (asgi/) ---------------------------------------------------------------
+
+    def mount(self, prefix: str, asgi_app: Any, name: Optional[str] = None) -> None:
+        """Serve the ASGI application ``asgi_app`` (FastAPI, Starlette, ``StaticFiles``...) under
+        ``prefix``: every request and WebSocket there that no stonechat route answers goes to it,
+        with ``root_path`` set to the prefix; its lifespan runs at startup and shutdown with the
+        app's lifespans. ``prefix="/"`` serves everything stonechat's routes do not."""
+        if not callable(asgi_app):
+            raise TypeError(f"mount({prefix!r}, ...) expects an ASGI application, got {asgi_app!r}")
+        prefix = "" if prefix.strip() in ("", "/") else normalize_endpoint(prefix)
+        for spec in self.mount_specs:
+            if spec.prefix == prefix:
+                raise ValueError(f"mount({prefix or '/'!r}): {spec.name} is already mounted there")
+        kind = getattr(asgi_app, "__qualname__", None) or type(asgi_app).__qualname__
+        spec = MountSpec(prefix, asgi_app, name or f"mounted app {kind} at {prefix or '/'}")
+        self.mount_specs.append(spec)
+        self.lifecycle.add_lifespan(lambda: self.mounted[spec.prefix].lifespan(), name=spec.name)
+
+    def add_asgi_middleware(self, middleware_class: Any, **options: Any) -> None:
+        """Wrap the whole app in ASGI middleware (``middleware_class(app, **options)``), the last
+        added outermost: under stonechat's server and under any ASGI server (``app.asgi``)."""
+        check_middleware(middleware_class, options)
+        self.asgi_middlewares.append((middleware_class, dict(options)))
+
+    @property
+    def asgi(self) -> ASGIApp:
+        """The app as an ASGI 3 application: ``uvicorn module:app.asgi`` (also Granian, Hypercorn)."""
+        if self._asgi is None:
+            self._asgi = ASGIApp(self._served_for_asgi, lambda serve: wrap(serve, self.asgi_middlewares))
+        return self._asgi
+
+    def _served_for_asgi(self) -> "ServedApp":
+        _log_to_stderr_if_unconfigured()
+        return self._served_core(None, Config([]).debug)
+
     @staticmethod
     def is_port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return port_in_use(host, int(port))
@@ -386,11 +430,13 @@ class Robyn(BaseRouter):
                 websockets, global_deps, self.authentication_handler, settings, errors, hub)
             if hub.broker.name != "local":
                 websocket.use_broker()
+        self.mounted = {spec.prefix: Mount(spec.prefix, spec.app, spec.name, settings) for spec in self.mount_specs}
         self.dispatcher = Dispatcher(
             router, routes, defaults=defaults, errors=errors, global_before=global_before, global_after=global_after,
             request_headers=self._headers_for_requests(),
             excluded_paths=excluded, blocking_warn_s=settings.blocking_warn_ms / 1000.0,
-            executor=self.executor, websocket=websocket)
+            executor=self.executor, websocket=websocket,
+            mounts=MountTable(list(self.mounted.values())) if self.mounted else None)
         return self.dispatcher
 
     def _headers_for_requests(self) -> Optional[tuple[dict, dict]]:
@@ -424,8 +470,15 @@ class Robyn(BaseRouter):
         hub = self.room_hub
         return hub.status if hub is not None else BrokerStatus(listener="stopped")
 
-    def served(self, settings: Optional[ServerSettings] = None, debug: bool = False) -> "ServedApp":
-        """The object the server runs (see ``server/interface.py``)."""
+    def served(self, settings: Optional[ServerSettings] = None, debug: bool = False) -> Any:
+        """The object the server runs (see ``server/interface.py``): the ``ServedApp``, or with ASGI
+        middleware added the ``MiddlewareHost`` that runs the chain around it."""
+        core = self._served_core(settings, debug)
+        if self.asgi_middlewares:
+            return MiddlewareHost(core, self.asgi_middlewares)
+        return core
+
+    def _served_core(self, settings: Optional[ServerSettings], debug: bool) -> "ServedApp":
         settings = settings or ServerSettings.from_sources(self.settings_overrides)
         return ServedApp(self, self._build(settings, debug), settings)
 
@@ -473,6 +526,12 @@ class ServedApp:
         # An app-wide Server (or Date) header replaces the server's own (server/interface.py).
         self.own_headers = frozenset(name.encode() for name in app.response_headers.keys()
                                      if name in ("server", "date"))
+
+        table = dispatcher.mounts
+        if (table is not None and table.root is not None and not table.entries and not dispatcher.routes
+                and dispatcher.websocket is None):
+            # The whole app is one ASGI app at "/": nothing to look up first.
+            self.handle = table.root.handle
         self.settings = settings
         self.watchdog: Optional[BlockingWatchdog] = None
 
@@ -535,6 +594,19 @@ class ServedApp:
             await self.app.room_hub.close()  # last: shutdown handlers may publish
         if self.app.executor is not None:
             self.app.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _log_to_stderr_if_unconfigured() -> None:
+    """Under an ASGI server nobody calls ``start()``'s logging setup: unless logging is configured,
+    stonechat's own lines (startup failures, shutdown steps) go to stderr as they would natively."""
+    if logging.getLogger().handlers or logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s",
+                                           "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(getattr(logging, os.environ.get("STONECHAT_LOG_LEVEL", "INFO").upper(), logging.INFO))
+    logger.propagate = False
 
 
 __all__ = ["App", "BaseRouter", "HttpMethod", "Robyn", "ServedApp", "State", "SubRouter", "SettingsError"]

@@ -161,6 +161,7 @@ ALLOWED = {
     "websocket": ("stonechat.core", "stonechat.websocket", "stonechat.pubsub", "stonechat.server.interface"),
     "pubsub": ("stonechat.core", "stonechat.websocket", "stonechat.pubsub", "stonechat.server.interface"),
     "features": ("stonechat.core", "stonechat.websocket", "stonechat.pubsub", "stonechat.server.interface"),
+    "asgi": ("stonechat.core", "stonechat.websocket", "stonechat.asgi", "stonechat.server.interface"),
 }
 
 

@@ -21,11 +21,11 @@ from typing import Any, AsyncIterator, Iterable, Optional
 
 import orjson
 
-from ..server.interface import HTTPResponse
+from ..server.interface import TEXT_PLAIN, HTTPResponse
 from .datastructures import Headers, QueryParams
 from .response import FileResponse, Response, StreamingResponse
 
-TEXT = b"content-type: text/plain; charset=utf-8\r\n"
+TEXT = TEXT_PLAIN  # one home: server/interface.py
 JSON = b"content-type: application/json\r\n"
 OCTET = b"content-type: application/octet-stream\r\n"
 

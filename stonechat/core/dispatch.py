@@ -7,7 +7,9 @@ middleware chain and converter are fixed then. Per request, ``Dispatcher.handle`
 * answers a route with no middleware and a sync handler *synchronously*: no task, no
   coroutine, the server writes the bytes at once (Robyn runs sync handlers the same way);
 * returns a coroutine for everything else (async handlers, hooks, ``threaded=True``), which
-  the server awaits in order.
+  the server awaits in order;
+* hands a request no route matches to the mounted ASGI app whose prefix holds it
+  (``app.mount``; ``asgi/mount.py``), so stonechat's own routes pay nothing for mounts.
 
 Errors go through ``error_response.py`` (the same path as WebSocket handshakes): a parameter
 error → 400 (422 for a Pydantic body), the app's exception handler, ``HTTPException`` → its
@@ -71,7 +73,7 @@ class Dispatcher:
     def __init__(self, router: Router[Route], routes: list[Route], *, defaults: DefaultHeaders, errors: ErrorResponder,
                  global_before: list, global_after: list, request_headers: Optional[tuple[dict, dict]],
                  excluded_paths: frozenset, blocking_warn_s: float, executor: Any,
-                 websocket: Any = None) -> None:
+                 websocket: Any = None, mounts: Any = None) -> None:
         self.router = router
         self.routes = routes
         self.defaults = defaults
@@ -83,6 +85,7 @@ class Dispatcher:
         self.blocking_warn_s = blocking_warn_s
         self.executor = executor
         self.websocket = websocket
+        self.mounts = mounts  # mounted ASGI apps (asgi/mount.py MountTable), asked after the routes
         self.running: Optional[Route] = None  # the sync handler on the loop now (see watchdog.py)
         self.running_since = 0.0
         self.error_convert = Converter(None, defaults)
@@ -105,6 +108,10 @@ class Dispatcher:
             if self.websocket is not None and self.websocket.has_path(raw.path):
                 return HTTPResponse(426, TEXT + b"upgrade: websocket\r\nsec-websocket-version: 13\r\n",
                                     b"Upgrade Required: this path only speaks WebSocket\n")
+            if self.mounts is not None:
+                mount = self.mounts.find(raw.path)
+                if mount is not None:
+                    return mount.handle(raw)
             if self.global_before or self.global_after:
                 return self._run(self.not_found_route, self._request(raw, (), ()))
             return self.not_found

@@ -3,7 +3,8 @@
 The server (``server/runner.py``) decides *when*: startup before the socket accepts, shutdown
 after connections drained. This module decides *what* and makes it dependable:
 
-* startup handlers run in registration order, lifespans are entered after them; the first
+* startup handlers run in registration order, lifespans (mounted ASGI apps' included, see
+  ``asgi/lifespan.py``) are entered after them in registration order; the first
   failure is logged with the handler's name and stops startup (the process exits 3), and the
   shutdown side of everything that did start still runs;
 * shutdown handlers run in reverse registration order, after lifespans exit; each has its own
@@ -81,6 +82,7 @@ class Lifecycle:
         self.startup_handlers: list[Callable] = []
         self.shutdown_handlers: list[Callable] = []
         self.lifespans: list[Callable[..., AsyncContextManager]] = []
+        self.lifespan_names: dict[Callable[..., AsyncContextManager], str] = {}
         self._entered: list[tuple[str, AsyncContextManager]] = []
         self._started: int = 0  # how many startup handlers completed
         self._startup_done = False
@@ -91,8 +93,12 @@ class Lifecycle:
     def add_shutdown(self, fn: Callable) -> None:
         self.shutdown_handlers.append(fn)
 
-    def add_lifespan(self, factory: Callable[..., AsyncContextManager]) -> None:
+    def add_lifespan(self, factory: Callable[..., AsyncContextManager], name: Optional[str] = None) -> None:
+        """``name`` is what the logs call it (default: the factory's name); a mounted ASGI app's
+        lifespan is registered here too, by ``app.mount``."""
         self.lifespans.append(factory)
+        if name is not None:
+            self.lifespan_names[factory] = name
 
     async def startup(self, app: Any) -> None:
         """Run startup handlers then enter lifespans; raise ``StartupError`` on the first failure."""
@@ -108,7 +114,7 @@ class Lifecycle:
                 raise StartupError(name, exc) from exc
             self._started += 1
         for factory in self.lifespans:
-            name = handler_name(factory)
+            name = self.lifespan_names.get(factory) or handler_name(factory)
             try:
                 manager = factory(app) if _takes_argument(factory) else factory()
                 await manager.__aenter__()
