@@ -20,7 +20,7 @@ import asyncio
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Awaitable, Generator, Mapping, Optional, Protocol, Union
 
 import orjson

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import time
 import httpx
 import pytest
 
-from roomkit import ROOMS_APP, Client, RedisServer, await_until, check_stream, events, free_port, wait_until
+from roomkit import ROOMS_APP, Client, RedisServer, await_until, check_stream, events, free_port
 
 
 def run(coro, timeout=90):

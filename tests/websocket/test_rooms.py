@@ -5,7 +5,6 @@ from HTTP handlers and from a task started at startup, and recovery from the loc
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 
 import httpx
