@@ -8,6 +8,7 @@ returns a ``ServerProcess``. Every process still running at the end of the test 
 from __future__ import annotations
 
 import os
+import random
 import signal as sig
 import socket
 import subprocess
@@ -24,10 +25,33 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS = random.Random()  # its own generator: tests that seed the global one change nothing here
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, chosen *below* the kernel's ephemeral range. A port from
+    ``bind(0)`` comes from that range, where any outgoing connection of any process (this
+    suite's clients, a helper's Redis client...) may take it between our check and the
+    server's bind: a flaky "Address already in use". Below the range only explicit binds
+    compete, and a random choice among some 20,000 ports makes those collisions negligible."""
+    high = _ephemeral_low() - 1
+    for _ in range(200):
+        port = _PORTS.randint(10000, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if not port_open(port):
+            return port
+    raise RuntimeError("no free port found below the ephemeral range")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,13 +16,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 import websockets
 
+from conftest import free_port  # noqa: F401 (re-exported for the room tests)
+
 ROOMS_APP = str(Path(__file__).resolve().parent / "websocket" / "rooms_app.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
