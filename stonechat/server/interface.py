@@ -131,7 +131,9 @@ class WebSocketConnection(Protocol):
     """
 
     request: HTTPRequest       # the handshake request
-    closed: bool               # true once our close frame was sent or the connection ended
+    @property
+    def closed(self) -> bool: ...
+        # true once our close frame was sent or the connection ended
     close_code: int            # after close: the close code (see ConnectionClosed)
     close_reason: str
     closed_by: str             # "client" or "server"
@@ -170,7 +172,7 @@ class WebSocketAccept:
 
     __slots__ = ("session", "headers", "subprotocol")
 
-    def __init__(self, session: Callable[[Any], Awaitable[None]], headers: bytes = b"",
+    def __init__(self, session: Callable[[WebSocketConnection], Awaitable[None]], headers: bytes = b"",
                  subprotocol: Optional[str] = None) -> None:
         self.session = session
         self.headers = headers

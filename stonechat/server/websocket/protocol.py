@@ -29,7 +29,8 @@ from collections import deque
 from typing import Any, Awaitable, Callable, Optional, Union
 
 from ..flow import FlowControl
-from ..interface import NO_MESSAGE, ConnectionClosed, HTTPRequest, WebSocketAccept, close_payload
+from ..interface import (NO_MESSAGE, ConnectionClosed, HTTPRequest, WebSocketAccept, WebSocketConnection,
+                         close_payload)
 from ..state import ServerState
 from .deflate import Inflater, Negotiated
 from .frames import (OP_CLOSE, OP_PING, OP_PONG, Close, Event, FrameReader, Ping, Pong, ProtocolError,
@@ -117,7 +118,7 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
         if tail:
             self.data_received(tail)
 
-    async def _run_session(self, session: Callable[[Any], Awaitable[None]]) -> None:
+    async def _run_session(self, session: Callable[[WebSocketConnection], Awaitable[None]]) -> None:
         try:
             await session(self)
         except (ConnectionClosed, asyncio.CancelledError):
