@@ -154,7 +154,8 @@ class WebSocketConnection(Protocol):
         # never waits; a client over ws_max_write_buffer is dropped with 1013
     async def drain(self) -> None: ...
         # wait while the client's unsent data is over ws_write_limit (1013 after ws_send_timeout)
-    write_paused: bool         # the client's unsent data is over ws_write_limit
+    @property
+    def write_paused(self) -> bool: ...  # the client's unsent data is over ws_write_limit
     def prepare(self, message: Union[str, bytes]) -> bytes: ...
         # the frame bytes, to write with send_frame_nowait to every connection of the same
         # frame_kind (broadcast): compression, when negotiated, makes frames differ
