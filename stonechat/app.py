@@ -23,6 +23,7 @@ from .params import compile_call, is_async_callable, arity
 from .request import Headers, Request
 from .routing import Router, normalize_endpoint, param_names
 from .server.settings import ServerSettings, SettingsError
+from .server.signals import hold_stop_signals
 from .watchdog import BlockingWatchdog
 
 logger = logging.getLogger("stonechat")
@@ -355,6 +356,7 @@ class Robyn(BaseRouter):
               client_timeout: int = 30, keep_alive_timeout: int = 20, **settings: Any) -> None:
         """Serve until stopped (Ctrl+C or SIGTERM). Host and port may come from
         ``STONECHAT_HOST``/``STONECHAT_PORT`` or ``ROBYN_HOST``/``ROBYN_PORT``, which win."""
+        hold_stop_signals()  # first: a stop signal from now on is never lost (server/signals.py)
         from .serving import start_app
         start_app(self, host, port, keep_alive_timeout, settings)
 
@@ -425,6 +427,10 @@ class ServedApp:
         await self.app.lifecycle.shutdown(self.settings.shutdown_handler_timeout)
         if self.app.executor is not None:
             self.app.executor.shutdown(wait=False, cancel_futures=True)
+
+    def skip_shutdown(self) -> None:
+        """The stop was forced before ``shutdown()`` began: it will not run; log what that skips."""
+        self.app.lifecycle.log_skipped()
 
 
 __all__ = ["App", "BaseRouter", "HttpMethod", "Robyn", "ServedApp", "State", "SubRouter", "SettingsError"]

@@ -7,7 +7,10 @@
 The app file runs in this process as ``__main__`` (so its ``app.start()`` sees the same flags
 and receives signals directly); nothing is re-spawned except in ``--dev``, where the reloader
 starts the app as a child and never imports it itself, so even an app that does not import
-(a syntax error) is watched until it is fixed.
+(a syntax error) is watched until it is fixed. Stop signals are held from the first moment
+(``server/signals.py``): a SIGTERM while the app file is still importing stops it cleanly once
+it reaches ``app.start()`` (its shutdown handlers run); if it never does, the signal is
+delivered again with its usual meaning when the file has run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import __version__
+from .server.signals import hold_stop_signals, release_stop_signals
 
 USAGE = """usage: stonechat APP.py [--dev] [--processes N] [--workers N] [--log-level LEVEL] [...]
        stonechat --version
@@ -53,7 +57,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     sys.argv = [app_path, *rest]
     sys.path.insert(0, os.path.dirname(app_path))
-    runpy.run_path(app_path, run_name="__main__")
+    hold_stop_signals()
+    try:
+        runpy.run_path(app_path, run_name="__main__")
+    finally:
+        release_stop_signals()  # a no-op when app.start() ran (it releases them itself)
     return 0
 
 

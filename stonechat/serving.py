@@ -20,9 +20,9 @@ from typing import Any
 
 from . import __version__
 from .config import Config
-from .server.runner import (EXIT_OK, bind_socket, guard_exit, hold_stop_signals,
-                            inherited_control_channel, serve)
+from .server.runner import EXIT_OK, bind_socket, guard_exit, inherited_control_channel, serve
 from .server.settings import ServerSettings, SettingsError
+from .server.signals import hold_stop_signals, release_stop_signals
 
 logger = logging.getLogger("stonechat")
 
@@ -61,6 +61,14 @@ def resolve_address(host: str, port: Any) -> tuple[str, int]:
 
 
 def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides: dict) -> None:
+    hold_stop_signals()  # app.start() already did: from its first line no stop signal is lost
+    try:
+        _start_app(app, host, port, keep_alive_timeout, overrides)
+    finally:
+        release_stop_signals(logger.info)
+
+
+def _start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides: dict) -> None:
     try:
         config = app.config or Config()
     except ValueError as exc:
@@ -95,7 +103,6 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
         from .server.reloader import run_dev
         sys.exit(run_dev(host, port))
 
-    hold_stop_signals()  # from bind on, a Ctrl+C means the stop sequence (runner.py)
     try:
         # --processes N: one socket, inherited by every worker (one accept queue, so a worker
         # that dies loses no queued connection, and a second copy of the server cannot bind).
