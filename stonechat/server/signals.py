@@ -10,14 +10,14 @@ The policy, the same in a worker (``runner.py``), the ``--processes`` supervisor
   SIGINT    (Ctrl+C) graceful stop; the *second* SIGINT this process receives forces.
   SIGQUIT   (Ctrl+\\) forces at once.
 Forcing skips what is left of the stop sequence; a shutdown step already running gets a short
-last chance (``core`` lifecycle) and every step that did not run is named in the log.
-``StopSignals`` is that policy as a small state machine, without side effects.
+last chance (the framework's lifecycle does that) and every step that did not run is named in
+the log. ``StopSignals`` is that policy as a small state machine, without side effects.
 
 No signal is lost between ``app.start()`` and the moment a server installs its handlers:
 ``hold_stop_signals()`` records them in a process-wide handler (a disposition, not a signal
-mask, so a thread the application started cannot receive one and die of it), the server
-``take_held()`` s them once its own handlers are in place and acts on them as if they had just
-arrived. ``release_stop_signals()`` puts the dispositions from before back when ``start()``
+mask, so a thread the application started cannot receive one and die of it); the server calls
+``take_held()`` once its own handlers are in place and acts on what was recorded as if it had
+just arrived. ``release_stop_signals()`` puts the dispositions from before back when ``start()``
 ends; a signal held and never taken (the process did not get as far as serving) is delivered
 again then, with its default meaning. The ``stonechat`` command holds them from its very first
 moment, so a stop while the app file is still importing is not lost either.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from typing import Any, Callable, Optional
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
@@ -157,5 +158,4 @@ def release_stop_signals(log: Optional[Callable[[str], None]] = None) -> None:
 
 
 def _in_main_thread() -> bool:
-    import threading
     return threading.current_thread() is threading.main_thread()
