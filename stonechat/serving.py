@@ -60,7 +60,7 @@ def resolve_address(host: str, port: Any) -> tuple[str, int]:
     return host, port
 
 
-def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides: dict) -> None:
+def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides: dict[str, Any]) -> None:
     hold_stop_signals()  # app.start() already did: from its first line no stop signal is lost
     try:
         _start_app(app, host, port, keep_alive_timeout, overrides)
@@ -68,7 +68,7 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
         release_stop_signals(logger.info)
 
 
-def _start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides: dict) -> None:
+def _start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides: dict[str, Any]) -> None:
     try:
         config = app.config or Config()
     except ValueError as exc:
