@@ -7,10 +7,10 @@
 The app file runs in this process as ``__main__`` (so its ``app.start()`` sees the same flags
 and receives signals directly); nothing is re-spawned except in ``--dev``, where the reloader
 starts the app as a child and never imports it itself, so even an app that does not import
-(a syntax error) is watched until it is fixed. Stop signals are held from the first moment
-(``server/signals.py``): a SIGTERM while the app file is still importing stops it cleanly once
-it reaches ``app.start()`` (its shutdown handlers run); if it never does, the signal is
-delivered again with its usual meaning when the file has run.
+(a syntax error) is watched until it is fixed. Stop signals are held before the app file runs
+(``server/signals.py``): a SIGTERM while it is still importing stops it cleanly once it reaches
+``app.start()`` (its shutdown handlers run); if it never does, the signal is delivered again
+with its usual meaning when the file has run.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ mask, so a thread the application started cannot receive one and die of it); the
 ``take_held()`` once its own handlers are in place and acts on what was recorded as if it had
 just arrived. ``release_stop_signals()`` puts the dispositions from before back when ``start()``
 ends; a signal held and never taken (the process did not get as far as serving) is delivered
-again then, with its default meaning. The ``stonechat`` command holds them from its very first
-moment, so a stop while the app file is still importing is not lost either.
+again then, with its default meaning. The ``stonechat`` command holds them before it runs the
+app file, so a stop while that file is still importing is not lost either.
 """
 
 from __future__ import annotations
