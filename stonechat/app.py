@@ -39,6 +39,7 @@ from .envfile import EnvFile, load_env_file
 from .features.mcp import MCPApp
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
+from .server.signals import hold_stop_signals
 from .serving import start_app
 from .pubsub.broker import BROKER_SETTING_NAMES, BrokerError, BrokerSettings, BrokerStatus
 from .pubsub.engines import make_broker
@@ -486,6 +487,7 @@ class Robyn(BaseRouter):
               client_timeout: int = 30, keep_alive_timeout: int = 20, **settings: Any) -> None:
         """Serve until stopped (Ctrl+C or SIGTERM). Host and port may come from
         ``STONECHAT_HOST``/``STONECHAT_PORT`` or ``ROBYN_HOST``/``ROBYN_PORT``, which win."""
+        hold_stop_signals()  # first: a stop signal from now on is never lost (server/signals.py)
         for name in [k for k in settings if k in BROKER_SETTING_NAMES]:
             self.broker_overrides[name] = settings.pop(name)
         try:
@@ -594,6 +596,10 @@ class ServedApp:
             await self.app.room_hub.close()  # last: shutdown handlers may publish
         if self.app.executor is not None:
             self.app.executor.shutdown(wait=False, cancel_futures=True)
+
+    def skip_shutdown(self) -> None:
+        """The stop was forced before ``shutdown()`` began: it will not run; log what that skips."""
+        self.app.lifecycle.log_skipped()
 
 
 def _log_to_stderr_if_unconfigured() -> None:

@@ -8,7 +8,10 @@
 The app file runs in this process as ``__main__`` (so its ``app.start()`` sees the same flags
 and receives signals directly); nothing is re-spawned except in ``--dev``, where the reloader
 starts the app as a child and never imports it itself, so even an app that does not import
-(a syntax error) is watched until it is fixed.
+(a syntax error) is watched until it is fixed. Stop signals are held before the app file runs
+(``server/signals.py``): a SIGTERM while it is still importing stops it cleanly once it reaches
+``app.start()`` (its shutdown handlers run); if it never does, the signal is delivered again
+with its usual meaning when the file has run.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .scaffold import run_create
 from .server.reloader import run_dev
 from .serving import setup_logging
 from .version import __version__
+from .server.signals import hold_stop_signals, release_stop_signals
 
 USAGE = """usage: stonechat APP.py [--dev] [--processes N] [--workers N] [--log-level LEVEL] [...]
        stonechat --create [--dir PATH] [--docker y|n] [--type no-db|sqlite|postgres]
@@ -67,7 +71,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     sys.argv = [app_path, *rest]
     sys.path.insert(0, os.path.dirname(app_path))
-    runpy.run_path(app_path, run_name="__main__")
+    hold_stop_signals()
+    try:
+        runpy.run_path(app_path, run_name="__main__")
+    finally:
+        release_stop_signals()  # a no-op when app.start() ran (it releases them itself)
     return 0
 
 

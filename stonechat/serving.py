@@ -24,11 +24,11 @@ from typing import Any, Awaitable, Callable
 from .version import __version__
 from .browser import browser_url, drop_once_token, make_once_token, open_browser_once
 from .config import Config
-from .server.runner import (EXIT_OK, bind_socket, guard_exit, hold_stop_signals,
-                            inherited_control_channel, serve)
+from .server.runner import EXIT_OK, bind_socket, guard_exit, inherited_control_channel, serve
 from .server.reloader import run_dev
 from .server.supervisor import run_supervisor
 from .server.settings import ServerSettings, SettingsError
+from .server.signals import hold_stop_signals, release_stop_signals
 
 logger = logging.getLogger("stonechat")
 
@@ -66,7 +66,15 @@ def resolve_address(host: str, port: Any) -> tuple[str, int]:
     return host, port
 
 
-def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides: dict) -> None:
+def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides: dict[str, Any]) -> None:
+    hold_stop_signals()  # app.start() already did: from its first line no stop signal is lost
+    try:
+        _start_app(app, host, port, keep_alive_timeout, overrides)
+    finally:
+        release_stop_signals(logger.info)
+
+
+def _start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides: dict[str, Any]) -> None:
     try:
         config = app.config or Config()
     except ValueError as exc:
@@ -111,7 +119,6 @@ def start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, overrides
                 drop_once_token(token)
         sys.exit(code)
 
-    hold_stop_signals()  # from bind on, a Ctrl+C means the stop sequence (runner.py)
     try:
         # --processes N: one socket, inherited by every worker (one accept queue, so a worker
         # that dies loses no queued connection, and a second copy of the server cannot bind).

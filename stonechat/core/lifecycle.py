@@ -13,7 +13,10 @@ after connections drained. This module decides *what* and makes it dependable:
   instead of freezing the process (startup handlers, like Robyn's, run on the loop thread);
   an async one that overruns is cancelled and never awaited again, so even a handler that
   swallows ``CancelledError`` cannot hang shutdown;
-* when shutdown itself is cancelled (a second Ctrl+C), the steps that were skipped are logged.
+* when shutdown itself is cancelled (a forced stop: a second Ctrl+C, SIGQUIT), the step that is
+  running gets a last chance of ``LAST_CHANCE`` seconds, no later step starts, and the log
+  names every step that did not run (``log_skipped`` does the same when the stop was forced
+  before shutdown began).
 
 Shutdown handlers are not paired with startup handlers: after a failed startup they all run,
 so write them to tolerate a resource that was never made (``getattr(app.state, "pool", None)``).
@@ -30,6 +33,8 @@ from enum import Enum
 from typing import Any, AsyncContextManager, Callable, Optional
 
 logger = logging.getLogger("stonechat.lifecycle")
+
+LAST_CHANCE = 1.0  # seconds the running shutdown step gets to finish when the stop is forced
 
 
 class Events(Enum):
@@ -124,12 +129,8 @@ class Lifecycle:
             self._entered.append((name, manager))
         self._startup_done = True
 
-    async def shutdown(self, timeout: float) -> list[str]:
-        """Exit lifespans, then run every shutdown handler; return the names of those that failed.
-
-        Each step gets ``timeout`` seconds. A step that overruns is cancelled and abandoned
-        (never awaited again, so one that ignores cancellation cannot hang the process). If
-        this coroutine itself is cancelled (a second Ctrl+C), what was not run is logged."""
+    def _shutdown_steps(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        """Lifespan exits (last entered first), then shutdown handlers in reverse order."""
         steps: list[tuple[str, str, Callable[[], Any]]] = []
         while self._entered:
             name, manager = self._entered.pop()
@@ -138,20 +139,45 @@ class Lifecycle:
             steps.append(("lifespan", name, exit_lifespan))
         for fn in reversed(self.shutdown_handlers):
             steps.append(("shutdown handler", handler_name(fn), fn))
+        return steps
+
+    def log_skipped(self) -> list[str]:
+        """The stop was forced before shutdown began: name every step that will not run."""
+        names = [n for _, n, _ in self._shutdown_steps()]
+        logger.warning("forced stop before shutdown; skipped: %s",
+                       ", ".join(names) if names else "nothing (no shutdown steps)")
+        return names
+
+    async def shutdown(self, timeout: float) -> list[str]:
+        """Exit lifespans, then run every shutdown handler; return the names of those that failed.
+
+        Each step gets ``timeout`` seconds. A step that overruns is cancelled and abandoned
+        (never awaited again, so one that ignores cancellation cannot hang the process). If
+        this coroutine itself is cancelled (a forced stop), the step that is running gets
+        ``LAST_CHANCE`` seconds more, no later step starts, and what did not run is logged."""
+        steps = self._shutdown_steps()
         failed: list[str] = []
         for index, (kind, name, fn) in enumerate(steps):
             logger.info("running %s %s", kind, name)
             started = time.monotonic()
+            step = asyncio.ensure_future(_bounded(fn, timeout))
             try:
-                await _bounded(fn, timeout)
+                await asyncio.wait({step})  # unlike awaiting the step, a cancel here spares it
             except asyncio.CancelledError:
+                finished = await _last_chance(step, kind, name)
                 skipped = [n for _, n, _ in steps[index + 1:]]
-                logger.warning("shutdown interrupted during %s %s; skipped: %s", kind, name,
+                logger.warning("shutdown interrupted during %s %s%s; skipped: %s", kind, name,
+                               "" if finished else " (it did not finish)",
                                ", ".join(skipped) if skipped else "nothing else")
                 raise
+            try:
+                step.result()
             except asyncio.TimeoutError:
                 logger.error("%s %s did not finish within %.1f s; abandoned it, moving on",
                              kind, name, timeout)
+                failed.append(name)
+            except asyncio.CancelledError:
+                logger.error("%s %s was cancelled", kind, name)
                 failed.append(name)
             except Exception as exc:
                 logger.error("%s %s failed", kind, name, exc_info=exc)
@@ -161,6 +187,24 @@ class Lifecycle:
         if failed:
             logger.warning("%d of %d shutdown step(s) failed: %s", len(failed), len(steps), ", ".join(failed))
         return failed
+
+
+async def _last_chance(step: "asyncio.Future[Any]", kind: str, name: str) -> bool:
+    """A forced stop caught ``step`` running: give it ``LAST_CHANCE`` seconds, then abandon it.
+    Returns whether it finished. Another cancellation (a third Ctrl+C) ends the wait at once."""
+    logger.warning("forced stop: %s %s is running; it gets %.1f s more, nothing after it runs",
+                   kind, name, LAST_CHANCE)
+    try:
+        await asyncio.wait({step}, timeout=LAST_CHANCE)
+    except asyncio.CancelledError:
+        pass
+    if not step.done():
+        step.cancel()
+        logger.warning("%s %s did not finish in its last %.1f s; abandoned it", kind, name, LAST_CHANCE)
+        return False
+    if not step.cancelled() and step.exception() is not None:
+        logger.error("%s %s failed", kind, name, exc_info=step.exception())
+    return True
 
 
 async def _bounded(fn: Callable[[], Any], timeout: float) -> Any:

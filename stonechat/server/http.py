@@ -12,6 +12,21 @@ needs awaiting becomes the connection's single task, and the queue waits for it.
 error stops parsing; everything queued before it is still answered, then the error response,
 then the connection closes. Timeouts are checked once a second by ``ServerState.tick`` rather
 than with a timer per request, which keeps the per-request path free of allocations.
+
+Closing without losing anything
+-------------------------------
+Whenever we close a connection after a response, we close it *lingering*: shut our sending
+side (the client sees a clean end-of-file after the last response), read and drop whatever
+the client still sends, and close when it closes or ``LINGER`` seconds later. Closing a socket
+that has unread data makes the kernel send a reset, and a reset destroys responses the client
+had not read yet.
+
+During the stop (``runner.py`` calls ``begin_drain``/``drain_step``/``drain_deadline_passed``)
+every response carries ``Connection: close``, but a connection whose client asked to keep it
+is not closed right after that response: a pipelining client has sent more already, and a
+keep-alive client may be sending its next request this very moment. Everything that arrives
+is answered (with the real answer while the drain lasts, 503 after its deadline); the drain
+closes the connection, lingering, once the client has been quiet for a moment or closes it.
 """
 
 from __future__ import annotations
@@ -26,7 +41,7 @@ from typing import Any, Optional
 import httptools
 
 from .flow import FlowControl
-from .interface import NO_BODY_STATUSES, HTTPRequest, HTTPResponse, WebSocketAccept, plain_response
+from .interface import NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, HTTPRequest, HTTPResponse, WebSocketAccept, plain_response
 from .state import ServerState
 from .websocket.handshake import check_handshake
 from .websocket.protocol import WebSocketProtocol
@@ -57,6 +72,11 @@ def _status_line(status: int) -> bytes:
 
 _STATUS_LINES = {s.value: _status_line(s.value) for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SHUTTING_DOWN = b"Service unavailable: server shutting down\n"
+# A lingering close ends when the client closes its side, has sent nothing for LINGER_QUIET
+# seconds, or LINGER seconds have passed (a client still sending, e.g. an upload after a 413).
+LINGER = 2.0
+LINGER_QUIET = 0.25
 # RFC 3986 reg-name / IP-literal / port characters: anything else in Host is refused.
 _HOST_CHARS = bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(0x61, 0x7B)) + b"-._~!$&'()*+,;=:%[]"
 
@@ -70,13 +90,18 @@ class _Reject(Exception):
         self.message = message
 
 
+# Set as ``error`` when the client shuts its sending side with requests still owed: after
+# them, "sending the error" closes the connection (the queue already checks ``error``).
+_PEER_DONE = _Reject(0, "the client closed its side")
+
+
 class HttpProtocol(FlowControl, asyncio.Protocol):
     __slots__ = (
         "state", "settings", "app", "parser", "client", "server_addr",
         "scheme", "pending", "task", "request", "url_parts", "head_size", "header_count",
         "body_parts", "body_size", "in_body", "head_started", "idle_since", "body_progress", "body_started",
         "error", "closing", "upgrade_tail",
-        "send_continue", "host_count", "expect_continue", "chunked",
+        "send_continue", "host_count", "expect_continue", "chunked", "linger_deadline", "linger_heard",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -97,6 +122,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.closing = False
         self.upgrade_tail: Optional[bytes] = None
         self.send_continue = False
+        self.linger_deadline = 0.0   # set by a lingering close: when to stop waiting
+        self.linger_heard = 0.0      # when the client last sent something we then dropped
 
     # -- connection events ---------------------------------------------------------------
 
@@ -106,12 +133,12 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.client = transport.get_extra_info("peername")
         self.server_addr = transport.get_extra_info("sockname")
         self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
-        if not state.accepting or len(state.connections) >= self.settings.max_connections:
-            logger.warning("refusing connection from %s: %s", self.client,
-                           "shutting down" if not state.accepting else "max_connections reached")
+        # A connection accepted during the stop is served (its request may be on its way): only
+        # the listening socket refuses new ones. A full table still refuses.
+        if len(state.connections) >= self.settings.max_connections:
+            logger.warning("refusing connection from %s: max_connections reached", self.client)
             self._write_response(None, plain_response(503, "Server busy, try again later\n"), False)
-            transport.close()
-            self.closing = True
+            transport.close()  # not counted, so no lingering (its deadline would not be checked)
             return
         state.connections.add(self)
         transport.set_write_buffer_limits(high=self.settings.write_buffer_high)  # type: ignore[attr-defined]
@@ -147,12 +174,16 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     def eof_received(self) -> Optional[bool]:
         # Half-close from the client: answer what was already received, then close.
-        if not self.pending and self.task is None:
-            return False
+        if self.closing or (not self.pending and self.task is None):
+            return False  # the transport closes (after flushing what we wrote)
+        if self.error is None:
+            self.error = _PEER_DONE  # once the answers owed are written: close
         return True
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self.error is not None:
+            if self.linger_deadline:
+                self.linger_heard = self.loop.time()  # dropped; the client is still sending
             return
         try:
             self.parser.feed_data(data)
@@ -323,6 +354,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             request = self.pending.popleft()
             if request.websocket:
                 refusal = check_handshake(request, self.state)
+                if refusal is None and self.state.stopping:
+                    refusal = plain_response(503, _SHUTTING_DOWN.decode())
                 if refusal is not None:
                     request.websocket = False
                     self._write_response(request, refusal, request.keep_alive)
@@ -357,25 +390,25 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         except asyncio.CancelledError:
             # Cancelled by the drain deadline at shutdown, or because the client went away.
             if not written and not self.closing:
-                self._write_response(request, plain_response(503, "Service unavailable: server shutting down\n"), False)
+                # keep_alive as asked: after the deadline the requests queued behind this one
+                # get their 503 too (_after_close_response), rather than being dropped
+                self._write_response(request, plain_response(503, _SHUTTING_DOWN.decode()), False)
             elif not self.closing:
-                self.transport.close()
-                self.closing = True
+                self._close_lingering()
             return
         except Exception:
             logger.exception("unhandled error while answering %s %s", request.method, request.target)
             if not written and not self.closing:
                 self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
             elif not self.closing:
-                self.transport.close()
-                self.closing = True
+                self._close_lingering()
         finally:
             self.task = None
         if not self.closing:
             self._process()
 
     def _keep_alive_header(self, request: Optional[HTTPRequest], keep_alive: bool) -> tuple[bool, bytes]:
-        if not keep_alive or not self.state.accepting or request is None:
+        if not keep_alive or self.state.stopping or request is None:
             return False, b"connection: close\r\n"
         if request.http_version == "1.0":
             return True, b"connection: keep-alive\r\n"
@@ -399,8 +432,58 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         if keep_alive:
             self.idle_since = self.state.now
         else:
-            self.closing = True
-            self.transport.close()
+            self._after_close_response(request, True)
+
+    def _after_close_response(self, request: Optional[HTTPRequest], may_stay_open: bool) -> None:
+        """A response said ``Connection: close``. Close (lingering) — unless it said so only
+        because the server is stopping and the client wanted to keep the connection: then
+        what it may already have sent is still answered, and the drain closes it later."""
+        if may_stay_open and request is not None and request.keep_alive and self.state.stopping:
+            if self.state.drain_over:
+                self._refuse_pending()  # what it sent behind this one gets its 503 too
+                return
+            self.idle_since = self.loop.time()  # precise: the drain measures quiet from here
+            if self.error is _PEER_DONE and not self.pending:
+                self._send_error()
+            return
+        self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Close without a reset: shut our side (the client reads a clean end-of-file after
+        the last response), drop what it still sends, close on its end-of-file or after
+        ``LINGER`` seconds (``check_timeouts``, ``drain_step``)."""
+        self.closing = True
+        transport = self.transport
+        if transport.is_closing():
+            return
+        self.linger_heard = now = self.loop.time()
+        self.linger_deadline = now + LINGER
+        self.resume_reading()  # to see its end-of-file; data_received drops what comes
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            transport.close()
+
+    def _end_linger(self, now: float) -> None:
+        if self.linger_deadline and (now >= self.linger_deadline or now - self.linger_heard >= LINGER_QUIET):
+            self.linger_deadline = 0.0
+            self.transport.close()  # after flushing what is still buffered
+
+    def _refuse_pending(self) -> None:
+        """After the drain deadline: every request already received gets 503 with
+        ``Connection: close``, in order, and so does one still arriving; then close lingering."""
+        self.closing = True
+        transport = self.transport
+        state = self.state
+        owed = len(self.pending) + (1 if self.request is not None or self.in_body else 0)
+        for _ in range(owed):
+            request = self.pending.popleft() if self.pending else None
+            head = b"%s%scontent-length: %d\r\n%sconnection: close\r\n\r\n" % (
+                _STATUS_LINES[503], _TEXT_PLAIN, len(_SHUTTING_DOWN), state.date_block)
+            transport.write(head if request is not None and request.method == "HEAD" else head + _SHUTTING_DOWN)
+        self.request = None
+        self.in_body = False
+        self._close_lingering()
 
     async def _write_stream(self, request: HTTPRequest, response: HTTPResponse) -> None:
         """Chunked transfer (or close-delimited for HTTP/1.0), waiting whenever the client lags."""
@@ -436,9 +519,9 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 await closer()
         if keep_alive and not self.closing:
             self.idle_since = self.state.now
-        else:
-            self.closing = True
-            transport.close()
+        elif not self.closing:
+            # a body delimited by the close (HTTP/1.0) cannot be followed by another answer
+            self._after_close_response(request, chunked)
 
     async def _drain(self) -> None:
         if self.write_paused and not self.closing:
@@ -453,6 +536,10 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
     def _send_error(self) -> None:
         reject = self.error
         assert reject is not None
+        if reject is _PEER_DONE:  # the client closed its side and everything is answered
+            self.closing = True
+            self.transport.close()
+            return
         if reject.status >= 500 or reject.status in (400, 413, 414, 431, 408):
             logger.info("%s from %s: %s", reject.status, self.client, reject.message)
         self._write_response(None, plain_response(reject.status, reject.message + "\n"), False)
@@ -484,15 +571,17 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 and not self.in_body)
 
     def check_timeouts(self, now: float) -> None:
-        if self.closing or self.task is not None or self.pending:
+        if self.closing:
+            self._end_linger(now)
+            return
+        if self.task is not None or self.pending:
             return  # the application has the floor; its own deadlines apply
         settings = self.settings
         if self.head_started is not None:
             if now - self.head_started > settings.header_timeout:
                 if self.request is None:
                     # Not a byte of a request: close quietly, as idle browser sockets expect.
-                    self.closing = True
-                    self.transport.close()
+                    self._close_lingering()
                 else:
                     self._timeout(408, "Request header timeout")
         elif self.in_body:
@@ -502,8 +591,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                     or now - self.body_started > settings.body_deadline):
                 self._timeout(408, "Request body timeout")
         elif now - self.idle_since > settings.keep_alive_timeout:
-            self.closing = True
-            self.transport.close()
+            self._close_lingering()
 
     def _timeout(self, status: int, message: str) -> None:
         logger.info("closing connection from %s: %s", self.client, message)
@@ -511,19 +599,42 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.in_body = False
         self._write_response(None, plain_response(status, message + "\n"), False)
 
-    def close_if_idle(self) -> bool:
-        """Shutdown helper: close now if no request is in progress; report whether closed."""
+    # -- the stop (called by runner.py's drain) ------------------------------------------
+
+    def begin_drain(self, now: float, quiet: float) -> bool:
+        """The stop began; report whether a request is in progress here.
+
+        An idle connection is closed at once if it has been idle for longer than ``quiet``;
+        one that answered a request more recently may have the next one on its way, so it
+        gets ``quiet`` seconds to send it (answered with ``Connection: close``)."""
         if self.closing:
+            return False
+        if not self.idle:
             return True
-        if self.idle:
-            self.closing = True
-            self.transport.close()
-            return True
+        # idle_since comes from the once-a-second clock: up to a second early
+        if now - self.idle_since >= quiet + 1.0:
+            self._close_lingering()
+        else:
+            self.idle_since = now
         return False
 
-    def abort(self) -> None:
+    def drain_step(self, now: float, quiet: float) -> None:
+        """Close, lingering, once nothing is owed and the client has been quiet ``quiet`` s."""
+        if self.closing:
+            self._end_linger(now)
+            return
+        if self.idle and (self.error is None or self.error is _PEER_DONE) and now - self.idle_since >= quiet:
+            self._close_lingering()
+
+    def drain_deadline_passed(self) -> bool:
+        """The drain deadline: the request running is cancelled (its answer becomes 503),
+        and every request received and not answered gets 503 with ``Connection: close``.
+        Returns whether a request was owed here."""
+        if self.closing:
+            return False
         if self.task is not None and not self.task.done():
-            self.task.cancel()
-        elif not self.closing:
-            self.closing = True
-            self.transport.close()
+            self.task.cancel()  # _run answers 503, then _after_close_response the rest
+            return True
+        owed = not self.idle
+        self._refuse_pending()
+        return owed

@@ -17,6 +17,11 @@ Any :class:`HTTPResponse` instead refuses the upgrade with that status.
 
 Lifecycle: ``await application.startup()`` before the socket accepts,
 ``await application.shutdown()`` after connections are drained (see ``server/runner.py``).
+A forced stop (a second Ctrl+C, SIGQUIT) cancels ``shutdown()`` if it is running (the
+application gives the step that is running a short last chance and logs what it skipped); if
+the stop is forced before ``shutdown()`` began, it is not called, and
+``application.skip_shutdown()`` is, when the application has that method, to log what that
+leaves out.
 
 Peers: in a worker of ``--processes N``, before serving, the server calls
 ``receive = application.connect_peers(publish)`` if the application has that method.

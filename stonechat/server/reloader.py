@@ -7,7 +7,10 @@ reported and the reloader keeps watching.
 Like the supervisor it owns a process, never requests: it imports no framework and runs no
 event loop, only a ``select`` loop woken by signals, file changes and timers (``parent.py``).
 The child is stopped over its control channel (``runner.py``), not with a signal: a
-terminal's Ctrl+C already reached it, and a forwarded SIGINT would be its second.
+terminal's Ctrl+C already reached it, and a forwarded SIGINT would be its second. Signals mean
+what they mean everywhere (``signals.py``): SIGTERM again changes nothing, a second SIGINT or
+SIGQUIT tells the child to skip the rest. The child runs as ``python -m stonechat <app>`` so
+that a stop while it is still importing the app is not lost either.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from typing import Optional
 import watchfiles
 
 from .parent import FORCE_GRACE, SignalWaker, tell_child
-from .runner import CONTROL_FD_ENV, EXIT_FORCED, EXIT_OK, STOP_SIGNALS
+from .runner import CONTROL_FD_ENV, EXIT_FORCED, EXIT_OK
+from .signals import AGAIN, STOP, STOP_SIGNALS, StopSignals, signal_name, take_held
 
 dev_logger = logging.getLogger("stonechat.dev")
 
@@ -48,6 +52,9 @@ class _Watcher:
         self.thread.start()
 
     def _run(self) -> None:
+        # Stop signals are the main thread's to handle; one delivered here could meet a
+        # default disposition while the reloader exits.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             for batch in watchfiles.watch(self.directory, watch_filter=watchfiles.PythonFilter(),
                                           stop_event=self.stop_event, raise_interrupt=False):
@@ -85,24 +92,27 @@ class DevReloader:
         self.child: Optional["subprocess.Popen[bytes]"] = None
         self.channel: Optional[socket.socket] = None
         self.waker: Optional[SignalWaker] = None
-        self.signals_seen = 0
+        self.signals = StopSignals()
         self.forced = False
 
     def run(self) -> int:
         self.waker = SignalWaker(STOP_SIGNALS + (signal.SIGCHLD,))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        held = take_held()  # arrived after app.start(), before the waker existed (signals.py)
         watcher = _Watcher(self.directory)
         self.waker.selector.register(watcher.read_end, selectors.EVENT_READ, "changes")
         dev_logger.info("dev: watching %s for .py changes%s", self.directory,
                     f" (app at {self.url})" if self.url else "")
         try:
             self._start()
+            for signum in held:
+                self._count_signal(signum)
             while True:
                 signums, ready = self.waker.wait(1.0)
                 for signum in signums:
                     if signum in STOP_SIGNALS:
                         self._count_signal(signum)
-                if self.signals_seen:
+                if self.signals.stopping:
                     code = self._stop_child("stop", DEV_STOP_TIMEOUT)
                     return EXIT_FORCED if self.forced else code
                 if "changes" in ready:
@@ -111,7 +121,7 @@ class DevReloader:
                         shown = ", ".join(os.path.relpath(p, self.directory) for p in paths[:3])
                         dev_logger.info("dev: %s changed; restarting", shown)
                         code = self._stop_child("reload", DEV_STOP_TIMEOUT)
-                        if self.signals_seen:  # stopped while reloading: do not start again
+                        if self.signals.stopping:  # stopped while reloading: do not start again
                             return EXIT_FORCED if self.forced else code
                         self._start()
                 if self.child is not None and self.child.poll() is not None:
@@ -131,8 +141,9 @@ class DevReloader:
         env = dict(os.environ)
         env[DEV_CHILD_ENV] = "1"
         env[CONTROL_FD_ENV] = str(child_end.fileno())
-        self.child = subprocess.Popen([sys.executable, *self.argv], env=env,
-                                      pass_fds=(child_end.fileno(),))
+        # through the stonechat command, which holds stop signals while the app imports
+        command = [sys.executable, "-m", "stonechat"] if self.argv[0].endswith(".py") else [sys.executable]
+        self.child = subprocess.Popen([*command, *self.argv], env=env, pass_fds=(child_end.fileno(),))
         child_end.close()
         self.channel = parent_end
         dev_logger.info("dev: started the app (pid %d)", self.child.pid)
@@ -175,13 +186,17 @@ class DevReloader:
         return code
 
     def _count_signal(self, signum: int) -> None:
-        self.signals_seen += 1
-        name = signal.Signals(signum).name
-        if self.signals_seen == 1:
+        name = signal_name(signum)
+        already_forced = self.signals.forced
+        verdict = self.signals.meaning(signum)
+        if verdict == STOP:
             dev_logger.info("dev: stopping (%s)", name)
             tell_child(self.channel, f"stop {name} via dev reloader")
-        elif not self.forced:
-            dev_logger.warning("dev: second %s: telling the app to skip what is left of its shutdown", name)
+        elif verdict == AGAIN:
+            dev_logger.info("dev: %s", StopSignals.again_message(signum))
+        elif not already_forced:
+            dev_logger.warning("dev: %s%s: telling the app to skip what is left of its shutdown",
+                               "second " if signum == signal.SIGINT else "", name)
             self.forced = True
             tell_child(self.channel, f"force {name} via dev reloader")
 

@@ -5,23 +5,29 @@ supplies ``startup()``/``shutdown()`` (see ``interface.py``). It knows sockets, 
 the interface, nothing about routes.
 
 The shutdown phases, each logged on one line (INFO, stderr):
-  1. stopping (SIGTERM)           the listening socket closes at once; new connections are refused
-  2. draining N requests          in-flight requests get ``drain_timeout`` seconds; idle
-                                  keep-alive connections close; late requests are cancelled (503)
+  1. stopping (SIGTERM)           the listening socket closes at once (what is queued on it is
+                                  accepted first); new connections are refused; every response
+                                  from now on says ``Connection: close``
+  2. draining N requests          requests received get ``drain_timeout`` seconds (later, 503);
+                                  a connection closes, lingering, once its client is quiet
+                                  (``http.py``: nothing a client sent is dropped or reset)
   3. closing N websockets         each gets close 1001; their sessions (close handlers) finish
   4. application shutdown         ``app.shutdown()``: the framework's shutdown handlers
   5. done in N ms                 exit code 0
-A second SIGINT/SIGTERM during 2-4 skips what is left and exits with code 1.
+What each signal means is ``signals.py``'s policy: SIGTERM again changes nothing; a second
+SIGINT, or SIGQUIT, forces: what is left is skipped (a shutdown step already running gets a
+last chance, in the framework) and the exit code is 1.
 
 A stop can also come over a *control channel* (a socket given by a supervisor or the dev
 reloader: ``supervisor.py``, ``reloader.py``): ``stop <why>`` starts the same sequence (and is
 ignored when one is already running), ``force <why>`` skips what is left, and end-of-file (the
 parent died) stops gracefully. The worker writes ``ready`` to it once it serves. The channel is why Ctrl+C in
 a terminal, which signals the worker *and* its supervisor, is still one clean stop: only
-signals the worker receives itself count towards "second signal".
+signals the worker receives itself count towards "second Ctrl+C".
 
-A signal during startup cancels the startup handler that is running; the shutdown side still
-runs. A startup failure exits with code 3 so a supervisor does not restart-loop on it.
+A stop before or during startup skips or cancels the startup handler that is running; the
+shutdown side still runs. A startup failure exits with code 3 so a supervisor does not
+restart-loop on it.
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ import socket
 import sys
 import threading
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from .http import HttpProtocol
 from .interface import Application
 from .peers import PeerBus
 from .settings import ServerSettings
+from .signals import AGAIN, STOP, STOP_SIGNALS, StopSignals, signal_name, take_held
 from .state import ServerState
 
 logger = logging.getLogger("stonechat.server")
@@ -48,11 +55,14 @@ EXIT_OK = 0
 EXIT_FORCED = 1
 EXIT_STARTUP_FAILED = 3
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CONTROL_FD_ENV = "STONECHAT_CONTROL_FD"
 
 # After the drain deadline, cancelled requests get this long to write their 503 and close.
 _ABORT_GRACE = 1.0
+# Once the stop began, a connection with nothing owed is closed when its client has sent
+# nothing for this long: a keep-alive client that just got an answer without "close" may be
+# sending its next request right now, and that request must be answered, not reset.
+_QUIET = 1.0
 # Extra time websockets get beyond ws_close_timeout before they are dropped.
 _WS_GRACE = 1.0
 # How long leftover tasks get to react to cancellation when the loop is torn down.
@@ -90,16 +100,6 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def hold_stop_signals() -> None:
-    """Keep SIGINT/SIGTERM pending (blocked) until a handler for them exists.
-
-    Called just before the socket is bound: from then on clients can see the server, and a
-    Ctrl+C must lead to the stop sequence, not a ``KeyboardInterrupt`` traceback. ``Worker``
-    (and the supervisor) unblock them once their handlers are installed; a signal that
-    arrived meanwhile is delivered then."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-
-
 def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -127,7 +127,7 @@ class Worker:
 
     def __init__(self, app: Application, sock: socket.socket, settings: ServerSettings,
                  banner: Optional[str] = None, control: Optional[socket.socket] = None,
-                 peers: Optional[PeerBus] = None) -> None:
+                 peers: Optional[PeerBus] = None, forked: bool = False) -> None:
         self.app = app
         self.sock = sock
         self.settings = settings
@@ -137,8 +137,14 @@ class Worker:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.state: Optional[ServerState] = None
         self.stop_requested: Optional[asyncio.Event] = None
-        self.signals_seen = 0
+        self.signals = StopSignals()
+        self.forked = forked  # a supervisor's worker: it exits right after run()
+        self.previous_handlers: dict[int, Any] = {}
+        self.listener: Optional[socket.socket] = None  # our copy of the listening socket
+        self.backlog_tasks: list[asyncio.Task[Any]] = []
+        self.shutdown_began = False
         self.forced = False
+        self.own_forces = 0  # forcing signals this process received itself (not a parent's force)
         self.exit_code = EXIT_OK
         self.main_task: Optional[asyncio.Task[None]] = None
         self.startup_task: Optional[asyncio.Task[None]] = None
@@ -157,15 +163,15 @@ class Worker:
                 loop.run_until_complete(self.main_task)
             except asyncio.CancelledError:
                 pass
+            if self.forced and not self.shutdown_began:
+                skip_shutdown = getattr(self.app, "skip_shutdown", None)
+                if skip_shutdown is not None:
+                    skip_shutdown()
         finally:
             try:
                 self._teardown(loop)
             finally:
-                for signum in STOP_SIGNALS:
-                    try:
-                        loop.remove_signal_handler(signum)
-                    except (ValueError, RuntimeError):
-                        pass
+                self._restore_signal_handlers()
                 asyncio.set_event_loop(None)
                 loop.close()
                 if self.control is not None:
@@ -180,6 +186,8 @@ class Worker:
         grace = _LEFTOVER_GRACE_FORCED if self.forced else _LEFTOVER_GRACE
         if self.peers is not None:
             self.peers.close()
+        if self.listener is not None:
+            self.listener.close()
         if self.state is not None:
             for conn in list(self.state.connections):
                 if conn.transport is not None:
@@ -200,14 +208,46 @@ class Worker:
 
     # -- stop requests ---------------------------------------------------------------------
 
+    def _install_signal_handlers(self) -> None:
+        """Handlers as dispositions (``signal.signal``), not the loop's: they stay in place after
+        the loop is gone, so a late signal is ignored instead of killing a process that is
+        exiting anyway (exit 0, not 143). Only the main thread may set them; a program that
+        runs the server in another thread handles signals itself."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in STOP_SIGNALS:
+            self.previous_handlers[signum] = signal.signal(signum, self._signal_arrived)
+
+    def _signal_arrived(self, signum: int, frame: Any) -> None:
+        # Runs between two bytecodes of whatever the main thread is doing: only hand over.
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return  # the stop already happened
+        try:
+            loop.call_soon_threadsafe(self._on_signal, signum)
+        except RuntimeError:
+            pass
+
+    def _restore_signal_handlers(self) -> None:
+        # A forked worker exits right after this: keep ours, which ignore late signals, rather
+        # than open a moment in which the default action of SIGTERM would kill it.
+        if self.forked:
+            return
+        for signum, handler in self.previous_handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self.previous_handlers = {}
+
     def _on_signal(self, signum: int) -> None:
-        """A signal this process received itself. The second one forces the exit."""
-        self.signals_seen += 1
-        name = signal.Signals(signum).name
-        if self.signals_seen >= 2 and self.stop_started is not None:
-            self._force(name)
-        else:
+        """A signal this process received itself; ``signals.StopSignals`` says what it means."""
+        name = signal_name(signum)
+        verdict = self.signals.meaning(signum)
+        if verdict == STOP:
             self._request_stop(name)
+        elif verdict == AGAIN:
+            logger.info(StopSignals.again_message(signum))
+        else:
+            self.own_forces += 1
+            self._force(name, second=signum == signal.SIGINT)
 
     def _on_control(self) -> None:
         assert self.control is not None
@@ -227,9 +267,10 @@ class Worker:
             if verb == "stop":
                 self._request_stop(why or "requested")
             elif verb == "force":
-                self._force(why or "requested")
+                self._force(why or "requested", from_parent=True)
 
     def _request_stop(self, why: str) -> None:
+        self.signals.stopping = True
         if self.stop_started is not None:
             return  # already stopping: a stop from another source is the same request
         self.stop_started = time.monotonic()
@@ -239,33 +280,53 @@ class Worker:
         if self.startup_task is not None and not self.startup_task.done():
             self.startup_task.cancel()
 
-    def _force(self, why: str) -> None:
+    def _force(self, why: str, second: bool = False, from_parent: bool = False) -> None:
+        main_task = self.main_task
         if self.forced:
+            # A parent's force repeats the Ctrl+C that reached us too: nothing new. A forcing
+            # signal of our own after one already came (a third Ctrl+C) ends the last chance.
+            if from_parent:
+                return
+            if self.own_forces < 2:
+                logger.info("%s (%s): already skipping what is left",
+                            "second stop request" if second else "forced stop", why)
+                return
+            logger.warning("another stop request (%s): exiting at once", why)
+            if main_task is not None and not main_task.done():
+                main_task.cancel()
             return
-        self.forced = True
+        self.forced = self.signals.forced = self.signals.stopping = True
         if self.stop_started is None:
             self.stop_started = time.monotonic()
-        logger.warning("second stop request (%s) during shutdown: skipping what is left of "
-                       "phase '%s' and everything after it, exiting now", why, self.phase)
+        last_chance = "; the shutdown step that is running gets a last chance" \
+            if self.phase == "shutdown handlers" else ""
+        logger.warning("%s (%s): skipping what is left of phase '%s' and everything after it%s",
+                       "second stop request" if second else "forced stop", why, self.phase, last_chance)
         self.exit_code = EXIT_FORCED
-        if self.main_task is not None:
-            self.main_task.cancel()
+        if main_task is not None:
+            main_task.cancel()
 
     # -- the sequence ----------------------------------------------------------------------
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         self.stop_requested = asyncio.Event()
-        for signum in STOP_SIGNALS:
-            loop.add_signal_handler(signum, self._on_signal, signum)
+        self._install_signal_handlers()
         # A supervisor keeps these blocked from fork until the handlers above exist, so a
         # Ctrl+C in that window is delivered here instead of killing the process.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        for signum in take_held():  # arrived after app.start(), before our handlers existed
+            self._on_signal(signum)
         if self.control is not None:
             self.control.setblocking(False)
             loop.add_reader(self.control.fileno(), self._on_control)
 
         self.phase = "startup"
+        if self.stop_requested.is_set():
+            logger.info("stopped before startup; running shutdown handlers")
+            self.sock.close()
+            await self._shutdown()
+            return
         self.startup_task = loop.create_task(self.app.startup())
         try:
             await self.startup_task
@@ -282,41 +343,72 @@ class Worker:
             self.exit_code = EXIT_STARTUP_FAILED
             self.sock.close()
             self.phase = "shutdown handlers"
+            self.shutdown_began = True
             await self.app.shutdown()
             return
         finally:
             self.startup_task = None
-        if self.stop_requested.is_set():  # a stop raced with the end of startup
-            self.sock.close()
-            await self._shutdown()
-            return
 
         connect_peers = getattr(self.app, "connect_peers", None)
-        if self.peers is not None and connect_peers is not None:
+        if self.peers is not None and connect_peers is not None and not self.stop_requested.is_set():
             try:
                 await self.peers.open(connect_peers(self.peers.publish))
             except OSError as exc:  # e.g. a TMPDIR so long that a socket path cannot be bound
                 logger.warning("no messages between worker processes (%s): WebSocket broadcasts "
                                "reach this process's clients only", exc)
                 self.peers.close()
+        if self.stop_requested.is_set():  # a stop raced with the end of startup
+            self.sock.close()
+            await self._shutdown()
+            return
         state = self.state = ServerState(self.app, self.settings, loop)
         state.start_ticker()
+        # Our own copy of the listening socket: at the stop, connections already queued on it
+        # are accepted and answered instead of being reset when the socket closes.
+        self.listener = self.sock.dup()
         server = await loop.create_server(lambda: HttpProtocol(state), sock=self.sock,
                                           backlog=self.settings.backlog)
         self.phase = "serving"
-        if self.banner:
-            logger.info(self.banner)
-        self._tell_parent(b"ready\n")
-        await self.stop_requested.wait()
-        # 1. stop accepting: the listening socket closes now (our copy of it, in a supervisor)
-        state.accepting = False
+        if not self.stop_requested.is_set():
+            if self.banner:
+                logger.info(self.banner)
+            self._tell_parent(b"ready\n")
+            await self.stop_requested.wait()
+        # 1. stop accepting: from now on every response says Connection: close; the listening
+        # socket closes (our copy of it, in a supervisor) after taking what is queued on it
+        self.phase = "stopping"
+        state.stopping = True
         server.close()
+        self._accept_queued(state)
         await self._drain(state)
         await self._close_websockets(state)
         if self.peers is not None:
             self.peers.close()
         state.stop_ticker()
         await self._shutdown()
+
+    def _accept_queued(self, state: ServerState) -> None:
+        """Accept the connections waiting on the listening socket, then close it. They
+        completed their handshake and may have sent a request: closing the socket under them
+        would reset them. One that arrives after this is refused (ECONNREFUSED)."""
+        listener, self.listener = self.listener, None
+        if listener is None:
+            return
+        assert self.loop is not None
+        loop = self.loop
+        try:
+            listener.setblocking(False)
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                self.backlog_tasks.append(loop.create_task(
+                    loop.connect_accepted_socket(lambda: HttpProtocol(state), conn)))
+        finally:
+            listener.close()
 
     def _tell_parent(self, message: bytes) -> None:
         if self.control is None:
@@ -328,25 +420,33 @@ class Worker:
 
     async def _drain(self, state: ServerState) -> None:
         self.phase = "draining"
-        for conn in list(state.connections):
-            conn.close_if_idle()
-        busy = [c for c in state.connections if not c.close_if_idle()]
-        logger.info("draining %d requests (deadline %.1f s)", len(busy), self.settings.drain_timeout)
-        if not busy:
-            return
-        deadline = time.monotonic() + self.settings.drain_timeout
-        while busy and time.monotonic() < deadline:
+        loop = asyncio.get_running_loop()
+        if self.backlog_tasks:
+            await asyncio.wait(self.backlog_tasks, timeout=_ABORT_GRACE)
+            self.backlog_tasks = []
+        drain_timeout = self.settings.drain_timeout
+        quiet = min(_QUIET, drain_timeout)
+        now = loop.time()
+        busy = sum(1 for conn in list(state.connections) if conn.begin_drain(now, quiet))
+        logger.info("draining %d requests (deadline %.1f s)", busy, drain_timeout)
+        deadline = now + drain_timeout
+        while state.connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
-            busy = [c for c in state.connections if not c.close_if_idle()]
-        if not busy:
+            now = loop.time()
+            for conn in list(state.connections):
+                conn.drain_step(now, quiet)
+        if not state.connections:
             return
-        logger.warning("drain deadline passed: cancelling %d request(s)", len(busy))
-        for conn in busy:
-            conn.abort()
+        state.drain_over = True
+        cancelled = sum(1 for conn in list(state.connections) if conn.drain_deadline_passed())
+        logger.warning("drain deadline passed: cancelling %d request(s)", cancelled)
         # Let the cancelled handlers write their 503 and the transports flush and close.
-        deadline = time.monotonic() + _ABORT_GRACE
-        while state.connections and time.monotonic() < deadline:
+        deadline = loop.time() + _ABORT_GRACE
+        while state.connections and loop.time() < deadline:
             await asyncio.sleep(0.02)
+            now = loop.time()
+            for conn in list(state.connections):
+                conn.drain_step(now, quiet)
         for conn in list(state.connections):
             if conn.transport is not None:
                 conn.transport.abort()
@@ -369,6 +469,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         self.phase = "shutdown handlers"
+        self.shutdown_began = True
         await self.app.shutdown()
         started = self.stop_started or time.monotonic()
         logger.info("done in %d ms", (time.monotonic() - started) * 1000)

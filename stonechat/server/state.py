@@ -1,8 +1,9 @@
 """What all connections of one worker share: ``ServerState``.
 
 The settings, the application, the event loop, a clock refreshed once a second (with the
-``Date`` header block made from it), the live HTTP connections and WebSockets, and the number
-of WebSockets per client IP (``ws_max_connections_per_ip``). One ticker a second enforces
+``Date`` header block made from it), the live HTTP connections and WebSockets, the number
+of WebSockets per client IP (``ws_max_connections_per_ip``), and where the stop is (``stopping``,
+``drain_over``: read by the connections only off their fast path). One ticker a second enforces
 every connection's deadlines, so no per-request or per-message timer exists.
 
 It knows the connections only by what it calls on them (``HTTPConnection``,
@@ -25,8 +26,9 @@ class HTTPConnection(Protocol):
     transport: asyncio.Transport
 
     def check_timeouts(self, now: float) -> None: ...
-    def close_if_idle(self) -> bool: ...
-    def abort(self) -> None: ...
+    def begin_drain(self, now: float, quiet: float) -> bool: ...
+    def drain_step(self, now: float, quiet: float) -> None: ...
+    def drain_deadline_passed(self) -> bool: ...
 
 
 class LiveWebSocket(Protocol):
@@ -46,7 +48,8 @@ class ServerState:
         self.connections: set[HTTPConnection] = set()
         self.websockets: set[LiveWebSocket] = set()
         self.websockets_per_ip: dict[str, int] = {}  # client IP → open WebSockets from it
-        self.accepting = True
+        self.stopping = False    # the stop began: every response says Connection: close
+        self.drain_over = False  # the drain deadline passed: what is still owed gets 503
         self.now = loop.time()
         self.date_block = b""
         # The app's own Server/Date header (set app-wide) replaces ours (interface.Application).

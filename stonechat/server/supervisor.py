@@ -16,8 +16,9 @@ serving on as orphans.
   * it forks N workers; each builds its app (``make_app()``), its own event loop and serves the
     one listening socket they all inherited (one accept queue: a dying worker loses nothing);
   * SIGINT/SIGTERM: closes its own copy of the socket, sends ``stop`` to every worker, waits
-    for each to finish its own shutdown, exits 0 when all exited 0. A second signal sends
-    ``force``. A worker still alive ``stop_timeout`` seconds later is killed (exit 1);
+    for each to finish its own shutdown, exits 0 when all exited 0. SIGTERM again changes
+    nothing; a second SIGINT, or SIGQUIT, sends ``force`` (``signals.py``: the same policy as
+    a worker's). A worker still alive ``stop_timeout`` seconds later is killed (exit 1);
   * a worker that dies while serving is logged and restarted after a backoff (0.1 s doubling
     to 10 s, reset after 30 s of healthy running);
   * a worker that exits 3 (startup failed) stops everything: the supervisor exits 3 instead of
@@ -42,8 +43,9 @@ from typing import Callable, Optional
 from .interface import Application
 from .parent import FORCE_GRACE, SignalWaker, tell_child
 from .peers import PeerBus
-from .runner import EXIT_FORCED, EXIT_OK, EXIT_STARTUP_FAILED, STOP_SIGNALS, Worker, exit_now
+from .runner import EXIT_FORCED, EXIT_OK, EXIT_STARTUP_FAILED, Worker, exit_now
 from .settings import ServerSettings
+from .signals import AGAIN, STOP, STOP_SIGNALS, StopSignals, signal_name, take_held
 
 logger = logging.getLogger("stonechat.supervisor")
 
@@ -92,7 +94,7 @@ class Supervisor:
         self.waker: Optional[SignalWaker] = None
         self.stopping = False
         self.stop_deadline: Optional[float] = None
-        self.signals_seen = 0
+        self.signals = StopSignals()
         self.announced = False
         self.exit_code = EXIT_OK
         self.stop_started = 0.0
@@ -102,11 +104,14 @@ class Supervisor:
         self.waker = SignalWaker(STOP_SIGNALS + (signal.SIGCHLD,))
         # Where the workers' sockets for messages between them live (server/peers.py); 0700.
         self.peer_dir = tempfile.mkdtemp(prefix="stonechat-peers-")
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # see runner.hold_stop_signals
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        held = take_held()  # arrived after app.start(), before the waker existed (signals.py)
         try:
             logger.info("supervisor pid %d starting %d workers", os.getpid(), len(self.slots))
             for slot in self.slots:
                 self._spawn(slot)
+            for signum in held:  # as if they came now: the workers stop before their startup
+                self._on_stop_signal(signum)
             while not (self.stopping and not self._alive()):
                 signums, ready = self.waker.wait(self._next_timeout())
                 for signum in signums:
@@ -167,7 +172,8 @@ class Supervisor:
                         other.channel.close()
                 assert self.peer_dir is not None
                 peers = PeerBus(self.peer_dir, slot.index, len(self.slots))
-                code = Worker(self.make_app(), self.sock, self.settings, None, child_end, peers).run()
+                code = Worker(self.make_app(), self.sock, self.settings, None, child_end, peers,
+                              forked=True).run()
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -269,20 +275,32 @@ class Supervisor:
     # -- stopping --------------------------------------------------------------------------
 
     def _on_stop_signal(self, signum: int) -> None:
-        self.signals_seen += 1
-        name = signal.Signals(signum).name
-        if self.signals_seen == 1 or not self.stopping:
+        name = signal_name(signum)
+        already_forced = self.signals.forced
+        verdict = self.signals.meaning(signum)
+        if verdict == STOP:
             logger.info("stopping (%s): telling %d workers to stop, waiting for their shutdown",
                         name, len(self.slots))
             self._begin_stop(name)
             return
-        logger.warning("second %s: telling workers to skip what is left of their shutdown", name)
-        self.exit_code = EXIT_FORCED
+        if verdict == AGAIN:
+            logger.info(StopSignals.again_message(signum))
+            return
+        if already_forced:
+            logger.warning("another %s: the workers are already skipping what is left; killing "
+                           "any still alive by %.0f s after the first", name, FORCE_GRACE)
+            return
+        logger.warning("%s%s: telling workers to skip what is left of their shutdown",
+                       "second " if signum == signal.SIGINT else "", name)
+        self._begin_stop(name)
+        if self.exit_code == EXIT_OK:
+            self.exit_code = EXIT_FORCED
         for slot in self._alive():
             tell_child(slot.channel, f"force {name} via supervisor")
         self.stop_deadline = min(self.stop_deadline or float("inf"), time.monotonic() + FORCE_GRACE)
 
     def _begin_stop(self, why: str) -> None:
+        self.signals.stopping = True
         if self.stopping:
             return
         self.stopping = True

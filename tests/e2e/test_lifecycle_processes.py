@@ -237,10 +237,11 @@ def test_second_signal_kills_wedged_workers(serve):
     server = serve(WEDGED_APP, args=["--processes", "2"])
     server.wait_for_output("wedged", count=2)
     pids = worker_pids(server)
-    server.signal(signal.SIGTERM)
+    # the second Ctrl+C forces (a second SIGTERM would not: tests/e2e/test_signals.py)
+    server.signal(signal.SIGINT)
     time.sleep(0.3)
     started = time.monotonic()
-    server.signal(signal.SIGTERM)
+    server.signal(signal.SIGINT)
     assert server.wait(10) == 1
     assert time.monotonic() - started < 6.0
     out = server.output()

@@ -424,6 +424,27 @@ def test_body_too_large_content_length(server):
     fresh_ok(server)
 
 
+def test_refusal_during_an_upload_reaches_the_client_intact(server):
+    # The client goes on sending the body it announced after the server refused it. Closing
+    # with its bytes unread would reset the connection and could destroy the 413 before the
+    # client reads it; the server closes lingering: it drops what comes, then a clean close.
+    body = b"u" * (4 * MAX_BODY)
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(req("POST", "/echo", f"Content-Length: {len(body) * 4}"))
+        s.settimeout(10)
+        for _ in range(4):
+            s.sendall(body)  # all of it goes: the server keeps reading (and dropping)
+        data = b""
+        while True:
+            chunk = s.recv(65536)  # ConnectionResetError here would fail the test
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 413 ") and b"connection: close" in data.lower(), data
+    assert data.endswith(b"Request body too large\n"), data
+    fresh_ok(server)
+
+
 def test_body_at_limit_accepted(conn):
     body = b"y" * MAX_BODY
     conn.send(req("POST", "/echo", body=body))
