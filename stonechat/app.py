@@ -30,6 +30,7 @@ from .core.registry import HTTP_METHODS, HttpMethod, MiddlewareSpec, MiddlewareT
 from .core.request import Request
 from .core.routing import Router, normalize_endpoint
 from .core.watchdog import BlockingWatchdog
+from .features import validation
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
 from .serving import start_app
@@ -85,13 +86,15 @@ class BaseRouter:
         if is_const and method != "GET":
             raise ValueError("const=True is only for GET routes")
         Converter(status_code)  # an invalid status_code fails here, by name
+        validation.check_handler(handler, method, endpoint)  # at most one Pydantic body
         spec = RouteSpec(method, self._full_path(endpoint), handler, self, const=is_const,
                          auth_required=auth_required, threaded=threaded, status_code=status_code,
                          openapi_name=openapi_name, openapi_tags=tuple(openapi_tags or ()),
                          response_model=response_model, responses=responses, deprecated=deprecated,
                          include_in_schema=include_in_schema)
         # The handler's signature is checked now, so a bad one fails at registration.
-        compile_call(handler, spec.endpoint, {}, self.dependencies.router_dependency_map)
+        compile_call(handler, spec.endpoint, {}, self.dependencies.router_dependency_map,
+                     body_model=validation.body_model)
         self.router.add(method, spec.endpoint, spec)  # raises RouteConflict at once
         self.route_specs.append(spec)
         return handler
@@ -325,7 +328,9 @@ class Robyn(BaseRouter):
             is_async = is_async_callable(spec.handler)
             threaded = spec.threaded if spec.threaded is not None else self.threaded_default and not is_async
             call = compile_call(spec.handler, spec.endpoint, global_deps,
-                                spec.router.dependencies.router_dependency_map)
+                                spec.router.dependencies.router_dependency_map, body_model=validation.body_model)
+            if spec.response_model is not None:
+                call = validation.with_response_model(call, spec.response_model, is_async)
             route = Route(spec, call, is_async, threaded,
                           Converter(spec.status_code, DefaultHeaders() if spec.endpoint in excluded else defaults))
             auth = [(make_auth_hook(spec.router.authentication_handler or self.authentication_handler), True, 1)]
