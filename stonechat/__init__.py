@@ -20,6 +20,7 @@ from .core.response import (
     jsonify, serve_file, serve_html,
 )
 from .features.cors import ALLOW_CORS
+from .features.openapi import OpenAPI
 from .testclient import TestClient
 from .version import __version__
 from .websocket.api import WebSocket, WebSocketAdapter, WebSocketConnector, WebSocketDisconnect
@@ -27,7 +28,7 @@ from .websocket.api import WebSocket, WebSocketAdapter, WebSocketConnector, WebS
 __all__ = [
     "ALLOW_CORS", "App", "AuthenticationHandler", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
     "Events", "FileResponse", "FunctionInfo", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody",
-    "MiddlewareType", "QueryParams", "Request", "RequestBody", "RequestMethod", "RequestURL", "Response",
+    "MiddlewareType", "OpenAPI", "QueryParams", "Request", "RequestBody", "RequestMethod", "RequestURL", "Response",
     "Robyn", "SSEMessage", "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",
     "WebSocketAdapter", "WebSocketConnector", "WebSocketDisconnect", "WebSocketException", "__version__",
     "html", "jsonify", "serve_file", "serve_html", "status_codes",
