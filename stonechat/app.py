@@ -257,7 +257,7 @@ class Robyn(BaseRouter):
         self.file_path = file_object
         self.directory_path = os.path.dirname(os.path.abspath(file_object)) if file_object else os.getcwd()
         self.config = config
-        self.openapi = configure_openapi(openapi, openapi_file_path, self.directory_path)
+        self.openapi = configure_openapi(openapi, openapi_file_path, self.directory_path, file_object is not None)
         self.request_headers = Headers()
         self.response_headers = Headers()
         self.excluded_response_headers_paths: list[str] = []

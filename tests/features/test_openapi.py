@@ -402,6 +402,8 @@ def test_openapi_info_servers_and_security_schemes_are_written(tmp_path):
         externalDocs=ExternalDocumentation(description="Guide", url="https://example.com/guide"),
         components=Components(schemas={"Thing": {"type": "object"}})))
     openapi.add_security_scheme("ApiKey", {"type": "apiKey", "in": "header", "name": "x-key"})
+    oauth = {"type": "oauth2", "flows": {"password": {"tokenUrl": "https://auth.example.com/token", "scopes": {}}}}
+    openapi.add_security_scheme("OAuth", oauth)
     app = Robyn(str(tmp_path / "app.py"), openapi=openapi)
     assert app.openapi is openapi and openapi.openapi_spec["info"]["title"] == "Shop"
 
@@ -416,7 +418,8 @@ def test_openapi_info_servers_and_security_schemes_are_written(tmp_path):
             return None
 
     app.configure_authentication(Handler())  # type: ignore[arg-type]
-    spec = TestClient(app).get("/openapi.json").json()
+    client = TestClient(app)
+    spec = client.get("/openapi.json").json()
     validate(spec)
     assert spec["info"] == {"title": "Shop", "version": "2.1", "description": "A shop",
                             "termsOfService": "https://example.com/terms",
@@ -425,8 +428,13 @@ def test_openapi_info_servers_and_security_schemes_are_written(tmp_path):
     assert spec["externalDocs"] == {"description": "Guide", "url": "https://example.com/guide"}
     assert spec["components"]["schemas"] == {"Thing": {"type": "object"}}
     # A non-Bearer handler adds no ApiKeyAuth when the app declared a scheme (Robyn's rule).
-    assert spec["components"]["securitySchemes"] == {"ApiKey": {"type": "apiKey", "in": "header", "name": "x-key"}}
-    assert spec["paths"]["/locked"]["get"]["security"] == [{"ApiKey": []}]
+    assert spec["components"]["securitySchemes"] == {"ApiKey": {"type": "apiKey", "in": "header", "name": "x-key"},
+                                                     "OAuth": oauth}
+    assert spec["paths"]["/locked"]["get"]["security"] == [{"ApiKey": []}, {"OAuth": []}]
+    # "Try it out" may reach the spec's own servers and token endpoint, nothing else.
+    csp = client.get("/docs").headers.get("content-security-policy")
+    assert "connect-src 'self' http://127.0.0.1:9999 https://auth.example.com;" in csp
+    assert client.get("/docs").text.count("<title>Shop - API docs</title>") == 1
 
 
 def test_a_non_bearer_handler_alone_gives_an_api_key_scheme(tmp_path):
@@ -475,6 +483,14 @@ def test_openapi_file_path_is_relative_to_the_app_and_checked_at_once(tmp_path):
         Robyn(str(tmp_path / "app.py"), openapi_file_path="broken.json")
 
 
+def test_an_app_made_without_a_file_does_not_pick_up_the_working_directorys_json(tmp_path, monkeypatch):
+    (tmp_path / "openapi.json").write_text('{"openapi": "3.1.0", "info": {"title": "Stray", "version": "1"}}')
+    monkeypatch.chdir(tmp_path)
+    app = Robyn()
+    assert not app.openapi.openapi_file_override
+    assert TestClient(app).get("/openapi.json").json()["info"]["title"] == "Robyn API"
+
+
 def test_disable_openapi_flag_turns_both_routes_off(serve):
     server = serve("from stonechat import Robyn\napp = Robyn(__file__)\n"
                    "@app.get('/x')\ndef x():\n    return 'x'\napp.start()\n", args=["--disable-openapi"])
@@ -503,6 +519,33 @@ def test_an_apps_own_docs_route_wins(tmp_path, caplog):
     assert client.get("/docs").text == "my docs"
     assert "/docs" in client.get("/openapi.json").json()["paths"]  # an ordinary route of the app
     assert "GET /docs is the app's own route" in caplog.text
+
+
+def test_a_route_that_cannot_be_documented_is_left_out_with_a_warning(tmp_path, caplog):
+    from pydantic import BaseModel, ConfigDict
+
+    class Opaque:
+        pass
+
+    class Holder(BaseModel):
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        thing: Opaque  # Pydantic has no JSON Schema for it
+
+    app = Robyn(str(tmp_path / "app.py"))
+
+    @app.get("/opaque", response_model=Holder)
+    def opaque():
+        return "x"
+
+    @app.get("/fine")
+    def fine() -> str:
+        return "fine"
+
+    client = TestClient(app)
+    spec = client.get("/openapi.json").json()
+    assert "/fine" in spec["paths"] and "/opaque" not in spec["paths"]
+    assert "GET /opaque (" in caplog.text and "is left out of the spec" in caplog.text
+    assert client.get("/fine").text == "fine"
 
 
 def test_robyns_import_paths():

@@ -22,14 +22,17 @@ from .document import (
 from .operations import generate
 
 
-def configure(openapi: Optional[OpenAPI], openapi_file_path: Optional[str], directory: str) -> OpenAPI:
+def configure(openapi: Optional[OpenAPI], openapi_file_path: Optional[str], directory: str,
+              app_file_given: bool = True) -> OpenAPI:
     """The app's ``OpenAPI``: the one given or a new one, serving a custom spec file when
     ``openapi_file_path`` (relative to the app's directory) is given or an ``openapi.json``
-    lies beside the app file, as Robyn does. A named file that cannot be read is an error now."""
+    lies beside the app file, as Robyn does (only beside an app file: an app made without one
+    does not pick up whatever lies in the working directory). A named file that cannot be read
+    is an error now."""
     found = openapi if openapi is not None else OpenAPI()
     if openapi_file_path:
         found.override_openapi(Path(directory).joinpath(openapi_file_path))
-    elif Path(directory).joinpath("openapi.json").is_file():
+    elif app_file_given and Path(directory).joinpath("openapi.json").is_file():
         found.override_openapi(Path(directory).joinpath("openapi.json"))
     return found
 

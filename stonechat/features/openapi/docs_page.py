@@ -6,7 +6,7 @@ from the ``swagger-ui-bundle-v2`` package (extra ``stonechat[openapi]``) through
 routes, and nothing on the page reaches off the machine: the online validator badge is off
 (``validatorUrl: null``), there is no top bar to fetch other specs from, no fonts or images
 from elsewhere, and a Content-Security-Policy keeps scripts, styles and requests to this
-origin (and to the spec's own absolute ``servers``, for "Try it out").
+origin (and to the spec's own absolute ``servers`` and OAuth2 endpoints, for "Try it out").
 
 Everything is made once when the app is built: the spec bytes, the page and the files are
 const routes, answered from memory. They are ordinary routes otherwise (global middlewares run
@@ -92,10 +92,33 @@ def swagger_ui_directory() -> tuple[Optional[Path], str]:
     return directory, ""
 
 
+def _api_urls(document: dict[str, Any]) -> Iterable[str]:
+    """The URLs "Try it out" may call besides the page's origin: the spec's servers (top level,
+    per path, per operation) and its OAuth2/OpenID endpoints."""
+    def servers(node: Any) -> Iterable[str]:
+        for server in (node.get("servers") or []) if isinstance(node, dict) else []:
+            if isinstance(server, dict):
+                yield str(server.get("url", ""))
+
+    yield from servers(document)
+    for item in (document.get("paths") or {}).values():
+        yield from servers(item)
+        for operation in item.values() if isinstance(item, dict) else []:
+            yield from servers(operation)
+    schemes = ((document.get("components") or {}).get("securitySchemes") or {}).values()
+    for scheme in schemes:
+        if not isinstance(scheme, dict):
+            continue
+        yield str(scheme.get("openIdConnectUrl", ""))
+        for flow in (scheme.get("flows") or {}).values():
+            if isinstance(flow, dict):
+                yield str(flow.get("tokenUrl", ""))
+                yield str(flow.get("refreshUrl", ""))
+
+
 def content_security_policy(document: dict[str, Any]) -> str:
-    origins = sorted({f"{parts.scheme}://{parts.netloc}" for server in document.get("servers") or []
-                      if isinstance(server, dict)
-                      for parts in [urlsplit(str(server.get("url", "")))] if parts.scheme and parts.netloc})
+    origins = sorted({f"{parts.scheme}://{parts.netloc}" for url in _api_urls(document)
+                      for parts in [urlsplit(url)] if parts.scheme in ("http", "https") and parts.netloc})
     connect = " ".join(["'self'", *origins])
     return (f"default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
             f"connect-src {connect}; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")

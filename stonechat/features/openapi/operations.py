@@ -76,8 +76,12 @@ def generate(openapi: OpenAPI, routes: Iterable[RouteSpec], auth_handlers: Itera
     for spec in routes:
         if not spec.include_in_schema or spec.method not in DOCUMENTED_METHODS:
             continue
-        document["paths"].setdefault(openapi_path(spec.endpoint), {})[spec.method.lower()] = \
-            operation(spec, builder, list(schemes))
+        try:
+            found = operation(spec, builder, list(schemes))
+        except Exception as exc:  # e.g. a model field Pydantic has no JSON Schema for
+            logger.warning("OpenAPI: %s is left out of the spec: %s: %s", spec.name, type(exc).__name__, exc)
+            continue
+        document["paths"].setdefault(openapi_path(spec.endpoint), {})[spec.method.lower()] = found
     for name in [name for name, bucket in components.items() if not bucket]:
         del components[name]  # an empty securitySchemes would show an empty "Authorize" dialog
     return document
