@@ -13,7 +13,7 @@ built, unless OpenAPI is disabled (``--disable-openapi`` or ``Config.disable_ope
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from .docs_page import SPEC_PATH, STATIC_PREFIX, served_routes, swagger_ui_directory
 from .document import (

@@ -129,8 +129,7 @@ def operation(spec: RouteSpec, builder: SchemaBuilder, scheme_names: list[str]) 
             parameters.append({"name": param.name, "in": "query", "required": param.required,
                                "schema": builder.parameter(param.annotation, param.is_list)})
 
-    body, json_body = _request_body(signature, hints, builder)
-    validated = body is not None and not json_body and body.get("required", False)
+    body, body_kind = _request_body(signature, hints, builder)
     if body is not None:
         found["requestBody"] = body
 
@@ -140,11 +139,11 @@ def operation(spec: RouteSpec, builder: SchemaBuilder, scheme_names: list[str]) 
     responses[success] = success_response(answer, builder, spec.status_code or 200)
     reads_form = any(p.annotation in (FormData, Files) or hints.get(name) in (FormData, Files)
                      or name in ("form_data", "files") for name, p in signature.parameters.items())
-    if individual or json_body or reads_form:
+    if individual or body_kind == "json" or reads_form:
         responses.setdefault("400", {"description": "Bad Request: a parameter or the request body is invalid"})
     if spec.auth_required:
         responses.setdefault("401", {"description": "Unauthorized"})
-    if body is not None and validated:
+    if body_kind == "model":
         responses.setdefault("422", {"description": "Validation Error",
                                      "content": {"application/json": {"schema": builder.validation_error()}}})
     if spec.responses:
@@ -168,9 +167,9 @@ def _query_class(signature: inspect.Signature, hints: dict[str, Any]) -> Optiona
 
 
 def _request_body(signature: inspect.Signature, hints: dict[str, Any],
-                  builder: SchemaBuilder) -> tuple[Optional[dict[str, Any]], bool]:
-    """The Request Body Object, and whether the body is parsed as JSON by the framework (so a
-    bad one answers 400)."""
+                  builder: SchemaBuilder) -> tuple[Optional[dict[str, Any]], str]:
+    """The Request Body Object and how the framework reads the body: ``"model"`` (validated by
+    Pydantic: 422), ``"json"`` (parsed: 400 when it is not JSON), ``"raw"`` or ``""`` (none)."""
     chosen: Any = None
     param = signature.parameters.get("body")
     if param is not None and inspect.isclass(param.default):
@@ -181,16 +180,16 @@ def _request_body(signature: inspect.Signature, hints: dict[str, Any],
                 inspect.isclass(annotation) and issubclass(annotation, (JsonBody, Body))):
             chosen = annotation
     if chosen is None:
-        return None, False
+        return None, ""
     if is_model_class(chosen):
-        return {"content": {"application/json": {"schema": builder.model(chosen)}}, "required": True}, False
+        return {"content": {"application/json": {"schema": builder.model(chosen)}}, "required": True}, "model"
     stop = JsonBody if issubclass(chosen, JsonBody) else Body if issubclass(chosen, Body) else None
     schema = {"type": "object", "properties": builder.properties(chosen, stop)}
-    json_body = typing.is_typeddict(chosen) or issubclass(chosen, JsonBody)
     body: dict[str, Any] = {"content": {"application/json": {"schema": schema}}}
-    if json_body:
+    if typing.is_typeddict(chosen) or issubclass(chosen, JsonBody):
         body["required"] = True  # no body is not JSON: the framework answers 400
-    return body, json_body
+        return body, "json"
+    return body, "raw"
 
 
 def _is_scalar(annotation: Any) -> bool:
