@@ -1,5 +1,5 @@
 # `make run`: create .venv, install stonechat, start the demo app on 127.0.0.1:8080.
-# `make test`: install the test dependencies, type-check the package (mypy) and run the whole suite.
+# `make test`: install the test dependencies (and Debian's chromium), type-check the package (mypy), run the whole suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,7 +21,9 @@ $(TEST_STAMP): $(STAMP) pyproject.toml
 run: $(STAMP)
 	$(PY) examples/demo.py
 
+# The /docs browser test drives Debian's Chromium (Playwright cannot download a browser here).
 test: $(TEST_STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(PY) -m mypy
 	$(PY) -m pytest -q -p no:cacheprovider
 

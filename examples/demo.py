@@ -1,26 +1,52 @@
 """The demo app `make run` starts: a tour of stonechat's API, and the app the conformance
-checkers (shared/tools/httpcheck.py, wscheck.py) run against."""
+checkers (shared/tools/httpcheck.py, wscheck.py) run against. Its API is documented at
+http://127.0.0.1:8080/docs (the spec: /openapi.json), from the annotations below."""
 
 import asyncio
+from typing import TypedDict
 
-from stonechat import Request, Response, Robyn, StreamingResponse
+from stonechat import JsonBody, Request, Response, Robyn, StreamingResponse
 
 app = Robyn(__file__)
 
 
+class Message(TypedDict):
+    message: str
+
+
 @app.get("/")
-async def index():
+async def index() -> str:
+    """Plain text."""
     return "Hello, world!"
 
 
-@app.get("/json")
-def json_route():
+@app.get("/json", openapi_name="Hello as JSON")
+def json_route() -> Message:
+    """A JSON object."""
     return {"message": "Hello, world!"}
 
 
+class UserOut(TypedDict):
+    id: int
+
+
 @app.get("/user/:id")
-def user(id: int):
+def user(id: int) -> UserOut:
+    """A path parameter, converted to int (400 if it is not one)."""
     return {"id": id}
+
+
+class Greeting(JsonBody):
+    name: str
+
+
+@app.post("/greet", responses={200: {"description": "A greeting", "model": Message}, 422: "name is not a string"})
+def greet(data: Greeting):
+    """A JSON body (400 if it is not JSON); the handler checks it."""
+    name = data.get("name", "world") if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        return Response(422, {"content-type": "text/plain; charset=utf-8"}, "name is not a string\n")
+    return Message(message=f"Hello, {name}!")
 
 
 @app.get("/q")
@@ -35,7 +61,7 @@ def echo(request: Request):
 
 
 @app.get("/slow")
-async def slow():
+async def slow() -> str:
     await asyncio.sleep(0.5)
     return "slow"
 
@@ -44,7 +70,7 @@ BIG = b"x" * (1024 * 1024)
 
 
 @app.get("/big")
-def big():
+def big() -> bytes:
     return BIG
 
 
@@ -56,18 +82,22 @@ def stream():
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
-@app.get("/nocontent")
+@app.get("/nocontent", status_code=204)
 def nocontent():
     return Response(204, {}, b"")
 
 
-@app.get("/notmodified")
+@app.get("/notmodified", status_code=304)
 def notmodified():
     return Response(304, {"etag": '"v1"'}, b"")
 
 
+class Health(TypedDict):
+    status: str
+
+
 @app.get("/health", const=True)
-def health():
+def health() -> Health:
     return {"status": "ok"}
 
 

@@ -20,6 +20,7 @@ from .core.response import (
     jsonify, serve_file, serve_html,
 )
 from .features.cors import ALLOW_CORS
+from .features.openapi import OpenAPI
 from .pubsub.broker import BrokerError, BrokerOverloaded, BrokerUnavailable, Position
 from .pubsub.redis import Publisher
 from .testclient import TestClient
@@ -30,7 +31,7 @@ from .websocket.rooms import Room
 __all__ = [
     "ALLOW_CORS", "App", "AuthenticationHandler", "BrokerError", "BrokerOverloaded", "BrokerUnavailable", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
     "Events", "FileResponse", "FunctionInfo", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody",
-    "MiddlewareType", "Position", "Publisher", "QueryParams", "Request", "RequestBody", "RequestMethod", "RequestURL", "Response",
+    "MiddlewareType", "OpenAPI", "Position", "Publisher", "QueryParams", "Request", "RequestBody", "RequestMethod", "RequestURL", "Response",
     "Robyn", "Room", "SSEMessage", "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",
     "WebSocketAdapter", "WebSocketConnector", "WebSocketDisconnect", "WebSocketException", "__version__",
     "html", "jsonify", "serve_file", "serve_html", "status_codes",

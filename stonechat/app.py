@@ -37,6 +37,8 @@ from .core.routing import Router, normalize_endpoint
 from .core.watchdog import BlockingWatchdog
 from .envfile import EnvFile, load_env_file
 from .features.mcp import MCPApp
+from .features import validation
+from .features.openapi import configure as configure_openapi, served_routes as openapi_routes
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
 from .server.signals import hold_stop_signals
@@ -97,13 +99,15 @@ class BaseRouter:
         if is_const and method != "GET":
             raise ValueError("const=True is only for GET routes")
         Converter(status_code)  # an invalid status_code fails here, by name
+        validation.check_handler(handler, method, endpoint)  # at most one Pydantic body
         spec = RouteSpec(method, self._full_path(endpoint), handler, self, const=is_const,
                          auth_required=auth_required, threaded=threaded, status_code=status_code,
                          openapi_name=openapi_name, openapi_tags=tuple(openapi_tags or ()),
                          response_model=response_model, responses=responses, deprecated=deprecated,
                          include_in_schema=include_in_schema)
         # The handler's signature is checked now, so a bad one fails at registration.
-        compile_call(handler, spec.endpoint, {}, self.dependencies.router_dependency_map)
+        compile_call(handler, spec.endpoint, {}, self.dependencies.router_dependency_map,
+                     body_model=validation.body_model)
         self.router.add(method, spec.endpoint, spec)  # raises RouteConflict at once
         self.route_specs.append(spec)
         return handler
@@ -117,6 +121,8 @@ class BaseRouter:
         return endpoint
 
     def _route_decorator(self, method: str, endpoint: str, **options: Any) -> Callable:
+        if options.get("openapi_tags") is None:
+            options["openapi_tags"] = [method.lower()]  # Robyn: a decorator's routes are tagged by method
         def decorator(handler: Callable) -> Callable:
             self.add_route(method, endpoint, handler, **options)
             return handler
@@ -207,7 +213,10 @@ class BaseRouter:
     def collect_routes(self) -> list[RouteSpec]:
         found = list(self.route_specs)
         for router in self.included_routers:
-            found += [replace(s, endpoint=self._prefixed(s.endpoint)) for s in router.collect_routes()]
+            tags = list(getattr(router, "tags", None) or [])  # a SubRouter's tags lead its routes' (OpenAPI)
+            found += [replace(s, endpoint=self._prefixed(s.endpoint),
+                              openapi_tags=tuple(tags + [t for t in s.openapi_tags if t not in tags]))
+                      for s in router.collect_routes()]
         return found
 
     def collect_middlewares(self) -> list[MiddlewareSpec]:
@@ -271,7 +280,7 @@ class Robyn(BaseRouter):
         # line is reported by start(), envfile.py)
         self.env_file: Optional[EnvFile] = load_env_file(self.directory_path) if file_object else None
         self.config = config
-        self.openapi = openapi
+        self.openapi = configure_openapi(openapi, openapi_file_path, self.directory_path, file_object is not None)
         self.request_headers = Headers()
         self.response_headers = Headers()
         self.excluded_response_headers_paths: list[str] = []
@@ -395,7 +404,14 @@ class Robyn(BaseRouter):
         """Compile fresh routes from the registration records; after this nothing is decided
         per request. Called by every ``served()``: the records themselves never change."""
         defaults = DefaultHeaders(self.response_headers if not self.response_headers.is_empty() else None)
-        excluded = frozenset(self.excluded_response_headers_paths)
+        specs = self.collect_routes()
+        if self._openapi_enabled():
+            # /openapi.json, /docs and its files: const routes, without default headers (as Robyn).
+            served = openapi_routes(self.openapi, specs, self._authentication_handlers(specs), self)
+            specs += served
+            excluded = frozenset(self.excluded_response_headers_paths + [s.endpoint for s in served])
+        else:
+            excluded = frozenset(self.excluded_response_headers_paths)
         middlewares = self.collect_middlewares()
         before, after = MiddlewareType.BEFORE_REQUEST, MiddlewareType.AFTER_REQUEST
         global_before = [_hook_entry(m) for m in middlewares if m.kind is before and m.endpoint is None]
@@ -403,11 +419,13 @@ class Robyn(BaseRouter):
         global_deps = self.collect_global_dependencies()
         router: Router[Route] = Router()
         routes: list[Route] = []
-        for spec in self.collect_routes():
+        for spec in specs:
             is_async = is_async_callable(spec.handler)
             threaded = spec.threaded if spec.threaded is not None else self.threaded_default and not is_async
             call = compile_call(spec.handler, spec.endpoint, global_deps,
-                                spec.router.dependencies.router_dependency_map)
+                                spec.router.dependencies.router_dependency_map, body_model=validation.body_model)
+            if spec.response_model is not None:
+                call = validation.with_response_model(call, spec.response_model, is_async)
             route = Route(spec, call, is_async, threaded,
                           Converter(spec.status_code, DefaultHeaders() if spec.endpoint in excluded else defaults))
             auth = [(make_auth_hook(spec.router.authentication_handler or self.authentication_handler), True, 1)]
@@ -470,6 +488,24 @@ class Robyn(BaseRouter):
         """The broker's state for a health check (engine, connected, listener, counters)."""
         hub = self.room_hub
         return hub.status if hub is not None else BrokerStatus(listener="stopped")
+
+    def _openapi_enabled(self) -> bool:
+        """OpenAPI is on unless ``--disable-openapi`` (or ``Config.disable_openapi``) says not."""
+        if self.config is not None:
+            return not self.config.disable_openapi
+        try:
+            return not Config().disable_openapi
+        except ValueError:  # a bad flag stops start() with its own message; OpenAPI is not the place
+            return True
+
+    def _authentication_handlers(self, specs: list[RouteSpec]) -> list[AuthenticationHandler]:
+        """The app's and the routers' authentication handlers (for OpenAPI's security schemes)."""
+        found = [self.authentication_handler] if self.authentication_handler is not None else []
+        for spec in specs:
+            handler = spec.router.authentication_handler
+            if handler is not None and all(handler is not h for h in found):
+                found.append(handler)
+        return found
 
     def served(self, settings: Optional[ServerSettings] = None, debug: bool = False) -> Any:
         """The object the server runs (see ``server/interface.py``): the ``ServedApp``, or with ASGI

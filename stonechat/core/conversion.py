@@ -6,7 +6,8 @@ app's default response headers are encoded to bytes once, so converting the comm
 
 Return values (Robyn's table, with its defects fixed): ``str`` -> text/plain; ``bytes`` ->
 application/octet-stream; ``dict``/``list`` -> JSON (orjson); ``Response``; ``FileResponse``;
-``StreamingResponse``; a Pydantic model; ``(body, headers, status)``, ``(body, status)`` or
+``StreamingResponse``; a Pydantic model (and lists or dicts holding models, as JSON);
+``(body, headers, status)``, ``(body, status)`` or
 ``(body, headers)`` tuples with any body type; ``None`` -> 200 with an empty body; anything else
 -> ``str(value)`` as text/plain.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Iterable, Optional
@@ -84,7 +86,10 @@ class Converter:
         if cls is str:
             return HTTPResponse(self.status, self.text_block, value.encode())
         if cls is dict or cls is list:
-            return HTTPResponse(self.status, self.json_block, orjson.dumps(value))
+            try:
+                return HTTPResponse(self.status, self.json_block, orjson.dumps(value))
+            except TypeError:  # something orjson does not know inside, e.g. a Pydantic model
+                return HTTPResponse(self.status, self.json_block, json_bytes(value))
         if cls is Response:
             return self.response(value)
         if cls is bytes:
@@ -103,7 +108,7 @@ class Converter:
         if isinstance(value, (bytes, bytearray, memoryview)):
             return HTTPResponse(self.status, self.octet_block, bytes(value))
         if isinstance(value, (dict, list)):
-            return HTTPResponse(self.status, self.json_block, orjson.dumps(value))
+            return HTTPResponse(self.status, self.json_block, json_bytes(value))
         if isinstance(value, tuple):
             return self.response(self.tuple_response(value))
         if isinstance(value, StreamingResponse):
@@ -157,6 +162,25 @@ class Converter:
         head.body = b""
         head.stream = _byte_chunks(value.content)
         return head
+
+
+def _json_default(value: Any) -> Any:
+    """orjson's fallback for values it cannot encode itself: a Pydantic model inside a returned
+    list or dict is encoded as the model would encode itself (``model_dump(mode="json")``)."""
+    dump = getattr(value, "model_dump", None)
+    if dump is not None and callable(dump):
+        return dump(mode="json")
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def json_bytes(value: Any) -> bytes:
+    """JSON for what the fast ``orjson.dumps`` refused: Pydantic models inside, integers beyond
+    64 bits or strings holding lone surrogates (which orjson cannot encode; the stdlib escapes
+    them as ASCII)."""
+    try:
+        return orjson.dumps(value, default=_json_default)
+    except TypeError:
+        return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
 
 
 def decode_header_block(block: bytes) -> Headers:

@@ -14,10 +14,8 @@ import logging
 import traceback
 from typing import Any, Awaitable, Callable, Optional, Union
 
-import orjson
-
 from ..server.interface import HTTPResponse
-from .conversion import Converter, encode_headers
+from .conversion import Converter, encode_headers, json_bytes
 from .errors import HTTPException, ParamError
 
 logger = logging.getLogger("stonechat")
@@ -40,7 +38,7 @@ class ErrorResponder:
         an awaitable only when an async exception handler must run."""
         if isinstance(exc, ParamError):
             if exc.body is not None:
-                return HTTPResponse(exc.status, convert.json_block, orjson.dumps(exc.body))
+                return HTTPResponse(exc.status, convert.json_block, json_bytes(exc.body))
             return HTTPResponse(exc.status, convert.text_block, (str(exc) + "\n").encode())
         handler = self.handler
         if handler is not None:

@@ -6,12 +6,17 @@ follows Robyn: by annotation, then by reserved name, then path param (when ``:na
 endpoint) or query param, with coercion by annotation.
 
 A bad or missing value raises ``ParamError``, which dispatch answers with 400.
+
+Annotations core does not know (a Pydantic model) are resolved by a feature: the app passes
+``body_model`` (``features/validation.py``), which gives the getter for such an annotation.
+``individual_params`` tells OpenAPI which parameters come from the path and the query string.
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 from . import markers as T
@@ -23,9 +28,14 @@ from .routing import param_names
 _MISSING = inspect.Parameter.empty
 
 _REQUEST_NAMES = frozenset({"r", "req", "request"})
+_DEPENDENCY_NAMES = frozenset({"global_dependencies", "router_dependencies"})
+
+Getter = Callable[[Request], Any]
+# A feature's resolver for annotations core does not know: the getter, or None if not its own.
+BodyModel = Callable[[Any], Optional[Getter]]
 
 
-def _by_annotation(annotation: Any) -> Optional[Callable[[Request], Any]]:
+def _by_annotation(annotation: Any, body_model: Optional[BodyModel] = None) -> Optional[Getter]:
     if annotation is _MISSING or not isinstance(annotation, type):
         if _is_typeddict(annotation):
             return _json_body
@@ -56,8 +66,8 @@ def _by_annotation(annotation: Any) -> Optional[Callable[[Request], Any]]:
         return lambda r: r.identity
     if _is_typeddict(annotation):
         return _json_body
-    if hasattr(annotation, "model_validate_json"):
-        return _pydantic_body(annotation)
+    if body_model is not None:
+        return body_model(annotation)
     return None
 
 
@@ -88,18 +98,6 @@ def _json_body(r: Request) -> Any:
         return r.json()
     except ValueError as exc:
         raise ParamError(f"Invalid JSON body: {exc}", body={"error": f"Invalid JSON body: {exc}"}) from None
-
-
-def _pydantic_body(model: Any) -> Callable[[Request], Any]:
-    def validate(r: Request) -> Any:
-        try:
-            return model.model_validate_json(r.body_bytes)
-        except Exception as exc:  # pydantic.ValidationError, without importing pydantic
-            errors = getattr(exc, "errors", None)
-            detail = errors(include_url=False, include_context=False) if callable(errors) else str(exc)
-            raise ParamError("Validation Error", status=422,
-                             body={"detail": detail, "error": "Validation Error"}) from None
-    return validate
 
 
 def _coercer(annotation: Any, name: str) -> tuple[Callable[[str], Any], bool, bool]:
@@ -180,14 +178,19 @@ def _individual(name: str, param: inspect.Parameter, annotation: Any, from_path:
     return from_query
 
 
+def _type_hints(handler: Callable) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(handler)
+    except Exception:
+        return {}
+
+
 def resolve_getters(handler: Callable, endpoint: str, global_deps: dict, router_deps: dict,
-                    skip_first: bool = False) -> list[tuple[str, Callable[[Request], Any]]]:
+                    skip_first: bool = False,
+                    body_model: Optional[BodyModel] = None) -> list[tuple[str, Callable[[Request], Any]]]:
     """One getter per handler parameter, in signature order."""
     path_names = set(param_names(endpoint))
-    try:
-        hints = typing.get_type_hints(handler)
-    except Exception:
-        hints = {}
+    hints = _type_hints(handler)
     getters = []
     params = list(inspect.signature(handler).parameters.values())
     if skip_first:
@@ -197,7 +200,7 @@ def resolve_getters(handler: Callable, endpoint: str, global_deps: dict, router_
             continue
         name = param.name
         annotation = hints.get(name, param.annotation)
-        getter = _by_annotation(annotation)
+        getter = _by_annotation(annotation, body_model)
         if getter is None:
             if name in _REQUEST_NAMES:
                 getter = _identity
@@ -213,14 +216,15 @@ def resolve_getters(handler: Callable, endpoint: str, global_deps: dict, router_
     return getters
 
 
-def compile_call(handler: Callable, endpoint: str, global_deps: dict, router_deps: dict) -> Callable[[Request], Any]:
+def compile_call(handler: Callable, endpoint: str, global_deps: dict, router_deps: dict,
+                 body_model: Optional[BodyModel] = None) -> Callable[[Request], Any]:
     """``call(request)`` for ``handler``: its arguments by keyword, as Robyn passes them (so a
     decorator around a handler can read ``kwargs["request"]``); a lone parameter annotated
     ``Request`` gets it positionally, as in Robyn.
 
     The call is generated once as real code (``handler(id=g0(request), request=request)``):
     no per-request loop or dict, the cheapest call Python has for the signature."""
-    getters = resolve_getters(handler, endpoint, global_deps, router_deps)
+    getters = resolve_getters(handler, endpoint, global_deps, router_deps, body_model=body_model)
     if not getters:
         return lambda request: handler()
     if len(getters) == 1 and getters[0][1] is _identity and _annotated_request(handler, getters[0][0]):
@@ -237,6 +241,42 @@ def compile_call(handler: Callable, endpoint: str, global_deps: dict, router_dep
     source = f"def call(request):\n    return handler({', '.join(arguments)})\n"
     exec(compile(source, f"<stonechat call of {getattr(handler, '__qualname__', handler)}>", "exec"), namespace)
     return namespace["call"]
+
+
+@dataclass(frozen=True)
+class IndividualParam:
+    """A handler parameter filled from the path or the query string (phase 3 above), as
+    OpenAPI documents it."""
+
+    name: str
+    annotation: Any        # None when the parameter has none (a string)
+    in_path: bool
+    required: bool
+    is_list: bool          # list[T]: every value of a repeated query key
+
+
+def individual_params(handler: Callable, endpoint: str,
+                      claimed: Optional[Callable[[Any], bool]] = None) -> list[IndividualParam]:
+    """The parameters of ``handler`` that ``resolve_getters`` fills from the path or the query
+    string; ``claimed(annotation)`` is true for annotations a feature resolves (a body model)."""
+    path_names = set(param_names(endpoint))
+    hints = _type_hints(handler)
+    found = []
+    for param in inspect.signature(handler).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        name = param.name
+        annotation = hints.get(name, param.annotation)
+        if _by_annotation(annotation) is not None or (claimed is not None and claimed(annotation)):
+            continue
+        if name in _REQUEST_NAMES or name in _BY_NAME or name in _DEPENDENCY_NAMES:
+            continue
+        _, is_list, optional = _coercer(annotation, name)
+        in_path = name in path_names
+        required = in_path or (param.default is _MISSING and not optional)
+        found.append(IndividualParam(name, None if annotation is _MISSING else annotation, in_path,
+                                     required, is_list))
+    return found
 
 
 def _annotated_request(handler: Callable, name: str) -> bool:
@@ -259,4 +299,5 @@ def arity(fn: Callable) -> int:
         return 1
 
 
-__all__ = ["compile_call", "resolve_getters", "is_async_callable", "arity"]
+__all__ = ["BodyModel", "IndividualParam", "compile_call", "individual_params", "resolve_getters",
+           "is_async_callable", "arity"]
