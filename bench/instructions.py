@@ -14,6 +14,7 @@ Compare two commits by running it on each. It says nothing about kernel time or 
 """
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -30,7 +31,9 @@ def instructions(python: str, only: str, n: int) -> int:
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
              python, str(ROOT / "bench" / "hotpath.py"), "--only", only, str(n)],
-            cwd=ROOT, capture_output=True, text=True)
+            cwd=ROOT, capture_output=True, text=True,
+            # A fixed hash seed: set and dict layouts (and so the instruction count) repeat.
+            env={**os.environ, "PYTHONHASHSEED": "0"})
     found = re.search(r"Collected : ([\d,]+)", proc.stderr)
     if proc.returncode != 0 or not found:
         sys.exit(f"instructions: valgrind run failed:\n{proc.stdout}\n{proc.stderr[-2000:]}")
