@@ -453,7 +453,9 @@ class Robyn(BaseRouter):
         self.dispatcher = Dispatcher(
             router, routes, defaults=defaults, errors=errors, global_before=global_before, global_after=global_after,
             request_headers=self._headers_for_requests(),
-            excluded_paths=excluded, blocking_warn_s=settings.blocking_warn_ms / 1000.0,
+            excluded_paths=excluded,
+            # 0 turns the blocking warning off (README), here as for the watchdog thread
+            blocking_warn_s=settings.blocking_warn_ms / 1000.0 if settings.blocking_warn_ms > 0 else float("inf"),
             executor=self.executor, websocket=websocket,
             mounts=MountTable(list(self.mounted.values())) if self.mounted else None)
         return self.dispatcher

@@ -240,3 +240,28 @@ def test_event_handlers_view_as_in_robyn():
     assert info.handler is second and info.is_async is True and info.number_of_params == 0
     assert app.event_handlers[Events.SHUTDOWN].handler is bye and app.event_handlers[Events.SHUTDOWN].is_async is False
     assert app.lifecycle.startup_handlers == [first, second]  # all of them still run
+
+
+def test_blocking_warning_off_at_zero_and_on_past_the_threshold(caplog):
+    import logging
+    import time as _time
+
+    from stonechat.server.interface import HTTPRequest
+    from stonechat.server.settings import ServerSettings
+    app = Robyn(__file__)
+
+    @app.get("/slow")
+    def slow():
+        _time.sleep(0.02)
+        return "done"
+
+    def hit(settings):
+        raw = HTTPRequest()
+        raw.path = raw.target = b"/slow"
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="stonechat"):
+            assert app.served(settings).handle(raw).body == b"done"
+        return [r.message for r in caplog.records if "blocked the event loop" in r.message]
+
+    assert hit(ServerSettings(blocking_warn_ms=0)) == []
+    assert len(hit(ServerSettings(blocking_warn_ms=5))) == 1
