@@ -218,6 +218,13 @@ def launch_uvicorn(python, app_dir, app, port):
             "--ws", "websockets-sansio", "--log-level", "warning", "--no-access-log"]
 
 
+def launch_uvicorn_asgi(python, app_dir, app, port):
+    """A stonechat app under uvicorn through its ASGI face: `module:app.asgi`."""
+    argv = launch_uvicorn(python, app_dir, app, port)
+    argv[argv.index(f"{Path(app).stem}:app")] = f"{Path(app).stem}:app.asgi"
+    return argv
+
+
 def launch_granian(python, app_dir, app, port):
     return [python, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--http", "1",
             "--workers", "1", "--runtime-threads", "1", "--log-level", "warning", "--no-access-log",
@@ -261,9 +268,18 @@ PEERS = {p.name: p for p in [
             launch_granian,
             notes="apps/starlette_app.py (the same Starlette app) on Granian's ASGI interface, "
                   "--loop uvloop --http 1 --workers 1 --runtime-threads 1; async only"),
+    # The price of ASGI (docs/asgi.md), opt-in with --frameworks: both run from the project's .venv.
+    PeerDef("mount", "Starlette mounted in stonechat", [], "starlette",
+            {"http": {"async": ("mount_app.py", "")}, "ws": {"async": ("mount_app.py", "/ws")}},
+            launch_script(ROBYN_FLAGS), venv=PROJECT_VENV,
+            notes="apps/mount_app.py: stonechat's server, app.mount('/', the Starlette app); async only"),
+    PeerDef("asgi", "stonechat app on uvicorn", [], "uvicorn",
+            {"http": SYNC_ASYNC_HTTP, "ws": {"async": ("ws_app.py", "/ws")}},
+            launch_uvicorn_asgi, venv=PROJECT_VENV,
+            notes="apps/http_app.py, ws_app.py as `uvicorn module:app.asgi` (uvloop, httptools, websockets-sansio)"),
 ]}
-PEER_ORDER = ["raw", "stonechat", "socketify", "robyn", "sanic", "uvicorn", "granian"]
-DEFAULT_FRAMEWORKS = ",".join(PEER_ORDER)
+PEER_ORDER = ["raw", "stonechat", "socketify", "robyn", "sanic", "uvicorn", "granian", "mount", "asgi"]
+DEFAULT_FRAMEWORKS = ",".join(PEER_ORDER[:-2])  # the two ASGI columns only when asked for
 FORM_ORDER = {"raw": 0, "sync": 1, "async": 2}
 
 
@@ -530,7 +546,7 @@ def ensure_peer(peer, python_override=None):
     (python, version) or raises RuntimeError saying why not."""
     if python_override:
         python = Path(python_override)
-    elif peer.name == "stonechat":
+    elif peer.venv == PROJECT_VENV:
         python = PROJECT_VENV / "bin" / "python"
         if not python.exists():
             raise RuntimeError(
@@ -1357,7 +1373,7 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=2, help="warm-up seconds per run (default 2)")
     ap.add_argument("--only", choices=["http", "ws"], help="run only the HTTP or only the WebSocket scenarios")
     ap.add_argument("--frameworks", default=DEFAULT_FRAMEWORKS,
-                    help=f"comma list of servers (default: all, {DEFAULT_FRAMEWORKS})")
+                    help=f"comma list of servers (default {DEFAULT_FRAMEWORKS}; add mount,asgi for the price of ASGI)")
     ap.add_argument("--forms", default="sync,async",
                     help="handler forms to measure: sync, async or both (default sync,async); the raw "
                          "ceiling is measured whenever it is selected")
@@ -1421,7 +1437,7 @@ def build_targets(args, tmpdir):
             loud(f"{peer.title} cannot be measured: {exc}")
             unavailable[name] = str(exc)
             continue
-        app_dir = stonechat_app_dir(tmpdir) if name == "stonechat" else APPS
+        app_dir = stonechat_app_dir(tmpdir) if peer.venv == PROJECT_VENV else APPS
         forms = {f for role in peer.apps.values() for f in role}
         for form in sorted(forms, key=FORM_ORDER.get):
             if form == "raw" or form in args.form_set:

@@ -230,9 +230,10 @@ def test_wrappers_killed_by_process_group_run_the_shutdown_handler(tmp_path):
     # `timeout 30 make run`: SIGTERM to timeout, as when its time is up: it signals make and the
     # whole group; make forwards SIGTERM to the app, which so gets it twice
     directory = tmp_path / "make"
-    cases["timeout make run"] = Case(directory, "timeout make run", [], {},
-                                            command=["timeout", "30", "make", "-s", "run"])
+    directory.mkdir()  # the Makefile exists before make starts (Case starts the command at once)
     (directory / "Makefile").write_text(f"run:\n\t{python} app.py\n")
+    cases["timeout make run"] = Case(directory, "timeout make run", [], {},
+                                     command=["timeout", "30", "make", "-s", "run"])
 
     directory = tmp_path / "exec"
     cases["sh -c 'exec ...'"] = Case(directory, "exec", [], {},
