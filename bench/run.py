@@ -954,7 +954,7 @@ def measure_latency(args, target, sc, rate, logdir):
 
 # --- reporting ---------------------------------------------------------------
 SHORT = {"raw": "raw", "stonechat": "sc", "socketify": "sfy", "robyn": "robyn", "sanic": "sanic",
-         "uvicorn": "uvicorn", "granian": "granian"}
+         "uvicorn": "uvicorn", "granian": "granian", "mount": "sc-mount", "asgi": "sc-on-uvicorn"}
 
 
 def fmt(v, spec):
