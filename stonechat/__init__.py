@@ -21,6 +21,7 @@ from .core.response import (
 )
 from .features.cors import ALLOW_CORS
 from .features.openapi import OpenAPI
+from .features.sessions import Session, SessionManager
 from .pubsub.broker import BrokerError, BrokerOverloaded, BrokerUnavailable, Position
 from .pubsub.redis import Publisher
 from .testclient import TestClient
@@ -32,7 +33,7 @@ __all__ = [
     "ALLOW_CORS", "App", "AuthenticationHandler", "BrokerError", "BrokerOverloaded", "BrokerUnavailable", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
     "Events", "FileResponse", "FunctionInfo", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody",
     "MiddlewareType", "OpenAPI", "Position", "Publisher", "QueryParams", "Request", "RequestBody", "RequestMethod", "RequestURL", "Response",
-    "Robyn", "Room", "SSEMessage", "SSEResponse", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",
+    "Robyn", "Room", "SSEMessage", "SSEResponse", "Session", "SessionManager", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",
     "WebSocketAdapter", "WebSocketConnector", "WebSocketDisconnect", "WebSocketException", "__version__",
     "html", "jsonify", "serve_file", "serve_html", "status_codes",
 ]

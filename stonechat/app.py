@@ -38,6 +38,7 @@ from .core.watchdog import BlockingWatchdog
 from .envfile import EnvFile, load_env_file
 from .features.mcp import MCPApp
 from .features import validation
+from .features.sessions import SessionManager
 from .features.openapi import configure as configure_openapi, served_routes as openapi_routes
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
@@ -299,6 +300,7 @@ class Robyn(BaseRouter):
         self.mounted: dict[str, Mount] = {}  # the mounts of the last build, by prefix
         self.asgi_middlewares: list[Middleware] = []
         self._asgi: Optional[ASGIApp] = None
+        self.session_manager: Optional[SessionManager] = None
 
     @property
     def mcp(self) -> MCPApp:
@@ -306,6 +308,24 @@ class Robyn(BaseRouter):
         if self._mcp_app is None:
             self._mcp_app = MCPApp(self)
         return self._mcp_app
+
+    def configure_sessions(self, secret_key: str, *, cookie_name: str = "session",
+                           max_age: Optional[int] = 14 * 24 * 60 * 60, path: str = "/",
+                           domain: Optional[str] = None, secure: bool = False, http_only: bool = True,
+                           same_site: Optional[str] = "Lax") -> SessionManager:
+        """Signed-cookie sessions (``request.session``), Robyn's cookie format
+        (features/sessions.py): one global before hook loads the session, one global after hook
+        writes the cookie when it changed. Only an app that calls this pays for sessions."""
+        if self.session_manager is not None:
+            raise RuntimeError("Sessions are already configured on this app; configure_sessions() may only be "
+                               "called once (calling it again would register duplicate session middleware).")
+        manager = SessionManager(secret_key, cookie_name=cookie_name, max_age=max_age, path=path, domain=domain,
+                                 secure=secure, http_only=http_only, same_site=same_site)
+        self.session_manager = manager
+        load_session, save_session = manager.hooks()
+        self.before_request()(load_session)
+        self.after_request()(save_session)
+        return manager
 
     # -- lifecycle -------------------------------------------------------------------------
 

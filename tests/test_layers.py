@@ -154,7 +154,8 @@ def test_the_checks_see_what_they_look_for(tmp_path):
 
 # Robyn's import paths at the top level: each only re-exports names defined elsewhere.
 ROBYN_PATHS = ("authentication", "dependency_injection", "env_populator", "events", "exceptions", "jsonify",
-               "mcp", "openapi", "responses", "robyn", "status_codes", "testing", "types", "ws")
+               "mcp", "openapi", "responses", "robyn", "session", "status_codes", "templating", "testing", "types",
+               "ws")
 # What each layer of the framework may import from stonechat (besides itself).
 ALLOWED = {
     "core": ("stonechat.core", "stonechat.server.interface"),
