@@ -428,13 +428,19 @@ class Worker:
         quiet = min(_QUIET, drain_timeout)
         now = loop.time()
         busy = sum(1 for conn in list(state.connections) if conn.begin_drain(now, quiet))
-        logger.info("draining %d requests (deadline %.1f s)", busy, drain_timeout)
+        # Work the application runs after its responses (background tasks) drains too.
+        background: Any = getattr(self.app, "background_pending", None) or (lambda: 0)
+        tasks = background()
+        logger.info("draining %d requests%s (deadline %.1f s)", busy,
+                    f" and {tasks} background task(s)" if tasks else "", drain_timeout)
         deadline = now + drain_timeout
-        while state.connections and loop.time() < deadline:
+        while (state.connections or background()) and loop.time() < deadline:
             await asyncio.sleep(0.02)
             now = loop.time()
             for conn in list(state.connections):
                 conn.drain_step(now, quiet)
+        if background():
+            self.app.background_deadline()  # type: ignore[attr-defined]  # logs what is left, by name
         if not state.connections:
             return
         state.drain_over = True
