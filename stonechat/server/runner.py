@@ -10,7 +10,9 @@ The shutdown phases, each logged on one line (INFO, stderr):
                                   from now on says ``Connection: close``
   2. draining N requests          requests received get ``drain_timeout`` seconds (later, 503);
                                   a connection closes, lingering, once its client is quiet
-                                  (``http.py``: nothing a client sent is dropped or reset)
+                                  (``http.py``: nothing a client sent is dropped or reset);
+                                  the application's background tasks get the same deadline,
+                                  then it cancels those left and names them (``interface.py``)
   3. closing N websockets         each gets close 1001; their sessions (close handlers) finish
   4. application shutdown         ``app.shutdown()``: the framework's shutdown handlers
   5. done in N ms                 exit code 0

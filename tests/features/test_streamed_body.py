@@ -238,8 +238,8 @@ def test_routes_without_stream_body_are_unchanged(server):
     assert httpx.post(server.url + "/buffered-stream", content=b"whole", timeout=10).json() == {"chunks": 1, "body": "whole"}
 
 
-def test_max_body_size_on_a_streamed_route(serve):
-    proc = serve(APP, env={"STONECHAT_MAX_BODY_SIZE": str(MiB)})
+def test_max_body_size_and_body_timeout_on_a_streamed_route(serve):
+    proc = serve(APP, env={"STONECHAT_MAX_BODY_SIZE": str(MiB), "STONECHAT_BODY_TIMEOUT": "1"})
     # announced too large: refused before a byte of the body is read
     with socket.create_connection(("127.0.0.1", proc.port)) as sock:
         sock.sendall(b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (2 * MiB))
@@ -262,3 +262,10 @@ def test_max_body_size_on_a_streamed_route(serve):
     assert b"connection: close" in head.lower()
     # the server is fine afterwards
     assert httpx.post(proc.url + "/count", content=b"ok", timeout=10).json() == {"bytes": 2, "chunks": 1}
+    # a client that stops sending mid-body: the handler's stream raises, the answer is 408
+    with socket.create_connection(("127.0.0.1", proc.port)) as sock:
+        sock.sendall(b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        started = time.monotonic()
+        status, head, body = read_response(sock, timeout=20)
+    assert status == 408 and b"Request body timeout" in body
+    assert 0.9 < time.monotonic() - started < 10
