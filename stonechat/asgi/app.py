@@ -212,7 +212,7 @@ class ASGIApp:
             raw.body = parts[0] if len(parts) == 1 else b"".join(parts)
         try:
             result = served.handle(raw)
-            if result.__class__ is not HTTPResponse:
+            if not isinstance(result, HTTPResponse):
                 result = await result
         except Exception:
             logger.exception("unhandled error in the application for %s %s", raw.method,

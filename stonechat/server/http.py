@@ -422,7 +422,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
     async def _run(self, request: HTTPRequest, result: Any) -> None:
         written = False
         try:
-            if result.__class__ is not HTTPResponse:
+            if result.__class__ is not HTTPResponse and result.__class__ is not HTTPResponseThen:
                 result = await result
             if self.streamed is request:
                 # answered before its body ended: the rest of it is dropped with the connection
