@@ -8,6 +8,7 @@ from . import status_codes
 from .app import App, Robyn, SubRouter
 from .config import Config
 from .core.auth import AuthenticationHandler
+from .core.background import BackgroundTasks
 from .core.datastructures import Headers, Identity, QueryParams, Url
 from .core.dependencies import DependencyMap
 from .core.errors import HTTPException, WebSocketException
@@ -15,6 +16,7 @@ from .core.lifecycle import Events
 from .core.markers import Directory, JsonBody, RequestBody, RequestMethod, RequestURL
 from .core.registry import FunctionInfo, HttpMethod, MiddlewareType
 from .core.request import Request
+from .core.uploads import FormField, UploadFile
 from .core.response import (
     Cookie, Cookies, FileResponse, Response, SSEMessage, SSEResponse, StreamingResponse, html,
     jsonify, serve_file, serve_html,
@@ -30,7 +32,7 @@ from .websocket.api import WebSocket, WebSocketAdapter, WebSocketConnector, WebS
 from .websocket.rooms import Room
 
 __all__ = [
-    "ALLOW_CORS", "App", "AuthenticationHandler", "BrokerError", "BrokerOverloaded", "BrokerUnavailable", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
+    "ALLOW_CORS", "App", "AuthenticationHandler", "BackgroundTasks", "FormField", "UploadFile", "BrokerError", "BrokerOverloaded", "BrokerUnavailable", "Config", "Cookie", "Cookies", "DependencyMap", "Directory",
     "Events", "FileResponse", "FunctionInfo", "HTTPException", "Headers", "HttpMethod", "Identity", "JsonBody",
     "MiddlewareType", "OpenAPI", "Position", "Publisher", "QueryParams", "Request", "RequestBody", "RequestMethod", "RequestURL", "Response",
     "Robyn", "Room", "SSEMessage", "SSEResponse", "Session", "SessionManager", "StreamingResponse", "SubRouter", "TestClient", "Url", "WebSocket",

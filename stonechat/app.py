@@ -11,6 +11,7 @@ around it (``asgi/middleware.py``). ``app.asgi`` is the same app for ASGI server
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -30,7 +31,8 @@ from .core.dependencies import DependencyMap
 from .core.dispatch import Dispatcher, Route
 from .core.error_response import ErrorResponder
 from .core.lifecycle import Events, Lifecycle, StartupError
-from .core.params import arity, compile_call, is_async_callable
+from .core.background import BackgroundRunner, arm_after_call
+from .core.params import arity, compile_call, is_async_callable, uses_background_tasks
 from .core.registry import HTTP_METHODS, FunctionInfo, HttpMethod, MiddlewareSpec, MiddlewareType, RouteSpec, WebSocketSpec
 from .core.request import Request
 from .core.routing import Router, normalize_endpoint
@@ -91,7 +93,8 @@ class BaseRouter:
                   is_const: bool = False, auth_required: bool = False, openapi_name: str = "",
                   openapi_tags: Optional[list] = None, status_code: Optional[int] = None,
                   response_model: Any = None, responses: Any = None, deprecated: bool = False,
-                  include_in_schema: bool = True, threaded: Optional[bool] = None) -> Callable:
+                  include_in_schema: bool = True, threaded: Optional[bool] = None,
+                  stream_body: bool = False) -> Callable:
         method = str(getattr(route_type, "value", route_type)).upper()
         if method.startswith("HTTPMETHOD."):
             method = method.split(".", 1)[1]
@@ -99,13 +102,16 @@ class BaseRouter:
             raise ValueError(f"unknown HTTP method {route_type!r}; use one of {', '.join(HTTP_METHODS)}")
         if is_const and method != "GET":
             raise ValueError("const=True is only for GET routes")
+        if stream_body and not is_async_callable(handler):
+            raise ValueError(f"stream_body=True on {method} {endpoint}: the handler must be async "
+                             "(it reads the body with `async for chunk in request.stream()`)")
         Converter(status_code)  # an invalid status_code fails here, by name
         validation.check_handler(handler, method, endpoint)  # at most one Pydantic body
         spec = RouteSpec(method, self._full_path(endpoint), handler, self, const=is_const,
                          auth_required=auth_required, threaded=threaded, status_code=status_code,
                          openapi_name=openapi_name, openapi_tags=tuple(openapi_tags or ()),
                          response_model=response_model, responses=responses, deprecated=deprecated,
-                         include_in_schema=include_in_schema)
+                         include_in_schema=include_in_schema, stream_body=bool(stream_body))
         # The handler's signature is checked now, so a bad one fails at registration.
         compile_call(handler, spec.endpoint, {}, self.dependencies.router_dependency_map,
                      body_model=validation.body_model)
@@ -132,24 +138,29 @@ class BaseRouter:
     def get(self, endpoint: str, const: bool = False, auth_required: bool = False, openapi_name: str = "",
             openapi_tags: Optional[list] = None, status_code: Optional[int] = None, response_model: Any = None,
             responses: Any = None, deprecated: bool = False, include_in_schema: bool = True,
-            threaded: Optional[bool] = None) -> Callable:
+            threaded: Optional[bool] = None, stream_body: bool = False) -> Callable:
         return self._route_decorator("GET", endpoint, is_const=const, auth_required=auth_required,
                                      openapi_name=openapi_name, openapi_tags=openapi_tags,
                                      status_code=status_code, response_model=response_model,
                                      responses=responses, deprecated=deprecated,
-                                     include_in_schema=include_in_schema, threaded=threaded)
+                                     include_in_schema=include_in_schema, threaded=threaded,
+                                     stream_body=stream_body)
 
     def _method(name: str):  # type: ignore[misc]
         def decorator_factory(self: "BaseRouter", endpoint: str, auth_required: bool = False,
                               openapi_name: str = "", openapi_tags: Optional[list] = None,
                               status_code: Optional[int] = None, response_model: Any = None,
                               responses: Any = None, deprecated: bool = False,
-                              include_in_schema: bool = True, threaded: Optional[bool] = None) -> Callable:
+                              include_in_schema: bool = True, threaded: Optional[bool] = None,
+                              stream_body: bool = False) -> Callable:
+            """``stream_body=True``: the (async) handler reads the body as it arrives with
+            ``request.stream()`` / ``request.stream_form()`` (docs/uploads-and-tasks.md)."""
             return self._route_decorator(name, endpoint, auth_required=auth_required,
                                          openapi_name=openapi_name, openapi_tags=openapi_tags,
                                          status_code=status_code, response_model=response_model,
                                          responses=responses, deprecated=deprecated,
-                                         include_in_schema=include_in_schema, threaded=threaded)
+                                         include_in_schema=include_in_schema, threaded=threaded,
+                                         stream_body=stream_body)
         decorator_factory.__name__ = name.lower()
         decorator_factory.__doc__ = f"Register a {name} route: ``@app.{name.lower()}('/path')``."
         return decorator_factory
@@ -439,21 +450,27 @@ class Robyn(BaseRouter):
         global_deps = self.collect_global_dependencies()
         router: Router[Route] = Router()
         routes: list[Route] = []
+        background: Optional[BackgroundRunner] = None
         for spec in specs:
             is_async = is_async_callable(spec.handler)
             threaded = spec.threaded if spec.threaded is not None else self.threaded_default and not is_async
             call = compile_call(spec.handler, spec.endpoint, global_deps,
                                 spec.router.dependencies.router_dependency_map, body_model=validation.body_model)
+            takes_tasks = uses_background_tasks(spec.handler, spec.endpoint)
+            if takes_tasks:
+                call = arm_after_call(call, is_async)
+                background = background or BackgroundRunner()
             if spec.response_model is not None:
                 call = validation.with_response_model(call, spec.response_model, is_async)
             route = Route(spec, call, is_async, threaded,
                           Converter(spec.status_code, DefaultHeaders() if spec.endpoint in excluded else defaults))
+            route.background = takes_tasks
             auth = [(make_auth_hook(spec.router.authentication_handler or self.authentication_handler), True, 1)]
             route.before = (global_before + (auth if spec.auth_required else [])
                             + [_hook_entry(m) for m in middlewares if m.kind is before and m.endpoint == spec.endpoint])
             route.after = global_after + [_hook_entry(m) for m in middlewares
                                           if m.kind is after and m.endpoint == spec.endpoint]
-            route.fast = not (route.before or route.after or is_async or threaded)
+            route.fast = not (route.before or route.after or is_async or threaded or takes_tasks)
             router.add(spec.method, spec.endpoint, route)
             routes.append(route)
         if any(r.threaded for r in routes) and self.executor is None:
@@ -477,7 +494,8 @@ class Robyn(BaseRouter):
             # 0 turns the blocking warning off (README), here as for the watchdog thread
             blocking_warn_s=settings.blocking_warn_ms / 1000.0 if settings.blocking_warn_ms > 0 else float("inf"),
             executor=self.executor, websocket=websocket,
-            mounts=MountTable(list(self.mounted.values())) if self.mounted else None)
+            mounts=MountTable(list(self.mounted.values())) if self.mounted else None,
+            background=background)
         return self.dispatcher
 
     def _headers_for_requests(self) -> Optional[tuple[dict, dict]]:
@@ -594,6 +612,18 @@ class ServedApp:
             self.handle = table.root.handle
         self.settings = settings
         self.watchdog: Optional[BlockingWatchdog] = None
+        # The server streams the bodies of stream_body routes only (server/interface.py).
+        self.streams_body = dispatcher.streams_body if any(r.stream_body for r in dispatcher.routes) else None
+
+    def background_pending(self) -> int:
+        """Background tasks not finished yet: the drain at the stop waits for them."""
+        runner = self.dispatcher.background
+        return runner.pending() if runner is not None else 0
+
+    def background_deadline(self) -> list[str]:
+        """The drain deadline passed: cancel the background tasks left; their names are logged."""
+        runner = self.dispatcher.background
+        return runner.deadline_passed() if runner is not None else []
 
     def connect_peers(self, publish: Callable[[bytes], None]) -> Callable[[bytes], None]:
         """Under ``--processes N``: WebSocket broadcasts reach every worker's clients."""
@@ -649,11 +679,24 @@ class ServedApp:
     async def shutdown(self) -> None:
         if self.watchdog is not None:
             self.watchdog.stop()
+        await self._finish_background()
         await self.app.lifecycle.shutdown(self.settings.shutdown_handler_timeout)
         if self.app.room_hub is not None:
             await self.app.room_hub.close()  # last: shutdown handlers may publish
         if self.app.executor is not None:
             self.app.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _finish_background(self) -> None:
+        """Under an ASGI server (or the TestClient) nobody drained the background tasks: they get
+        ``drain_timeout`` here. Under stonechat's server the drain did it already."""
+        runner = self.dispatcher.background
+        if runner is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_timeout
+        while runner.pending() and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        runner.deadline_passed()
 
     def skip_shutdown(self) -> None:
         """The stop was forced before ``shutdown()`` began: it will not run; log what that skips."""

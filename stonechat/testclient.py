@@ -38,7 +38,7 @@ import orjson
 
 from .core.conversion import decode_header_block
 from .core.datastructures import Headers
-from .server.interface import HTTPRequest, HTTPResponse, WebSocketAccept
+from .server.interface import HTTPRequest, HTTPResponse, HTTPResponseThen, WebSocketAccept
 from .testclient_websocket import InProcessWebSocket, WebSocketRefused, WebSocketTestSession, shut_down
 
 _NO_BODY = frozenset({204, 304}) | frozenset(range(100, 200))
@@ -147,6 +147,8 @@ class TestClient:
             response_headers.set("content-length", str(len(content)))
         if raw.method == "HEAD":
             content = b""
+        if isinstance(result, HTTPResponseThen):  # background tasks: run them, as the server would
+            loop.run_until_complete(_background_done(served, result.after))
         return TestResponse(result.status, response_headers, content)
 
     def _build(self, method: str, path: str, body: Any, json_data: Any, headers: Optional[dict],
@@ -251,6 +253,13 @@ class TestClient:
 
 def _ended(conn: InProcessWebSocket) -> bool:
     return conn.session_task is not None and conn.session_task.done()
+
+
+async def _background_done(served: Any, start: Any) -> None:
+    """Start a response's background tasks, and wait until the app has none left running."""
+    start()
+    while served.background_pending():
+        await asyncio.sleep(0.005)
 
 
 async def _await(awaitable: Any) -> Any:

@@ -32,7 +32,7 @@ import logging
 from typing import Any, Callable, Optional
 from urllib.parse import quote
 
-from ..server.interface import NO_BODY_STATUSES, TEXT_PLAIN, HTTPRequest, HTTPResponse, WebSocketAccept
+from ..server.interface import NO_BODY_STATUSES, TEXT_PLAIN, HTTPRequest, HTTPResponse, HTTPResponseThen, WebSocketAccept
 from .connection import ASGIWebSocket
 from .headers import asgi_from_block
 from .scope import ASGIRequest
@@ -212,7 +212,7 @@ class ASGIApp:
             raw.body = parts[0] if len(parts) == 1 else b"".join(parts)
         try:
             result = served.handle(raw)
-            if result.__class__ is not HTTPResponse:
+            if not isinstance(result, HTTPResponse):
                 result = await result
         except Exception:
             logger.exception("unhandled error in the application for %s %s", raw.method,
@@ -222,6 +222,8 @@ class ASGIApp:
             result = HTTPResponse(400, b"content-type: text/plain; charset=utf-8\r\n",
                                   b"Bad request: not a WebSocket handshake\n")
         await self._respond(raw, result, send, receive)
+        if result.__class__ is HTTPResponseThen:  # background tasks, once the response is sent
+            result.after()
 
     async def _respond(self, raw: HTTPRequest, response: HTTPResponse, send: Any, receive: Any) -> None:
         status = response.status

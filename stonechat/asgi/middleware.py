@@ -63,6 +63,8 @@ class MiddlewareHost:
         self.handle = self.mount.handle
         self.lifespan: ASGILifespan = self.mount.lifespan()
         self.entered = False
+        # Bodies reach the chain whole (ASGI's receive); request.stream() then yields them at once.
+        self.streams_body = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.core, name)

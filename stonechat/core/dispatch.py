@@ -40,7 +40,7 @@ class Route:
     """A route compiled for dispatch from its registration record (``spec``)."""
 
     __slots__ = ("spec", "method", "endpoint", "call", "is_async", "threaded", "const", "convert",
-                 "before", "after", "param_names", "cached", "fast", "name")
+                 "before", "after", "param_names", "cached", "fast", "name", "background", "stream_body")
 
     def __init__(self, spec: Any, call: Callable, is_async: bool, threaded: bool, convert: Converter) -> None:
         self.spec = spec  # a core/registry.RouteSpec (or a stand-in for the 404/405 routes)
@@ -57,6 +57,8 @@ class Route:
         self.cached: Optional[HTTPResponse] = None
         self.fast = False
         self.name: str = spec.name
+        self.background = False  # has a BackgroundTasks parameter (never fast: see handle)
+        self.stream_body: bool = getattr(spec, "stream_body", False)
 
 
 class _Fallback:
@@ -73,7 +75,7 @@ class Dispatcher:
     def __init__(self, router: Router[Route], routes: list[Route], *, defaults: DefaultHeaders, errors: ErrorResponder,
                  global_before: list, global_after: list, request_headers: Optional[tuple[dict, dict]],
                  excluded_paths: frozenset, blocking_warn_s: float, executor: Any,
-                 websocket: Any = None, mounts: Any = None) -> None:
+                 websocket: Any = None, mounts: Any = None, background: Any = None) -> None:
         self.router = router
         self.routes = routes
         self.defaults = defaults
@@ -86,6 +88,7 @@ class Dispatcher:
         self.executor = executor
         self.websocket = websocket
         self.mounts = mounts  # mounted ASGI apps (asgi/mount.py MountTable), asked after the routes
+        self.background = background  # core/background.BackgroundRunner, when a route takes tasks
         self.running: Optional[Route] = None  # the sync handler on the loop now (see watchdog.py)
         self.running_since = 0.0
         self.error_convert = Converter(None, defaults)
@@ -133,7 +136,18 @@ class Dispatcher:
                 return route.convert(self._call_sync(route, request))
             except Exception as exc:
                 return self._error(route, exc)
+        if route.background:
+            return self._run_then_tasks(route, request)
         return self._run(route, request)
+
+    def streams_body(self, raw: HTTPRequest) -> bool:
+        """Whether the route for ``raw`` reads its body as a stream (``stream_body=True``); the
+        server asks once the head is parsed (``server/interface.py``)."""
+        methods, _ = self.router.match(raw.path)
+        if methods is None:
+            return False
+        route = methods.get(raw.method)
+        return route is not None and route.stream_body
 
     def _request(self, raw: HTTPRequest, names: Any, values: Any) -> Request:
         params = dict(zip(names, values)) if values else {}
@@ -143,6 +157,12 @@ class Dispatcher:
         return request
 
     # -- the full pipeline -----------------------------------------------------------------
+
+    async def _run_then_tasks(self, route: Route, request: Request) -> HTTPResponse:
+        """A route with a ``BackgroundTasks`` parameter: its answer carries the tasks, which the
+        server starts once the answer is written."""
+        response = await self._run(route, request)
+        return self.background.response_then(request, response)
 
     async def _run(self, route: Route, request: Request) -> HTTPResponse:
         """Before hooks → handler → after hooks. An error answer (the exception handler's, a

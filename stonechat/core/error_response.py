@@ -14,7 +14,7 @@ import logging
 import traceback
 from typing import Any, Awaitable, Callable, Optional, Union
 
-from ..server.interface import HTTPResponse
+from ..server.interface import BodyError, HTTPResponse
 from .conversion import Converter, encode_headers, json_bytes
 from .errors import HTTPException, ParamError
 
@@ -40,6 +40,8 @@ class ErrorResponder:
             if exc.body is not None:
                 return HTTPResponse(exc.status, convert.json_block, json_bytes(exc.body))
             return HTTPResponse(exc.status, convert.text_block, (str(exc) + "\n").encode())
+        if isinstance(exc, BodyError):  # a streamed body too large or too slow (request.stream())
+            return HTTPResponse(exc.status, convert.text_block, (exc.message + "\n").encode())
         handler = self.handler
         if handler is not None:
             if self.handler_is_async:

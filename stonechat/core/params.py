@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 from . import markers as T
+from .background import BackgroundTasks, tasks_for
 from .datastructures import Headers, Identity, QueryParams, Url
 from .errors import ParamError
 from .request import Request
@@ -42,6 +43,8 @@ def _by_annotation(annotation: Any, body_model: Optional[BodyModel] = None) -> O
         return None
     if issubclass(annotation, Request):
         return _identity
+    if issubclass(annotation, BackgroundTasks):
+        return tasks_for
     if issubclass(annotation, QueryParams):
         return lambda r: r.query_params
     if issubclass(annotation, Headers):
@@ -243,6 +246,12 @@ def compile_call(handler: Callable, endpoint: str, global_deps: dict, router_dep
     return namespace["call"]
 
 
+def uses_background_tasks(handler: Callable, endpoint: str) -> bool:
+    """Whether ``handler`` has a ``BackgroundTasks`` parameter (its route then attaches the
+    tasks to the response; routes without one pay nothing)."""
+    return any(getter is tasks_for for _, getter in resolve_getters(handler, endpoint, {}, {}))
+
+
 @dataclass(frozen=True)
 class IndividualParam:
     """A handler parameter filled from the path or the query string (phase 3 above), as
@@ -300,4 +309,5 @@ def arity(fn: Callable) -> int:
 
 
 __all__ = ["BodyModel", "IndividualParam", "compile_call", "individual_params", "resolve_getters",
+           "uses_background_tasks",
            "is_async_callable", "arity"]

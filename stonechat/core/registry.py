@@ -71,6 +71,7 @@ class RouteSpec:
     responses: Any = None
     deprecated: bool = False
     include_in_schema: bool = True
+    stream_body: bool = False     # the handler reads the body as it arrives (request.stream())
 
     @property
     def name(self) -> str:

@@ -8,13 +8,14 @@ so a handler that never reads them never pays for them.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, AsyncIterator, Optional, Union
 from urllib.parse import unquote
 
 import orjson
 
 from .datastructures import Headers, Identity, QueryParams, Url
 from .forms import Upload, parse_form
+from .uploads import SPOOL_MAX_SIZE, Part, stream_form
 
 _UNSET: Any = object()
 
@@ -198,6 +199,25 @@ class Request:
         if self._form_data is None:
             self._form_data = form_data
 
+    def stream(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: ``async for chunk in request.stream()``. On a route with
+        ``stream_body=True`` the chunks come from the socket (the client is slowed down while
+        the handler is slower; past ``max_body_size`` it raises, and an uncaught error answers
+        413); elsewhere the whole body, already read, comes as one chunk."""
+        raw = self._raw
+        if raw is not None:
+            try:
+                return raw.body_stream  # type: ignore[no-any-return]
+            except AttributeError:
+                pass
+        return _whole(self._body)
+
+    def stream_form(self, spool_max_size: int = SPOOL_MAX_SIZE) -> AsyncIterator[Part]:
+        """A form body part by part, each yielded once complete: ``FormField(name, value)`` or an
+        ``UploadFile`` whose data went to a temporary file as it arrived (in memory up to
+        ``spool_max_size`` bytes, then on disk). See docs/uploads-and-tasks.md."""
+        return stream_form(self.stream(), self.headers.get("content-type", ""), spool_max_size)
+
     def text(self, encoding: str = "utf-8") -> str:
         return self._body.decode(encoding, "replace")
 
@@ -209,3 +229,8 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url.path}>"
+
+
+async def _whole(body: bytes) -> AsyncIterator[bytes]:
+    if body:
+        yield body

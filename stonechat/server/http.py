@@ -41,7 +41,8 @@ from typing import Any, Optional
 import httptools
 
 from .flow import FlowControl
-from .interface import NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, HTTPRequest, HTTPResponse, WebSocketAccept, plain_response
+from .interface import (BODY_STREAM_HIGH, NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, BodyError, BodyStream,
+                        HTTPRequest, HTTPResponse, HTTPResponseThen, WebSocketAccept, plain_response)
 from .state import ServerState
 from .websocket.handshake import check_handshake
 from .websocket.protocol import WebSocketProtocol
@@ -93,6 +94,9 @@ class _Reject(Exception):
 # Set as ``error`` when the client shuts its sending side with requests still owed: after
 # them, "sending the error" closes the connection (the queue already checks ``error``).
 _PEER_DONE = _Reject(0, "the client closed its side")
+# Set as ``error`` when a streamed body failed (too large, too slow) while its request is the
+# application's: the application answers it, then the connection closes (lingering).
+_CLOSE_AFTER = _Reject(0, "a streamed body ended early")
 
 
 class HttpProtocol(FlowControl, asyncio.Protocol):
@@ -102,6 +106,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         "body_parts", "body_size", "in_body", "head_started", "idle_since", "body_progress", "body_started",
         "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "expect_continue", "chunked", "linger_deadline", "linger_heard",
+        "streamed",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -124,6 +129,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.send_continue = False
         self.linger_deadline = 0.0   # set by a lingering close: when to stop waiting
         self.linger_heard = 0.0      # when the client last sent something we then dropped
+        self.streamed: Optional[HTTPRequest] = None  # a request whose body streams to the app, until its end
 
     # -- connection events ---------------------------------------------------------------
 
@@ -149,6 +155,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.state.connections.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        if self.streamed is not None:
+            self.streamed.body_stream.fail(BodyError(400, "the client closed the connection before the body ended"))
         self.wake_writers()  # a streaming response stops at its next chunk
         self._drop_parser()
 
@@ -313,17 +321,57 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 self.transport.write(_CONTINUE)
             else:
                 self.send_continue = True  # after the responses queued before it
+        if self.state.streams_body is not None and not request.websocket:
+            self._maybe_stream(request)
+
+    def _maybe_stream(self, request: HTTPRequest) -> None:
+        """The application streams this request's body (``interface.py``): hand the request over
+        now, with a ``BodyStream`` that ``on_body`` fills."""
+        if not self.chunked:
+            for name, value in request.headers:
+                if name == b"content-length":
+                    if value.strip(b" \t") in (b"", b"0"):
+                        return
+                    break
+            else:
+                return  # no body
+        streams_body = self.state.streams_body
+        if streams_body is None or not streams_body(request):
+            return
+        request.body_stream = BodyStream(self._stream_drained)
+        self.streamed = request
+        self.pending.append(request)
+
+    def _stream_drained(self) -> None:
+        """The handler read the streamed body down to its low-water mark: read from the client again."""
+        if self.read_paused and self.streamed is not None:
+            self.body_progress = self.state.now  # the pause was ours, not the client's
+            self._maybe_resume_reading()
 
     def on_body(self, chunk: bytes) -> None:
         self.body_size += len(chunk)
         if self.body_size > self.settings.max_body_size:
             raise _Reject(413, "Request body too large")
-        self.body_parts.append(chunk)
+        streamed = self.streamed
+        if streamed is None:
+            self.body_parts.append(chunk)
+        else:
+            stream = streamed.body_stream
+            stream.feed(chunk)
+            if stream.unread >= BODY_STREAM_HIGH:
+                self.pause_reading()  # the handler is slower than the client
         self.body_progress = self.state.now
 
     def on_message_complete(self) -> None:
         request = self.request
         assert request is not None
+        if self.streamed is not None:  # already handed over (_maybe_stream)
+            self.streamed = None
+            request.body_stream.finish()
+            self.in_body = False
+            self.send_continue = False
+            self.request = None
+            return
         parts = self.body_parts
         if parts:
             request.body = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -374,8 +422,11 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
     async def _run(self, request: HTTPRequest, result: Any) -> None:
         written = False
         try:
-            if result.__class__ is not HTTPResponse:
+            if result.__class__ is not HTTPResponse and result.__class__ is not HTTPResponseThen:
                 result = await result
+            if self.streamed is request:
+                # answered before its body ended: the rest of it is dropped with the connection
+                request.keep_alive = False
             if isinstance(result, WebSocketAccept):
                 if request.websocket and not self.closing:
                     self._start_websocket(request, result)
@@ -387,6 +438,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             else:
                 written = True
                 self._write_response(request, result, request.keep_alive)
+            if result.__class__ is HTTPResponseThen:
+                self.loop.call_soon(result.after)  # the response is written: its work may begin
         except asyncio.CancelledError:
             # Cancelled by the drain deadline at shutdown, or because the client went away.
             if not written and not self.closing:
@@ -528,7 +581,13 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             await self.writable()
 
     def _fail(self, reject: _Reject) -> None:
-        """Stop parsing; the error is sent after the responses already owed."""
+        """Stop parsing; the error is sent after the responses already owed. A streamed body
+        fails instead: its handler gets the error and answers, then the connection closes."""
+        streamed = self.streamed
+        if streamed is not None:
+            streamed.body_stream.fail(BodyError(reject.status, reject.message))
+            logger.info("%s from %s: %s (streamed body)", reject.status, self.client, reject.message)
+            reject = _CLOSE_AFTER
         self.error = reject
         self.request = None
         self.pause_reading()
@@ -539,6 +598,9 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         if reject is _PEER_DONE:  # the client closed its side and everything is answered
             self.closing = True
             self.transport.close()
+            return
+        if reject is _CLOSE_AFTER:
+            self._close_lingering()
             return
         if reject.status >= 500 or reject.status in (400, 413, 414, 431, 408):
             logger.info("%s from %s: %s", reject.status, self.client, reject.message)
@@ -559,7 +621,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     def _maybe_resume_reading(self) -> None:
         if (self.read_paused and not self.write_paused and self.error is None
-                and self.upgrade_tail is None and len(self.pending) <= self.settings.max_pipelined):
+                and self.upgrade_tail is None and len(self.pending) <= self.settings.max_pipelined
+                and (self.streamed is None or not self.streamed.body_stream.full)):
             self.resume_reading()
 
     # -- deadlines (called by ServerState.tick) -------------------------------------------
@@ -573,6 +636,13 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
     def check_timeouts(self, now: float) -> None:
         if self.closing:
             self._end_linger(now)
+            return
+        streamed = self.streamed
+        if streamed is not None and self.error is None and not self.read_paused:
+            # A streamed body is held to the idle gap only (an upload may take longer than
+            # body_deadline); while reading is paused for a slow handler, nothing is owed.
+            if now - self.body_progress > self.settings.body_timeout:
+                self._fail(_Reject(408, "Request body timeout"))
             return
         if self.task is not None or self.pending:
             return  # the application has the floor; its own deadlines apply

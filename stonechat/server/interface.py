@@ -28,10 +28,32 @@ Peers: in a worker of ``--processes N``, before serving, the server calls
 ``publish(data: bytes)`` hands ``data`` to ``receive(data)`` in every *other* worker process,
 in order, without waiting (best effort: see ``server/peers.py``). A single process has no peers
 and the method is not called. The framework uses it for WebSocket broadcast.
+
+Work after the response: ``handle`` may answer an :class:`HTTPResponseThen`, an
+``HTTPResponse`` with an ``after()`` callback; the server calls it once the response's bytes
+are written (handed to the transport, the last chunk of a stream included; a client that left
+meanwhile changes nothing), not when writing failed or the request was cancelled. If the application has ``background_pending()`` (a count), the drain
+at the stop also waits, within the same ``drain_timeout``, until it says 0; past the deadline
+the server calls ``background_deadline()``, which stops or abandons what is left and logs it by
+name. The framework uses this for background tasks.
+
+Streamed request bodies: if the application has a callable ``streams_body`` attribute (not
+None), the server calls ``streams_body(request)`` once a request's head is parsed and it has a
+body (Content-Length > 0 or chunked). True: the request goes to ``handle`` at once with an
+empty ``body`` and a :class:`BodyStream` in ``request.body_stream`` (the slot is set only on
+such requests: read it with ``getattr(request, "body_stream", None)``), which yields the body's
+chunks as they arrive. The server stops reading from the client while ``BODY_STREAM_HIGH`` bytes
+wait unread in it, so a slow handler slows the client instead of filling memory.
+``max_body_size`` still holds: past it the stream raises :class:`BodyError` (413), the
+handler's answer is sent (a :class:`BodyError` it lets through becomes that status), and the
+connection closes. An answer sent before the body was read to its end closes the connection
+too.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Protocol, Union
 
 
@@ -44,8 +66,9 @@ class HTTPRequest:
 
     __slots__ = (
         "method", "target", "path", "query", "headers", "body", "client", "server",
-        "scheme", "http_version", "keep_alive", "websocket", "host",
+        "scheme", "http_version", "keep_alive", "websocket", "host", "body_stream",
     )
+    body_stream: "BodyStream"  # set only when the application streams this request's body
 
     def __init__(self) -> None:
         self.method: str = "GET"
@@ -79,6 +102,94 @@ class HTTPResponse:
         self.headers = headers
         self.body = body
         self.stream = stream
+
+
+class HTTPResponseThen(HTTPResponse):
+    """An ``HTTPResponse`` with ``after()``: called by the server once the response is written
+    (background tasks). Never the fast path: the server awaits the handler's result first."""
+
+    __slots__ = ("after",)
+
+    def __init__(self, response: HTTPResponse, after: Callable[[], None]) -> None:
+        HTTPResponse.__init__(self, response.status, response.headers, response.body, response.stream)
+        self.after = after
+
+
+class BodyError(Exception):
+    """A streamed request body cannot be read on: too large (413), too slow (408), or the
+    client went away (400; it will not see an answer). ``status`` is the HTTP answer it calls for."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+BODY_STREAM_HIGH = 256 * 1024  # unread bytes in a BodyStream before the server stops reading
+BODY_STREAM_LOW = 64 * 1024    # ... and resumes reading once the handler is down to this
+
+
+class BodyStream:
+    """The body of one streamed request, as it arrives: ``async for chunk in stream``.
+
+    Filled by the server (``feed``, ``finish``, ``fail``); read by one task. ``on_drained`` is
+    the server's: called when the reader took the unread bytes down to ``BODY_STREAM_LOW``."""
+
+    __slots__ = ("chunks", "unread", "done", "error", "waiter", "on_drained", "received", "__weakref__")
+
+    def __init__(self, on_drained: Callable[[], None]) -> None:
+        self.chunks: deque[bytes] = deque()
+        self.unread = 0
+        self.done = False
+        self.error: Optional[BodyError] = None
+        self.waiter: Optional[asyncio.Future[None]] = None  # the future the reader awaits while nothing is unread
+        self.on_drained = on_drained
+        self.received = 0  # bytes fed so far
+
+    @property
+    def full(self) -> bool:
+        return self.unread >= BODY_STREAM_HIGH
+
+    def feed(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.unread += len(chunk)
+        self.received += len(chunk)
+        self._wake()
+
+    def finish(self) -> None:
+        self.done = True
+        self._wake()
+
+    def fail(self, error: BodyError) -> None:
+        if not self.done:
+            self.error = error
+            self.done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def __aiter__(self) -> "BodyStream":
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self.chunks:
+            if self.done:
+                if self.error is not None:
+                    raise self.error
+                raise StopAsyncIteration
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        chunk = self.chunks.popleft()
+        before = self.unread
+        self.unread = before - len(chunk)
+        if before > BODY_STREAM_LOW >= self.unread:
+            self.on_drained()
+        return chunk
 
 
 # Statuses whose responses never carry a body (RFC 9110 6.4.1): no Content-Length either.

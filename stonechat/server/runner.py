@@ -10,7 +10,9 @@ The shutdown phases, each logged on one line (INFO, stderr):
                                   from now on says ``Connection: close``
   2. draining N requests          requests received get ``drain_timeout`` seconds (later, 503);
                                   a connection closes, lingering, once its client is quiet
-                                  (``http.py``: nothing a client sent is dropped or reset)
+                                  (``http.py``: nothing a client sent is dropped or reset);
+                                  the application's background tasks get the same deadline,
+                                  then it cancels those left and names them (``interface.py``)
   3. closing N websockets         each gets close 1001; their sessions (close handlers) finish
   4. application shutdown         ``app.shutdown()``: the framework's shutdown handlers
   5. done in N ms                 exit code 0
@@ -428,13 +430,19 @@ class Worker:
         quiet = min(_QUIET, drain_timeout)
         now = loop.time()
         busy = sum(1 for conn in list(state.connections) if conn.begin_drain(now, quiet))
-        logger.info("draining %d requests (deadline %.1f s)", busy, drain_timeout)
+        # Work the application runs after its responses (background tasks) drains too.
+        background: Any = getattr(self.app, "background_pending", None) or (lambda: 0)
+        tasks = background()
+        logger.info("draining %d requests%s (deadline %.1f s)", busy,
+                    f" and {tasks} background task(s)" if tasks else "", drain_timeout)
         deadline = now + drain_timeout
-        while state.connections and loop.time() < deadline:
+        while (state.connections or background()) and loop.time() < deadline:
             await asyncio.sleep(0.02)
             now = loop.time()
             for conn in list(state.connections):
                 conn.drain_step(now, quiet)
+        if background():
+            self.app.background_deadline()  # type: ignore[attr-defined]  # logs what is left, by name
         if not state.connections:
             return
         state.drain_over = True

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 from email.utils import formatdate
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
-from .interface import Application
+from .interface import Application, HTTPRequest
 from .settings import ServerSettings
 
 
@@ -56,6 +56,8 @@ class ServerState:
         own: frozenset[bytes] = getattr(app, "own_headers", frozenset())
         self.server_line = b"" if b"server" in own else b"server: stonechat\r\n"
         self.send_date = b"date" not in own
+        # The application's streams_body(request), or None: no route streams (interface.py)
+        self.streams_body: Optional[Callable[[HTTPRequest], bool]] = getattr(app, "streams_body", None)
         self._ticker: Optional[asyncio.TimerHandle] = None
 
     # -- WebSockets and their per-IP counts ----------------------------------------------------

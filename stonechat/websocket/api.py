@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import orjson
 
-from ..core.datastructures import QueryParams
+from ..core.datastructures import Headers, QueryParams
 from ..core.registry import WebSocketSpec, WebSocketStyle
 from ..core.request import Request
 from .rooms import Joining, RoomHub
@@ -129,6 +129,13 @@ class WebSocketConnector:
         self.close_code: Optional[int] = None
         self.close_reason: str = ""
         self.closed_by: str = ""
+
+    @property
+    def headers(self) -> Headers:
+        """The handshake request's headers (``ws.headers.get("x-token")``), in both API styles;
+        ``ws.request`` is the whole handshake request (query and path params, identity,
+        ``ip_addr``). Robyn has no way to read them (its issue #1446)."""
+        return self.request.headers
 
     @property
     def _connector(self) -> "WebSocketConnector":  # Robyn's adapter keeps it here
