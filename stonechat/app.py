@@ -457,6 +457,10 @@ class Robyn(BaseRouter):
             call = compile_call(spec.handler, spec.endpoint, global_deps,
                                 spec.router.dependencies.router_dependency_map, body_model=validation.body_model)
             takes_tasks = uses_background_tasks(spec.handler, spec.endpoint)
+            if takes_tasks and spec.const:
+                # a const route runs once at startup and then answers from its cache: tasks
+                # added there would run once, or never for the requests that expect them
+                raise ValueError(f"const=True on GET {spec.endpoint}: a const route cannot take BackgroundTasks")
             if takes_tasks:
                 call = arm_after_call(call, is_async)
                 background = background or BackgroundRunner()

@@ -189,3 +189,15 @@ def test_testclient_runs_the_tasks_too():
     with TestClient(app) as client:
         assert client.post("/note", body="hello").text == "noted"
     assert seen == ["hello"]
+
+
+def test_a_const_route_cannot_take_background_tasks():
+    app = Robyn(__file__)
+
+    @app.get("/c", const=True)
+    def cached(tasks: BackgroundTasks):
+        tasks.add_task(print, "never")
+        return "x"
+
+    with pytest.raises(ValueError, match="const route cannot take BackgroundTasks"):
+        TestClient(app).get("/c")
