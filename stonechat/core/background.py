@@ -118,9 +118,13 @@ def _in_thread(fn: Callable[[], Any], name: str) -> "asyncio.Future[Any]":
 class BackgroundRunner:
     """Runs the background tasks of one served app and keeps count for the stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_threads: int = 32) -> None:
         self.running: dict["asyncio.Task[None]", list[str]] = {}  # task → names not yet finished
         self.closed = False
+        # At most this many sync tasks on threads at once; the rest wait their turn on the loop
+        # (a burst of requests must not become a burst of threads). Made on first use, in the loop.
+        self.max_threads = max_threads
+        self.thread_slots: Optional[asyncio.Semaphore] = None
 
     def response_then(self, request: Any, response: HTTPResponse) -> HTTPResponse:
         """The response to send for a route with a ``BackgroundTasks`` parameter: with its due
@@ -149,7 +153,10 @@ class BackgroundRunner:
                 if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
                     await fn(*args, **kwargs)
                 else:  # shielded: a cancel stops the wait, the thread cannot be stopped
-                    await asyncio.shield(_in_thread(lambda: fn(*args, **kwargs), name))
+                    if self.thread_slots is None:
+                        self.thread_slots = asyncio.Semaphore(self.max_threads)
+                    async with self.thread_slots:
+                        await asyncio.shield(_in_thread(lambda: fn(*args, **kwargs), name))
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -201,3 +201,40 @@ def test_a_const_route_cannot_take_background_tasks():
 
     with pytest.raises(ValueError, match="const route cannot take BackgroundTasks"):
         TestClient(app).get("/c")
+
+
+def test_sync_tasks_use_a_bounded_number_of_threads():
+    """100 responses with a sync task each: never more than the runner's 32 threads at once."""
+    import asyncio
+    import threading
+
+    from stonechat.core.background import BackgroundRunner
+    lock = threading.Lock()
+    now = peak = 0
+    done = threading.Event()
+    finished = 0
+
+    def work():
+        nonlocal now, peak, finished
+        with lock:
+            now += 1
+            peak = max(peak, now)
+        time.sleep(0.05)
+        with lock:
+            now -= 1
+            finished += 1
+            if finished == 100:
+                done.set()
+
+    async def main():
+        runner = BackgroundRunner()
+        for _ in range(100):
+            t = BackgroundTasks()
+            t.add_task(work)
+            runner.start(t)
+        while runner.pending():
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert done.is_set() and finished == 100
+    assert 1 < peak <= 32, peak
