@@ -29,6 +29,7 @@ from .core.datastructures import Headers
 from .core.dependencies import DependencyMap
 from .core.dispatch import Dispatcher, Route
 from .core.error_response import ErrorResponder
+from .core.files import OpenFile
 from .core.lifecycle import Events, Lifecycle, StartupError
 from .core.params import arity, compile_call, is_async_callable
 from .core.registry import HTTP_METHODS, FunctionInfo, HttpMethod, MiddlewareSpec, MiddlewareType, RouteSpec, WebSocketSpec
@@ -38,7 +39,9 @@ from .core.watchdog import BlockingWatchdog
 from .envfile import EnvFile, load_env_file
 from .features.mcp import MCPApp
 from .features import validation
+from .features.static import StaticDirectory, StaticFiles
 from .features.openapi import configure as configure_openapi, served_routes as openapi_routes
+from .server.interface import HTTPResponse
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
 from .server.signals import hold_stop_signals
@@ -298,6 +301,7 @@ class Robyn(BaseRouter):
         self.mount_specs: list[MountSpec] = []
         self.mounted: dict[str, Mount] = {}  # the mounts of the last build, by prefix
         self.asgi_middlewares: list[Middleware] = []
+        self.static_directories: list[tuple[str, str, Optional[str], bool]] = []  # serve_directory calls
         self._asgi: Optional[ASGIApp] = None
 
     @property
@@ -345,6 +349,13 @@ class Robyn(BaseRouter):
 
     def set_request_header(self, key: str, value: str) -> None:
         self.request_headers.set(key, value)
+
+    def serve_directory(self, route: str, directory_path: str, index_file: Optional[str] = None,
+                        show_files_listing: bool = False) -> None:
+        """Serve the files under ``directory_path`` at ``route`` (features/static.py): GET and
+        HEAD for an existing file get it, before any route; other requests go to the routes.
+        ``index_file`` answers directory URLs; ``show_files_listing`` lists them instead."""
+        self.static_directories.append((route, directory_path, index_file, show_files_listing))
 
     def add_response_header(self, key: str, value: str) -> None:
         self.response_headers.append(key, value)
@@ -572,6 +583,9 @@ class ServedApp:
                 and dispatcher.websocket is None):
             # The whole app is one ASGI app at "/": nothing to look up first.
             self.handle = table.root.handle
+        if app.static_directories:  # checked here, at startup: a missing directory is named
+            directories = [StaticDirectory(*args) for args in app.static_directories]
+            self.handle = StaticFiles(directories, self.handle).handle
         self.settings = settings
         self.watchdog: Optional[BlockingWatchdog] = None
 
@@ -622,6 +636,10 @@ class ServedApp:
                 response = route.convert(result)
             except Exception as exc:
                 raise StartupError(f"const route {route.name}", exc) from exc
+            if isinstance(response.stream, OpenFile):  # a file: cached whole, as Robyn does
+                with response.stream.file:
+                    body = response.stream.file.read()
+                response = HTTPResponse(response.status, response.headers, body)
             if response.stream is not None:
                 raise StartupError(f"const route {route.name}", TypeError("a const route cannot stream"))
             route.cached = response

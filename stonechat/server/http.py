@@ -41,7 +41,7 @@ from typing import Any, Optional
 import httptools
 
 from .flow import FlowControl
-from .interface import NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, HTTPRequest, HTTPResponse, WebSocketAccept, plain_response
+from .interface import NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, FileBody, HTTPRequest, HTTPResponse, WebSocketAccept, plain_response
 from .state import ServerState
 from .websocket.handshake import check_handshake
 from .websocket.protocol import WebSocketProtocol
@@ -383,7 +383,10 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 result = plain_response(400, "Bad request: not a WebSocket handshake\n")
             if result.stream is not None:
                 written = True
-                await self._write_stream(request, result)
+                if isinstance(result.stream, FileBody):
+                    await self._write_file(request, result)
+                else:
+                    await self._write_stream(request, result)
             else:
                 written = True
                 self._write_response(request, result, request.keep_alive)
@@ -522,6 +525,37 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         elif not self.closing:
             # a body delimited by the close (HTTP/1.0) cannot be followed by another answer
             self._after_close_response(request, chunked)
+
+    async def _write_file(self, request: HTTPRequest, response: HTTPResponse) -> None:
+        """A file body with its length as Content-Length, read a piece at a time and only as
+        fast as the client takes it: the memory held is one piece plus the write buffer."""
+        body = response.stream
+        assert isinstance(body, FileBody)
+        status = response.status
+        keep_alive, connection = self._keep_alive_header(request, request.keep_alive)
+        status_line = _STATUS_LINES.get(status) or _status_line(status)
+        transport = self.transport
+        try:
+            transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n" % (
+                status_line, response.headers, body.length, self.state.date_block, connection))
+            if request.method != "HEAD" and status not in NO_BODY_STATUSES:
+                while body.length and not self.closing:
+                    transport.write(body.read_chunk())
+                    if self.write_paused:
+                        await self._drain()
+        except OSError as exc:
+            # The head is out: the only honest end for a body we cannot finish is to cut the
+            # connection, so the client sees a short body rather than a wrong one.
+            logger.error("cannot finish sending a file for %s %s: %s", request.method, request.target, exc)
+            self.closing = True
+            transport.abort()
+            return
+        finally:
+            body.close()
+        if keep_alive and not self.closing:
+            self.idle_since = self.state.now
+        elif not self.closing:
+            self._after_close_response(request, True)
 
     async def _drain(self) -> None:
         if self.write_paused and not self.closing:

@@ -32,6 +32,7 @@ and the method is not called. The framework uses it for WebSocket broadcast.
 
 from __future__ import annotations
 
+import os
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Protocol, Union
 
 
@@ -63,18 +64,66 @@ class HTTPRequest:
         self.host: bytes = b""
 
 
+class FileBody:
+    """A body read from an open file: ``length`` bytes from ``offset`` of ``file`` (a binary
+    file object, ideally unbuffered). Put in ``HTTPResponse.stream``, the server sends it with a
+    Content-Length (no chunking), reading the file a piece at a time as the client takes it, so
+    a large file never sits in memory; it closes the file when done or when the connection ends.
+
+    It is also an async iterator of its pieces, so that whatever only knows streams (the
+    TestClient, an ASGI server under ``app.asgi``) still gets the bytes."""
+
+    __slots__ = ("file", "offset", "length")
+
+    CHUNK = 256 * 1024
+
+    def __init__(self, file: Any, offset: int, length: int) -> None:
+        self.file = file
+        self.offset = offset
+        self.length = length
+
+    def read_chunk(self, size: int = CHUNK) -> bytes:
+        """The next piece (``b""`` when done), advancing ``offset`` and ``length``; ``OSError``
+        when the file ends before ``length`` bytes (it was truncated meanwhile)."""
+        if self.length <= 0:
+            return b""
+        chunk = os.pread(self.file.fileno(), min(size, self.length), self.offset)
+        if not chunk:
+            raise OSError(f"{getattr(self.file, 'name', 'file')!r} ended {self.length} bytes early")
+        self.offset += len(chunk)
+        self.length -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __aiter__(self) -> "FileBody":
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = self.read_chunk()
+        if not chunk:
+            self.close()
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        self.close()
+
+
 class HTTPResponse:
     """What the framework hands back: a status, pre-encoded header lines and a body.
 
     ``headers`` is a ``bytes`` block of ``name: value\\r\\n`` lines *without* framing headers
     (Content-Length, Transfer-Encoding, Connection, Date, Server); the server adds those.
-    Exactly one of ``body`` (bytes) and ``stream`` (an async iterator of bytes) is used.
+    Exactly one of ``body`` (bytes) and ``stream`` is used: an async iterator of bytes (sent
+    chunked), or a :class:`FileBody` (sent with its length as Content-Length).
     """
 
     __slots__ = ("status", "headers", "body", "stream")
 
     def __init__(self, status: int, headers: bytes = b"", body: bytes = b"",
-                 stream: Optional[AsyncIterator[bytes]] = None) -> None:
+                 stream: Union[AsyncIterator[bytes], FileBody, None] = None) -> None:
         self.status = status
         self.headers = headers
         self.body = body
