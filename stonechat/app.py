@@ -636,9 +636,12 @@ class ServedApp:
                 response = route.convert(result)
             except Exception as exc:
                 raise StartupError(f"const route {route.name}", exc) from exc
-            if isinstance(response.stream, OpenFile):  # a file: cached whole, as Robyn does
-                with response.stream.file:
-                    body = response.stream.file.read()
+            opened = response.stream
+            if isinstance(opened, OpenFile):  # a file: cached whole, as Robyn does
+                try:
+                    body = os.pread(opened.fd, opened.size, 0)
+                finally:
+                    opened.close()
                 response = HTTPResponse(response.status, response.headers, body)
             if response.stream is not None:
                 raise StartupError(f"const route {route.name}", TypeError("a const route cannot stream"))

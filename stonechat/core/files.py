@@ -37,28 +37,33 @@ class OpenFile(FileBody):
 
     __slots__ = ("size", "mtime", "etag", "last_modified")
 
-    def __init__(self, file: object, info: os.stat_result) -> None:
-        super().__init__(file, 0, info.st_size)
+    def __init__(self, fd: int, info: os.stat_result) -> None:
+        super().__init__(fd, 0, info.st_size)
         self.size = info.st_size
-        self.mtime = int(info.st_mtime)
+        self.mtime = mtime = int(info.st_mtime)
         # mtime (ns) and size: nginx's validator. Strong, so that If-Range can use it; two
         # writes of the same size within one timestamp tick would share it.
         self.etag = b'"%x-%x"' % (info.st_mtime_ns, info.st_size)
-        self.last_modified = formatdate(self.mtime, usegmt=True).encode()
+        last_modified = _DATES.get(mtime)
+        if last_modified is None:
+            if len(_DATES) > 4096:
+                _DATES.clear()
+            last_modified = _DATES[mtime] = formatdate(mtime, usegmt=True).encode()
+        self.last_modified = last_modified
 
     def validator_lines(self) -> bytes:
         return b"etag: %s\r\nlast-modified: %s\r\naccept-ranges: bytes\r\n" % (self.etag, self.last_modified)
 
 
-def open_regular(path: str, follow_links: bool = True) -> Optional[OpenFile]:
+_DATES: dict[int, bytes] = {}  # Last-Modified values by mtime: formatdate costs more than the rest
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def open_regular(path: str) -> Optional[OpenFile]:
     """The file at ``path`` opened for reading, or ``None`` when it is missing or not a regular
-    file (a directory, a device, a FIFO: opening those for reading could block or never end).
-    ``follow_links=False`` refuses a symbolic link as the last component."""
-    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-    if not follow_links:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
+    file (a directory, a device, a FIFO: reading those could block or never end)."""
     try:
-        fd = os.open(path, flags)
+        fd = os.open(path, _OPEN_FLAGS)
     except (OSError, ValueError):  # ValueError: a NUL byte in the path
         return None
     try:
@@ -66,7 +71,7 @@ def open_regular(path: str, follow_links: bool = True) -> Optional[OpenFile]:
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             return None
-        return OpenFile(open(fd, "rb", buffering=0), info)
+        return OpenFile(fd, info)
     except BaseException:
         os.close(fd)
         raise
@@ -179,13 +184,14 @@ def _if_range_holds(value: bytes, file: OpenFile) -> bool:
 
 def _body(status: int, block: bytes, file: OpenFile, offset: int, length: int, method: str) -> HTTPResponse:
     if length > SMALL_FILE:  # the server reads it (and a HEAD answer only needs the length)
-        return HTTPResponse(status, block, stream=FileBody(file.file, offset, length))
+        fd, file.fd = file.fd, -1  # the descriptor is the body's now
+        return HTTPResponse(status, block, stream=FileBody(fd, offset, length))
     try:
-        data = os.pread(file.file.fileno(), length, offset) if length else b""
+        data = os.pread(file.fd, length, offset) if length else b""
     finally:
         file.close()
     if len(data) != length:
-        raise OSError(f"{getattr(file.file, 'name', 'file')!r} was truncated while being served")
+        raise OSError("the file was truncated while being served")
     return HTTPResponse(status, block, data)
 
 

@@ -21,13 +21,19 @@ from ..core.files import content_type_for, open_regular, select
 from ..server.interface import TEXT_PLAIN, HTTPRequest, HTTPResponse
 
 _NOT_FOUND = HTTPResponse(404, TEXT_PLAIN, b"Not found")
+_READ_FAILED = HTTPResponse(500, TEXT_PLAIN, b"Internal Server Error: the file could not be read\n")
+_OUTSIDE = object()  # a path not under the prefix
+# Request paths resolved per directory: decoding, checking and the Content-Type cost more than
+# the system calls; what is on disk is still looked at on every request.
+_RESOLVED_MAX = 4096
+_RESOLVED_PATH_MAX = 512
 _PROC_FD = "/proc/self/fd/" if os.path.isdir("/proc/self/fd") else None
 
 
 class StaticDirectory:
     """One ``serve_directory`` call, checked and resolved when the app is built."""
 
-    __slots__ = ("route", "prefix", "root", "root_slash", "index_file", "listing")
+    __slots__ = ("route", "prefix", "root", "root_slash", "index_file", "listing", "resolved")
 
     def __init__(self, route: str, directory_path: str, index_file: Optional[str] = None,
                  show_files_listing: bool = False) -> None:
@@ -43,39 +49,63 @@ class StaticDirectory:
             raise ValueError(f"serve_directory({route!r}, ...): index_file {index_file!r} must be a file name")
         self.index_file = index_file
         self.listing = bool(show_files_listing)
+        self.resolved: dict[bytes, Any] = {}
 
     def answer(self, raw: HTTPRequest) -> Optional[HTTPResponse]:
         """The file's answer, a redirect or a listing; ``None`` when this directory has nothing
         for the path (the app answers it)."""
         path = raw.path
-        prefix = self.prefix
-        if not path.startswith(prefix):
+        if not path.startswith(self.prefix):
             return None
-        rest = path[len(prefix):]
-        if rest[:1] != b"/":
-            if rest or not (self.index_file or self.listing):
-                return None  # "/staticx" is not under "/static"
+        where = self.resolved.get(path)
+        if where is None:
+            where = self._resolve(path)
+            if len(path) <= _RESOLVED_PATH_MAX:
+                if len(self.resolved) >= _RESOLVED_MAX:
+                    self.resolved.clear()
+                self.resolved[path] = where
+        if where.__class__ is not tuple:
+            return where if where is not _OUTSIDE else None  # type: ignore[return-value]
+        full, type_line = where  # type: ignore[misc]
+        opened = open_regular(full)
+        if opened is not None:
+            if not self._inside(self._opened_path(opened.fd, full)):
+                opened.close()
+                return _NOT_FOUND
+            try:
+                return select(raw.method, raw.headers, 200, type_line + opened.validator_lines(), opened)
+            except OSError:
+                return _READ_FAILED
+        if self.index_file or self.listing:
+            return self._directory(raw, full)
+        return None
+
+    def _resolve(self, path: bytes) -> Any:
+        """What a request path names, from the path alone (so it can be remembered): the file's
+        path and Content-Type line, ``_NOT_FOUND`` for a path that tries to leave the root,
+        ``_OUTSIDE`` for one not under the prefix."""
+        rest = path[len(self.prefix):]
+        if rest[:1] != b"/" and (rest or not (self.index_file or self.listing)):
+            return _OUTSIDE  # "/staticx" is not under "/static"
         decoded = unquote_to_bytes(rest) if b"%" in rest else rest
         if b"\0" in decoded or b"\\" in decoded:
             return _NOT_FOUND
         segments = [s for s in os.fsdecode(decoded).split("/") if s and s != "."]
         if ".." in segments:
             return _NOT_FOUND
-        full = os.path.join(self.root, *segments)
-        opened = open_regular(full)
-        if opened is not None:
-            if not self._inside(self._opened_path(opened.file.fileno(), full)):
-                opened.close()
-                return _NOT_FOUND
-            return self._file(raw, opened, segments[-1] if segments else full)
-        if not (self.index_file or self.listing):
-            return None
+        name = segments[-1] if segments else ""
+        return (os.path.join(self.root, *segments), b"content-type: %s\r\n" % content_type_for(name).encode())
+
+    def _directory(self, raw: HTTPRequest, full: str) -> Optional[HTTPResponse]:
+        """A directory URL in index or listing mode: its index file, its listing, or the
+        redirect to the URL with a slash."""
         real = os.path.realpath(full)
         if not self._inside(real):
             return _NOT_FOUND
         if not os.path.isdir(real):
             return None
-        if not rest.endswith(b"/"):  # relative links in the page need the slash (actix does the same)
+        path = raw.path
+        if not path.endswith(b"/"):  # relative links in the page need the slash (actix does the same)
             location = path + b"/" + (b"?" + raw.query if raw.query else b"")
             return HTTPResponse(302, b"location: " + location + b"\r\n" + TEXT_PLAIN, b"")
         if self.index_file:
@@ -83,10 +113,14 @@ class StaticDirectory:
             opened = open_regular(index)
             if opened is None:
                 return None
-            if not self._inside(self._opened_path(opened.file.fileno(), index)):
+            if not self._inside(self._opened_path(opened.fd, index)):
                 opened.close()
                 return _NOT_FOUND
-            return self._file(raw, opened, self.index_file)
+            block = b"content-type: %s\r\n%s" % (content_type_for(self.index_file).encode(), opened.validator_lines())
+            try:
+                return select(raw.method, raw.headers, 200, block, opened)
+            except OSError:
+                return _READ_FAILED
         return self._listing(raw, real)
 
     def _inside(self, real: str) -> bool:
@@ -102,14 +136,6 @@ class StaticDirectory:
             except OSError:
                 pass
         return os.path.realpath(path)
-
-    @staticmethod
-    def _file(raw: HTTPRequest, opened: Any, name: str) -> HTTPResponse:
-        block = b"content-type: %s\r\n%s" % (content_type_for(name).encode(), opened.validator_lines())
-        try:
-            return select(raw.method, raw.headers, 200, block, opened)
-        except OSError:
-            return HTTPResponse(500, TEXT_PLAIN, b"Internal Server Error: the file could not be read\n")
 
     def _listing(self, raw: HTTPRequest, real: str) -> HTTPResponse:
         shown = os.fsdecode(unquote_to_bytes(raw.path))

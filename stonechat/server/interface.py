@@ -65,20 +65,21 @@ class HTTPRequest:
 
 
 class FileBody:
-    """A body read from an open file: ``length`` bytes from ``offset`` of ``file`` (a binary
-    file object, ideally unbuffered). Put in ``HTTPResponse.stream``, the server sends it with a
-    Content-Length (no chunking), reading the file a piece at a time as the client takes it, so
-    a large file never sits in memory; it closes the file when done or when the connection ends.
+    """A body read from a file: ``length`` bytes from ``offset`` of the open file descriptor
+    ``fd``, which the FileBody owns. Put in ``HTTPResponse.stream``, the server sends it with a
+    Content-Length (no chunking), reading a piece at a time as the client takes it, so a large
+    file never sits in memory; it closes the descriptor when done or when the connection ends
+    (and a FileBody dropped unsent closes it when collected).
 
     It is also an async iterator of its pieces, so that whatever only knows streams (the
     TestClient, an ASGI server under ``app.asgi``) still gets the bytes."""
 
-    __slots__ = ("file", "offset", "length")
+    __slots__ = ("fd", "offset", "length")
 
     CHUNK = 256 * 1024
 
-    def __init__(self, file: Any, offset: int, length: int) -> None:
-        self.file = file
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self.fd = fd
         self.offset = offset
         self.length = length
 
@@ -87,15 +88,21 @@ class FileBody:
         when the file ends before ``length`` bytes (it was truncated meanwhile)."""
         if self.length <= 0:
             return b""
-        chunk = os.pread(self.file.fileno(), min(size, self.length), self.offset)
+        chunk = os.pread(self.fd, min(size, self.length), self.offset)
         if not chunk:
-            raise OSError(f"{getattr(self.file, 'name', 'file')!r} ended {self.length} bytes early")
+            raise OSError(f"the file ended {self.length} bytes early (truncated while being sent)")
         self.offset += len(chunk)
         self.length -= len(chunk)
         return chunk
 
     def close(self) -> None:
-        self.file.close()
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            self.close()
 
     def __aiter__(self) -> "FileBody":
         return self
