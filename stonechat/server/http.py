@@ -32,7 +32,9 @@ closes the connection, lingering, once the client has been quiet for a moment or
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import re
 from collections import deque
 from http import HTTPStatus
@@ -79,6 +81,28 @@ LINGER = 2.0
 LINGER_QUIET = 0.25
 # RFC 3986 reg-name / IP-literal / port characters: anything else in Host is refused.
 _HOST_CHARS = bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(0x61, 0x7B)) + b"-._~!$&'()*+,;=:%[]"
+
+
+_os_sendfile = getattr(os, "sendfile", None)
+_SENDFILE_MIN = 64 * 1024  # below this one read and one write cost less than the calls around sendfile
+_SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+def _sendfile(sock_fd: int, body: FileBody) -> int:
+    """Bytes the kernel sent from ``body`` straight to the socket (advancing it); 0 when the
+    socket is full or the file ended early (the usual path then says so), -1 when the file
+    system cannot (the caller stops trying). A broken connection raises, as a write would."""
+    try:
+        sent = _os_sendfile(sock_fd, body.fd, body.offset, body.length)  # type: ignore[misc]
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        if exc.errno in _SENDFILE_UNSUPPORTED:
+            return -1
+        raise
+    body.offset += sent
+    body.length -= sent
+    return sent
 
 
 class _Reject(Exception):
@@ -539,7 +563,16 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n" % (
                 status_line, response.headers, body.length, self.state.date_block, connection))
             if request.method != "HEAD" and status not in NO_BODY_STATUSES:
+                sock_fd = self._sendfile_fd() if body.length > _SENDFILE_MIN else -1
                 while body.length and not self.closing:
+                    if sock_fd >= 0 and not transport.get_write_buffer_size():
+                        # Nothing of ours is queued: the kernel copies file to socket itself, as
+                        # much as the socket takes. What it does not take goes the usual way.
+                        sent = _sendfile(sock_fd, body)
+                        if sent > 0:
+                            continue
+                        if sent < 0:
+                            sock_fd = -1
                     transport.write(body.read_chunk())
                     if self.write_paused:
                         await self._drain()
@@ -556,6 +589,16 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             self.idle_since = self.state.now
         elif not self.closing:
             self._after_close_response(request, True)
+
+    def _sendfile_fd(self) -> int:
+        """The socket's descriptor for ``os.sendfile``, or -1 (TLS, or no socket to write to)."""
+        if self.scheme != "http" or _os_sendfile is None:
+            return -1
+        sock = self.transport.get_extra_info("socket")
+        try:
+            return sock.fileno() if sock is not None else -1
+        except (OSError, AttributeError):
+            return -1
 
     async def _drain(self) -> None:
         if self.write_paused and not self.closing:

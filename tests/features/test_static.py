@@ -76,6 +76,10 @@ def stamp(response):
     response.headers.set("x-hooked", "yes")
     return response
 
+@app.get("/random")
+async def random_file():
+    return serve_file(os.path.join(ROOT, "public", "random.bin"))
+
 @app.get("/gone")
 def gone():
     return serve_file(os.path.join(ROOT, "public", "does-not-exist.txt"))
@@ -84,6 +88,7 @@ app.start()
 """
 
 BIG = bytes(range(256)) * 1200  # 307,200 bytes: over the size read in one go (64 KiB)
+RANDOM = os.urandom(6 * 1024 * 1024 + 123)  # every position different: a byte out of order shows
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +112,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.symlink(root / "secret.txt", public / "link-out.txt")
     os.symlink(root / "outside", public / "linkdir-out")
     os.symlink("../secret.txt", public / "rel-out.txt")
+    (public / "random.bin").write_bytes(RANDOM)
     with open(public / "huge.bin", "wb") as f:
         f.truncate(1 << 30)  # sparse: no disk used
     build = root / "build"
@@ -453,3 +459,45 @@ def test_no_file_descriptor_left_open(server):
     while fds() > baseline and time.monotonic() < deadline:
         time.sleep(0.05)
     assert fds() <= baseline, os.listdir(f"/proc/{server.pid}/fd")
+
+
+def _read_responses(sock: socket.socket, slow_until: int = 0) -> bytes:
+    data = b""
+    while True:
+        chunk = sock.recv(16384 if len(data) < slow_until else 1 << 20)
+        if not chunk:
+            return data
+        data += chunk
+        if len(data) < slow_until:
+            time.sleep(0.002)
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["fast-reader", "slow-reader"])
+def test_file_bytes_exact_and_in_order_with_pipelining(server, slow):
+    """The kernel sends what fits straight from the file; the rest goes through the
+    transport's buffer when the client lags. Byte for byte, and the pipelined answer after it
+    comes after it, however the two paths alternate."""
+    with socket.socket() as s:
+        if slow:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        s.settimeout(30)
+        s.connect(("127.0.0.1", server.port))
+        s.sendall(b"GET /static/random.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /static/random.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=1000-\r\n\r\n"
+                  b"GET /static/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = _read_responses(s, slow_until=2 * 1024 * 1024 if slow else 0)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length: %d" % len(RANDOM) in head
+    assert rest[:len(RANDOM)] == RANDOM
+    rest = rest[len(RANDOM):]
+    head, _, rest = rest.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 206") and b"content-range: bytes 1000-%d/%d" % (len(RANDOM) - 1, len(RANDOM)) in head
+    assert rest[:len(RANDOM) - 1000] == RANDOM[1000:]
+    rest = rest[len(RANDOM) - 1000:]
+    head, _, rest = rest.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and rest == b"hello"
+
+
+def test_handler_file_bytes_exact(server, http):
+    r = http.get("/random")
+    assert r.status_code == 200 and r.content == RANDOM
