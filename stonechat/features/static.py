@@ -30,6 +30,24 @@ _RESOLVED_PATH_MAX = 512
 _PROC_FD = "/proc/self/fd/" if os.path.isdir("/proc/self/fd") else None
 
 
+_INLINE_APPLICATION = frozenset({"application/javascript", "application/json", "application/wasm",
+                                 "application/xhtml+xml"})
+
+
+def file_type_lines(name: str) -> bytes:
+    """Content-Type and Content-Disposition for a file name, as Robyn's static files (actix-files)
+    send them: ``inline`` for text, images, audio, video, scripts and JSON, else ``attachment``;
+    the name quoted, and in UTF-8 as ``filename*`` when it is not ASCII (RFC 6266)."""
+    kind = content_type_for(name)
+    bare = kind.partition(";")[0]
+    inline = bare.partition("/")[0] in ("text", "image", "audio", "video") or bare in _INLINE_APPLICATION
+    ascii_name = name.encode("ascii", "replace").decode().replace("\\", "\\\\").replace('"', '\\"')
+    disposition = f'{"inline" if inline else "attachment"}; filename="{ascii_name}"'
+    if not name.isascii():
+        disposition += f"; filename*=UTF-8''{quote(name, safe='', errors='surrogateescape')}"
+    return b"content-type: %s\r\ncontent-disposition: %s\r\n" % (kind.encode(), disposition.encode("latin-1", "replace"))
+
+
 class StaticDirectory:
     """One ``serve_directory`` call, checked and resolved when the app is built."""
 
@@ -94,7 +112,7 @@ class StaticDirectory:
         if ".." in segments:
             return _NOT_FOUND
         name = segments[-1] if segments else ""
-        return (os.path.join(self.root, *segments), b"content-type: %s\r\n" % content_type_for(name).encode())
+        return (os.path.join(self.root, *segments), file_type_lines(name))
 
     def _directory(self, raw: HTTPRequest, full: str) -> Optional[HTTPResponse]:
         """A directory URL in index or listing mode: its index file, its listing, or the
@@ -116,7 +134,7 @@ class StaticDirectory:
             if not self._inside(self._opened_path(opened.fd, index)):
                 opened.close()
                 return _NOT_FOUND
-            block = b"content-type: %s\r\n%s" % (content_type_for(self.index_file).encode(), opened.validator_lines())
+            block = file_type_lines(self.index_file) + opened.validator_lines()
             try:
                 return select(raw.method, raw.headers, 200, block, opened)
             except OSError:

@@ -169,6 +169,10 @@ def test_plain_files(http):
     assert r.headers["accept-ranges"] == "bytes"
     assert r.headers["content-length"] == "5"
     assert "x-app" not in r.headers  # as Robyn: no default headers on static files
+    assert r.headers["content-disposition"] == 'inline; filename="a.txt"'  # as Robyn (actix-files)
+    assert http.get("/static/blob.zzqx").headers["content-disposition"] == 'attachment; filename="blob.zzqx"'
+    assert http.get("/static/sp%20ace%20%C3%A9.txt").headers["content-disposition"] == (
+        "inline; filename=\"sp ace ?.txt\"; filename*=UTF-8''sp%20ace%20%C3%A9.txt")
     assert http.get("/static/sub/b.txt").text == "bee"
     assert http.get("/static/sp%20ace%20%C3%A9.txt").text == "spaced"
     assert http.get("/static/link-in.txt").text == "hello"  # a link inside the root is followed
@@ -501,3 +505,74 @@ def test_file_bytes_exact_and_in_order_with_pipelining(server, slow):
 def test_handler_file_bytes_exact(server, http):
     r = http.get("/random")
     assert r.status_code == 200 and r.content == RANDOM
+
+
+# -- the same answers in-process (TestClient) and under an ASGI server (app.asgi) ----------
+
+ASGI_APP = """
+import os
+from stonechat import Robyn, serve_file
+
+ROOT = {root!r}
+app = Robyn(__file__)
+app.serve_directory("/static", os.path.join(ROOT, "public"))
+
+@app.get("/random")
+def random_file():
+    return serve_file(os.path.join(ROOT, "public", "random.bin"))
+
+@app.get("/hooked-read")
+def hooked_read():
+    return serve_file(os.path.join(ROOT, "public", "a.txt"))
+
+@app.after_request("/hooked-read")
+def read_body(response):
+    response.headers.set("x-body", response.description)  # Robyn's body is the file's bytes
+    return response
+
+if __name__ == "__main__":
+    app.start()
+"""
+
+
+def test_test_client(tree):
+    import importlib.util
+    import sys
+    path = tree / "asgi_static_tc.py"
+    path.write_text(ASGI_APP.format(root=str(tree)))
+    spec = importlib.util.spec_from_file_location("asgi_static_tc", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["asgi_static_tc"] = module
+    spec.loader.exec_module(module)
+    from stonechat.testing import TestClient
+    with TestClient(module.app) as client:
+        r = client.get("/static/random.bin")
+        assert r.status_code == 200 and r.content == RANDOM
+        assert r.headers.get("content-length") == str(len(RANDOM))
+        r = client.get("/random", headers={"Range": "bytes=-10"})
+        assert r.status_code == 206 and r.content == RANDOM[-10:]
+        etag = client.get("/static/a.txt").headers.get("etag")
+        assert client.get("/static/a.txt", headers={"If-None-Match": etag}).status_code == 304
+        r = client.get("/hooked-read")
+        assert r.headers.get("x-body") == "hello" and r.content == b"hello"
+
+
+def test_under_uvicorn(serve, tree):
+    pytest.importorskip("uvicorn")
+    import sys
+    from conftest import free_port
+    path = tree / "asgi_static_uv.py"
+    path.write_text(ASGI_APP.format(root=str(tree)))
+    port = free_port()
+    proc = serve(str(path), port=port, command=[sys.executable, "-m", "uvicorn", "asgi_static_uv:app.asgi",
+                                                "--host", "127.0.0.1", "--port", str(port), "--no-access-log"])
+    with httpx.Client(base_url=proc.url, timeout=30) as http:
+        r = http.get("/static/random.bin")
+        assert r.status_code == 200 and r.content == RANDOM
+        assert r.headers["content-length"] == str(len(RANDOM))
+        r = http.get("/random", headers={"Range": "bytes=5-9"})
+        assert r.status_code == 206 and r.content == RANDOM[5:10]
+        r = http.head("/static/random.bin")
+        assert r.status_code == 200 and r.headers["content-length"] == str(len(RANDOM)) and r.content == b""
+        assert http.get("/static/../secret.txt").status_code == 404
+        assert http.get("/hooked-read").headers["x-body"] == "hello"
