@@ -357,6 +357,11 @@ class Robyn(BaseRouter):
         ``index_file`` answers directory URLs; ``show_files_listing`` lists them instead."""
         self.static_directories.append((route, directory_path, index_file, show_files_listing))
 
+    def static_directory_table(self) -> list[StaticDirectory]:
+        """The ``serve_directory`` mounts, checked (``ValueError`` naming a directory that is
+        not one); ``start()`` checks before it binds, so the error is one line, not a traceback."""
+        return [StaticDirectory(*args) for args in self.static_directories]
+
     def add_response_header(self, key: str, value: str) -> None:
         self.response_headers.append(key, value)
 
@@ -583,9 +588,8 @@ class ServedApp:
                 and dispatcher.websocket is None):
             # The whole app is one ASGI app at "/": nothing to look up first.
             self.handle = table.root.handle
-        if app.static_directories:  # checked here, at startup: a missing directory is named
-            directories = [StaticDirectory(*args) for args in app.static_directories]
-            self.handle = StaticFiles(directories, self.handle).handle
+        if app.static_directories:
+            self.handle = StaticFiles(app.static_directory_table(), self.handle).handle
         self.settings = settings
         self.watchdog: Optional[BlockingWatchdog] = None
 

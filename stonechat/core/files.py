@@ -12,6 +12,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
+import time
 from email.utils import formatdate, parsedate_tz, mktime_tz
 from typing import Optional
 
@@ -156,7 +157,8 @@ def select(method: str, headers: list[tuple[bytes, bytes]], status: int, block: 
             return _not_modified(block, file)
     elif ims is not None:
         since = _http_date(ims)
-        if since is not None and file.mtime <= since:
+        # a date in the future is not a date the client got from us (RFC 9110 13.1.3): ignored
+        if since is not None and file.mtime <= since <= time.time():
             return _not_modified(block, file)
     if rng is not None and method == "GET" and (if_range is None or _if_range_holds(if_range, file)):
         ranges = parse_range(rng, file.size)

@@ -117,11 +117,14 @@ class StaticDirectory:
     def _directory(self, raw: HTTPRequest, full: str) -> Optional[HTTPResponse]:
         """A directory URL in index or listing mode: its index file, its listing, or the
         redirect to the URL with a slash."""
+        try:
+            if not stat.S_ISDIR(os.stat(full).st_mode):
+                return None  # nothing there (the common case under a mount at "/"): the routes'
+        except (OSError, ValueError):
+            return None
         real = os.path.realpath(full)
         if not self._inside(real):
             return _NOT_FOUND
-        if not os.path.isdir(real):
-            return None
         path = raw.path
         if not path.endswith(b"/"):  # relative links in the page need the slash (actix does the same)
             location = path + b"/" + (b"?" + raw.query if raw.query else b"")

@@ -293,6 +293,8 @@ def test_not_modified_by_etag_and_by_date(http):
     assert r.status_code == 304
     assert http.get("/static/a.txt", headers={"If-Modified-Since": "Mon, 01 Jan 1990 00:00:00 GMT"}).status_code == 200
     assert http.get("/static/a.txt", headers={"If-Modified-Since": "garbage"}).status_code == 200
+    future = "Fri, 01 Jan 2100 00:00:00 GMT"  # not a date the client had from us: ignored
+    assert http.get("/static/a.txt", headers={"If-Modified-Since": future}).status_code == 200
     # If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2)
     r = http.get("/static/a.txt", headers={"If-None-Match": '"other"', "If-Modified-Since": modified})
     assert r.status_code == 200 and r.text == "hello"
@@ -576,3 +578,49 @@ def test_under_uvicorn(serve, tree):
         assert r.status_code == 200 and r.headers["content-length"] == str(len(RANDOM)) and r.content == b""
         assert http.get("/static/../secret.txt").status_code == 404
         assert http.get("/hooked-read").headers["x-body"] == "hello"
+
+
+ROOT_MOUNT = """
+import os
+from stonechat import Robyn
+
+app = Robyn(__file__)
+app.serve_directory("/", {build!r}, index_file="index.html")
+
+@app.get("/api/items/:id")
+def item(request):
+    return {{"id": request.path_params["id"]}}
+
+@app.post("/")
+def post_root():
+    return "posted"
+
+app.start()
+"""
+
+
+def test_a_build_folder_at_the_root_beside_routes(serve, tree):
+    server = serve(ROOT_MOUNT.format(build=str(tree / "build")))
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.get("/")
+        assert r.status_code == 200 and r.text == "<html>spa</html>"
+        assert http.get("/app.js").text == "console.log(1)"
+        assert http.get("/docs/").text == "<html>docs</html>"
+        assert http.get("/api/items/7").json() == {"id": "7"}
+        assert http.post("/").text == "posted"
+        r = http.get("/nothing")
+        assert r.status_code == 404 and r.text == "Not found"
+    status, _, body = raw_get(server, b"/%2e%2e/secret.txt")
+    assert status == 404 and b"SECRET" not in body
+
+
+def test_a_missing_directory_is_named_at_startup(serve, tmp_path):
+    server = serve("""
+from stonechat import Robyn
+app = Robyn(__file__)
+app.serve_directory("/static", "no-such-dir")
+app.start()
+""", wait=False)
+    assert server.wait(30) == 2
+    assert "directory_path 'no-such-dir' is not a directory" in server.output()
+    assert "Traceback" not in server.output()
