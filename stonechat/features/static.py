@@ -196,7 +196,7 @@ class StaticFiles:
 
     def handle(self, raw: HTTPRequest) -> Any:
         method = raw.method
-        if method == "GET" or method == "HEAD":
+        if (method == "GET" or method == "HEAD") and not raw.websocket:
             for directory in self.directories:
                 answer = directory.answer(raw)
                 if answer is not None:

@@ -13,6 +13,14 @@ error stops parsing; everything queued before it is still answered, then the err
 then the connection closes. Timeouts are checked once a second by ``ServerState.tick`` rather
 than with a timer per request, which keeps the per-request path free of allocations.
 
+Files
+-----
+A ``FileBody`` response (``_write_file``) goes out with its length as Content-Length. While
+nothing of ours waits in the transport's buffer, ``os.sendfile`` hands the kernel as much of
+the file as the socket takes (plain HTTP only: TLS needs the bytes); the rest is read in 256 KiB
+pieces and written through the transport, waiting whenever the client lags, so the bytes stay in
+order whichever way each piece went and memory holds at most a piece plus the write buffer.
+
 Closing without losing anything
 -------------------------------
 Whenever we close a connection after a response, we close it *lingering*: shut our sending

@@ -10,6 +10,9 @@ Per HTTP request the server builds one :class:`HTTPRequest` and calls the applic
 * an awaitable that resolves to an :class:`HTTPResponse` or a :class:`WebSocketAccept`
   (the server runs it as a task and answers pipelined requests strictly in order).
 
+A body is ``bytes``, an async iterator of chunks (sent chunked) or a :class:`FileBody`: a
+range of an open file, sent with its Content-Length and read as the client takes it.
+
 For a WebSocket handshake (``request.websocket`` is true and the handshake is valid) the
 application may return :class:`WebSocketAccept`; the server then sends ``101`` and runs
 ``accept.session(connection)`` with a :class:`WebSocketConnection` (see ``server/websocket/``).
