@@ -582,8 +582,15 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                         if sent < 0:
                             sock_fd = -1
                     transport.write(body.read_chunk())
-                    if self.write_paused:
-                        await self._drain()
+                    if self.write_paused and not self.closing:
+                        await asyncio.wait_for(self.writable(), self.settings.send_timeout)
+        except asyncio.TimeoutError:
+            # A client that takes nothing for send_timeout holds a descriptor and a slot: cut.
+            logger.info("closing connection from %s: it read nothing of a file for %.0f s",
+                        self.client, self.settings.send_timeout)
+            self.closing = True
+            transport.abort()
+            return
         except OSError as exc:
             # The head is out: the only honest end for a body we cannot finish is to cut the
             # connection, so the client sees a short body rather than a wrong one.

@@ -624,3 +624,32 @@ app.start()
     assert server.wait(30) == 2
     assert "directory_path 'no-such-dir' is not a directory" in server.output()
     assert "Traceback" not in server.output()
+
+
+def test_a_client_that_reads_nothing_is_cut_after_send_timeout(serve, tree):
+    server = serve(f"""
+from stonechat import Robyn
+app = Robyn(__file__)
+app.serve_directory("/static", {str(tree / "public")!r})
+app.start()
+""", env={"STONECHAT_SEND_TIMEOUT": "1"})
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{server.pid}/fd"))
+
+    raw_get(server, b"/static/a.txt")
+    baseline = fds()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", server.port))
+        s.sendall(b"GET /static/huge.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while fds() <= baseline and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fds() > baseline  # the file is open while its answer waits for the client
+        deadline = time.monotonic() + 15
+        while fds() > baseline and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fds() <= baseline, "the stalled answer still holds its file and connection"
+        server.wait_for_output("it read nothing of a file for 1 s")
+    assert raw_get(server, b"/static/a.txt")[2] == b"hello"  # and the server serves on
