@@ -86,6 +86,7 @@ class BaseRouter:
         self.exception_handler: Optional[Callable] = None
         self.authentication_handler: Optional[AuthenticationHandler] = None
         self.included_routers: list["BaseRouter"] = []
+        self.static_directories: list[tuple[str, str, Optional[str], bool]] = []  # serve_directory calls
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -199,6 +200,14 @@ class BaseRouter:
     def inject_global(self, **kwargs: Any) -> None:
         self.dependencies.add_global_dependency(**kwargs)
 
+    def serve_directory(self, route: str, directory_path: str, index_file: Optional[str] = None,
+                        show_files_listing: bool = False) -> None:
+        """Serve the files under ``directory_path`` at ``route`` (features/static.py): GET and
+        HEAD for an existing file get it, before any route; other requests go to the routes.
+        ``index_file`` answers directory URLs; ``show_files_listing`` lists them instead. On a
+        SubRouter, ``route`` is under its prefix (Robyn ignores a SubRouter's directories)."""
+        self.static_directories.append((self._full_path(route), directory_path, index_file, show_files_listing))
+
     def include_router(self, router: "BaseRouter") -> None:
         """Add a SubRouter's routes, hooks and WebSocket routes (its prefix is already in their
         paths). The same SubRouter may be included in several apps."""
@@ -239,6 +248,13 @@ class BaseRouter:
         for router in self.included_routers:
             for path, spec in router.collect_websockets().items():
                 found[self._prefixed(path)] = replace(spec, endpoint=self._prefixed(path))
+        return found
+
+    def collect_static_directories(self) -> list[tuple[str, str, Optional[str], bool]]:
+        found = list(self.static_directories)
+        for router in self.included_routers:
+            found += [(self._prefixed(route), path, index, listing)
+                      for route, path, index, listing in router.collect_static_directories()]
         return found
 
     def collect_global_dependencies(self) -> dict[str, Any]:
@@ -301,7 +317,6 @@ class Robyn(BaseRouter):
         self.mount_specs: list[MountSpec] = []
         self.mounted: dict[str, Mount] = {}  # the mounts of the last build, by prefix
         self.asgi_middlewares: list[Middleware] = []
-        self.static_directories: list[tuple[str, str, Optional[str], bool]] = []  # serve_directory calls
         self._asgi: Optional[ASGIApp] = None
 
     @property
@@ -350,17 +365,10 @@ class Robyn(BaseRouter):
     def set_request_header(self, key: str, value: str) -> None:
         self.request_headers.set(key, value)
 
-    def serve_directory(self, route: str, directory_path: str, index_file: Optional[str] = None,
-                        show_files_listing: bool = False) -> None:
-        """Serve the files under ``directory_path`` at ``route`` (features/static.py): GET and
-        HEAD for an existing file get it, before any route; other requests go to the routes.
-        ``index_file`` answers directory URLs; ``show_files_listing`` lists them instead."""
-        self.static_directories.append((route, directory_path, index_file, show_files_listing))
-
     def static_directory_table(self) -> list[StaticDirectory]:
         """The ``serve_directory`` mounts, checked (``ValueError`` naming a directory that is
         not one); ``start()`` checks before it binds, so the error is one line, not a traceback."""
-        return [StaticDirectory(*args) for args in self.static_directories]
+        return [StaticDirectory(*args) for args in self.collect_static_directories()]
 
     def add_response_header(self, key: str, value: str) -> None:
         self.response_headers.append(key, value)
@@ -588,7 +596,7 @@ class ServedApp:
                 and dispatcher.websocket is None):
             # The whole app is one ASGI app at "/": nothing to look up first.
             self.handle = table.root.handle
-        if app.static_directories:
+        if app.collect_static_directories():
             self.handle = StaticFiles(app.static_directory_table(), self.handle).handle
         self.settings = settings
         self.watchdog: Optional[BlockingWatchdog] = None

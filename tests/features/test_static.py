@@ -16,7 +16,7 @@ import pytest
 
 APP = """
 import os
-from stonechat import Robyn, Response, serve_file, serve_html, FileResponse
+from stonechat import Robyn, Response, SubRouter, serve_file, serve_html, FileResponse
 
 ROOT = {root!r}
 app = Robyn(__file__)
@@ -24,6 +24,9 @@ app.set_response_header("x-app", "1")
 app.serve_directory("/static", os.path.join(ROOT, "public"))
 app.serve_directory("/site", os.path.join(ROOT, "build"), index_file="index.html")
 app.serve_directory("/files", os.path.join(ROOT, "listed"), show_files_listing=True)
+sub = SubRouter(__file__, prefix="/sub")
+sub.serve_directory("/assets", os.path.join(ROOT, "public"))  # Robyn ignores this one
+app.include_router(sub)
 
 @app.get("/static/sub")
 def sub_route():
@@ -186,6 +189,11 @@ def test_content_types(http):
         r = http.get(path)
         assert r.status_code == 200, path
         assert r.headers["content-type"] in (kind, kind.replace("text/javascript", "application/javascript")), path
+
+
+def test_a_subrouters_directory_is_under_its_prefix(http):
+    assert http.get("/sub/assets/a.txt").text == "hello"
+    assert http.get("/assets/a.txt").status_code == 404
 
 
 def test_plain_mode_falls_through_to_routes(http):
