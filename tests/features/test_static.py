@@ -83,6 +83,10 @@ def stamp(response):
 async def random_file():
     return serve_file(os.path.join(ROOT, "public", "random.bin"))
 
+@app.get("/huge")
+def huge():
+    return serve_file(os.path.join(ROOT, "public", "huge.bin"))
+
 @app.get("/gone")
 def gone():
     return serve_file(os.path.join(ROOT, "public", "does-not-exist.txt"))
@@ -422,14 +426,15 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_one_gib_file_memory_stays_flat(server):
+@pytest.mark.parametrize("path", ["/static/huge.bin", "/huge"])
+def test_one_gib_file_memory_stays_flat(server, path):
     http = httpx.Client(base_url=server.url, timeout=60)
     http.get("/static/big.bin")  # warm up the code paths
     before = _rss_kib(server.pid)
     peak = before
     received = 0
     started = time.monotonic()
-    with http.stream("GET", "/static/huge.bin") as r:
+    with http.stream("GET", path) as r:
         assert r.status_code == 200 and r.headers["content-length"] == str(1 << 30)
         for n, chunk in enumerate(r.iter_raw(1 << 20)):
             received += len(chunk)
