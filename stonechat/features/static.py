@@ -57,7 +57,8 @@ class StaticDirectory:
                  show_files_listing: bool = False) -> None:
         route = "/" + route.strip().strip("/")
         self.route = route
-        self.prefix = b"" if route == "/" else route.encode()
+        # compared with the raw (still percent-encoded) request path
+        self.prefix = b"" if route == "/" else quote(route, safe="/!$&'()*+,;=:@-._~").encode()
         root = os.path.realpath(directory_path)
         if not os.path.isdir(root):
             raise ValueError(f"serve_directory({route!r}, ...): directory_path {directory_path!r} is not a directory")
