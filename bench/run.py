@@ -66,14 +66,13 @@ ROBYN_RATIO_MIN = 2.0           # Robyn's CPU per request >= 2 x stonechat's (th
 # echo of apps/ws_app.py), and optionally a server *variant* (a configuration such as "access log
 # on") that a peer must declare to take part. Later scenarios slot in by registering here and by
 # giving the peers that implement them the role (an app file) or variant (extra flags/env):
-#   - static file 1 KiB / 1 MiB: an HttpScenario with role "static" (routes the peers' static
-#     handling serves from a directory the harness writes);
 #   - template render: role "template";
 #   - an ASGI app served by uvicorn / Granian / stonechat's ASGI mount: role "asgi", which the
 #     peers map to one shared ASGI app file launched by each server;
 #   - access log or metrics on: the existing scenarios again with variant="access-log" /
 #     "metrics", each peer declaring in PEERS how it turns that on.
-# No such entries exist yet: a scenario is registered only with the apps that implement it.
+# A scenario is registered only with the apps that implement it. Registered: role "static"
+# (static-1k, static-1m: apps/static_app.py, serve_directory; stonechat and Robyn).
 
 class HttpScenario:
     kind = "http"
@@ -164,6 +163,19 @@ def expect_json(value):
     return check
 
 
+def expect_file(size):
+    """apps/static_app.py's file of ``size`` bytes (the 0..255 pattern), whole."""
+    want = bytes(range(256)) * (size // 256)
+
+    def check(status, ctype, body):
+        if status != 200:
+            return f"status {status}"
+        if body != want:
+            return f"body of {len(body)} bytes, want the {size}-byte file"
+        return None
+    return check
+
+
 register(HttpScenario("text", "GET / (text)", "/", expect=expect_text("Hello, world!")))
 register(HttpScenario("json", "GET /json", "/json", expect=expect_json({"message": "Hello, world!"})))
 register(HttpScenario("param", "GET /user/:id", "/user/12345", expect=expect_json({"id": "12345"})))
@@ -171,6 +183,10 @@ register(HttpScenario("query", "GET /q (query + header)", "/q?name=bench", heade
                       expect=expect_json({"name": "bench", "token": TOKEN})))
 register(HttpScenario("echo", "POST /echo (1 KiB)", "/echo", method="POST", body=ECHO_BODY,
                       expect=expect_echo(ECHO_BODY)))
+register(HttpScenario("static-1k", "GET /static/1k.bin (file)", "/static/1k.bin", role="static",
+                      expect=expect_file(1024)))
+register(HttpScenario("static-1m", "GET /static/1m.bin (file)", "/static/1m.bin", role="static",
+                      expect=expect_file(1024 * 1024), latency=False))
 register(WsScenario("ws-1", "WS echo, 1 conn", 1))
 register(WsScenario("ws-100", "WS echo, 100 conns", 100))
 
@@ -233,6 +249,7 @@ def launch_granian(python, app_dir, app, port):
 
 
 SYNC_ASYNC_HTTP = {"sync": ("http_app.py", "/sync"), "async": ("http_app.py", "")}
+STATIC = {"async": ("static_app.py", "")}  # serve_directory: no handler, so one form
 STARLETTE_DEPS = ["starlette==1.10.0", "uvloop==0.23.0"]
 
 PEERS = {p.name: p for p in [
@@ -242,7 +259,7 @@ PEERS = {p.name: p for p in [
             launch_script(),
             notes="apps/raw_server.py: bare uvloop Protocol + httptools parser, orjson, no framework"),
     PeerDef("stonechat", "stonechat", [], "stonechat",
-            {"http": SYNC_ASYNC_HTTP,
+            {"http": SYNC_ASYNC_HTTP, "static": STATIC,
              "ws": {"sync": ("ws_sync_app.py", "/sync/ws"), "async": ("ws_app.py", "/ws")}},
             launch_script(ROBYN_FLAGS), venv=PROJECT_VENV,
             notes="the project's .venv; apps/http_app.py, ws_app.py, ws_sync_app.py with `robyn` renamed"),
@@ -251,7 +268,7 @@ PEERS = {p.name: p for p in [
              "ws": {"sync": ("socketify_app.py", "/sync/ws"), "async": ("socketify_app.py", "/ws")}},
             launch_script(), notes="apps/socketify_app.py (uWebSockets C++ through CFFI), App() defaults"),
     PeerDef("robyn", "Robyn", ["robyn==0.88.0"], "robyn",
-            {"http": SYNC_ASYNC_HTTP, "ws": {"async": ("ws_app.py", "/ws")}},
+            {"http": SYNC_ASYNC_HTTP, "static": STATIC, "ws": {"async": ("ws_app.py", "/ws")}},
             launch_script(ROBYN_FLAGS),
             notes="apps/http_app.py, ws_app.py; defaults (1 process, 1 worker); WS handlers async only"),
     PeerDef("sanic", "Sanic", ["sanic==25.12.1"], "sanic",

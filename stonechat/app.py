@@ -30,6 +30,7 @@ from .core.datastructures import Headers
 from .core.dependencies import DependencyMap
 from .core.dispatch import Dispatcher, Route
 from .core.error_response import ErrorResponder
+from .core.files import OpenFile
 from .core.lifecycle import Events, Lifecycle, StartupError
 from .core.background import BackgroundRunner, arm_after_call
 from .core.params import arity, compile_call, is_async_callable, uses_background_tasks
@@ -41,7 +42,9 @@ from .envfile import EnvFile, load_env_file
 from .features.mcp import MCPApp
 from .features import validation
 from .features.sessions import SessionManager
+from .features.static import StaticDirectory, StaticFiles
 from .features.openapi import configure as configure_openapi, served_routes as openapi_routes
+from .server.interface import HTTPResponse
 from .server.runner import port_in_use
 from .server.settings import ServerSettings, SettingsError
 from .server.signals import hold_stop_signals
@@ -86,6 +89,7 @@ class BaseRouter:
         self.exception_handler: Optional[Callable] = None
         self.authentication_handler: Optional[AuthenticationHandler] = None
         self.included_routers: list["BaseRouter"] = []
+        self.static_directories: list[tuple[str, str, Optional[str], bool]] = []  # serve_directory calls
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -208,6 +212,14 @@ class BaseRouter:
     def inject_global(self, **kwargs: Any) -> None:
         self.dependencies.add_global_dependency(**kwargs)
 
+    def serve_directory(self, route: str, directory_path: str, index_file: Optional[str] = None,
+                        show_files_listing: bool = False) -> None:
+        """Serve the files under ``directory_path`` at ``route`` (features/static.py): GET and
+        HEAD for an existing file get it, before any route; other requests go to the routes.
+        ``index_file`` answers directory URLs; ``show_files_listing`` lists them instead. On a
+        SubRouter, ``route`` is under its prefix (Robyn ignores a SubRouter's directories)."""
+        self.static_directories.append((self._full_path(route), directory_path, index_file, show_files_listing))
+
     def include_router(self, router: "BaseRouter") -> None:
         """Add a SubRouter's routes, hooks and WebSocket routes (its prefix is already in their
         paths). The same SubRouter may be included in several apps."""
@@ -248,6 +260,13 @@ class BaseRouter:
         for router in self.included_routers:
             for path, spec in router.collect_websockets().items():
                 found[self._prefixed(path)] = replace(spec, endpoint=self._prefixed(path))
+        return found
+
+    def collect_static_directories(self) -> list[tuple[str, str, Optional[str], bool]]:
+        found = list(self.static_directories)
+        for router in self.included_routers:
+            found += [(self._prefixed(route), path, index, listing)
+                      for route, path, index, listing in router.collect_static_directories()]
         return found
 
     def collect_global_dependencies(self) -> dict[str, Any]:
@@ -376,6 +395,11 @@ class Robyn(BaseRouter):
 
     def set_request_header(self, key: str, value: str) -> None:
         self.request_headers.set(key, value)
+
+    def static_directory_table(self) -> list[StaticDirectory]:
+        """The ``serve_directory`` mounts, checked (``ValueError`` naming a directory that is
+        not one); ``start()`` checks before it binds, so the error is one line, not a traceback."""
+        return [StaticDirectory(*args) for args in self.collect_static_directories()]
 
     def add_response_header(self, key: str, value: str) -> None:
         self.response_headers.append(key, value)
@@ -614,6 +638,8 @@ class ServedApp:
                 and dispatcher.websocket is None):
             # The whole app is one ASGI app at "/": nothing to look up first.
             self.handle = table.root.handle
+        if app.collect_static_directories():
+            self.handle = StaticFiles(app.static_directory_table(), self.handle).handle
         self.settings = settings
         self.watchdog: Optional[BlockingWatchdog] = None
         # The server streams the bodies of stream_body routes only (server/interface.py).
@@ -676,6 +702,13 @@ class ServedApp:
                 response = route.convert(result)
             except Exception as exc:
                 raise StartupError(f"const route {route.name}", exc) from exc
+            opened = response.stream
+            if isinstance(opened, OpenFile):  # a file: cached whole, as Robyn does
+                try:
+                    body = os.pread(opened.fd, opened.size, 0)
+                finally:
+                    opened.close()
+                response = HTTPResponse(response.status, response.headers, body)
             if response.stream is not None:
                 raise StartupError(f"const route {route.name}", TypeError("a const route cannot stream"))
             route.cached = response

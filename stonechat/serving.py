@@ -109,6 +109,11 @@ def _start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, override
     if settings.thread_pool_size < 1:
         logger.error("bad setting: thread_pool_size/--workers must be at least 1")
         sys.exit(EXIT_BAD_CONFIG)
+    try:
+        app.static_directory_table()
+    except ValueError as exc:
+        logger.error("%s", exc)
+        sys.exit(EXIT_BAD_CONFIG)
 
     if config.dev and not os.environ.get(DEV_CHILD_ENV):
         token = make_once_token() if config.open_browser else None  # the first child opens it

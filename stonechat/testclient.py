@@ -138,13 +138,14 @@ class TestClient:
             if not isinstance(result, HTTPResponse):
                 raise TypeError(f"TestClient cannot follow a {type(result).__name__} (WebSocket upgrade?)")
         content = result.body
+        length = len(content) if result.stream is None else getattr(result.stream, "length", None)
         if result.stream is not None:
             content = loop.run_until_complete(_collect(result.stream, raw.method != "HEAD"))
         response_headers = decode_header_block(result.headers)
         if result.status in _NO_BODY:
             content = b""
-        elif result.stream is None:
-            response_headers.set("content-length", str(len(content)))
+        elif length is not None:  # a body, or a file (whose length is known)
+            response_headers.set("content-length", str(length))
         if raw.method == "HEAD":
             content = b""
         if isinstance(result, HTTPResponseThen):  # background tasks: run them, as the server would

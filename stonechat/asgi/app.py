@@ -32,7 +32,8 @@ import logging
 from typing import Any, Callable, Optional
 from urllib.parse import quote
 
-from ..server.interface import NO_BODY_STATUSES, TEXT_PLAIN, HTTPRequest, HTTPResponse, HTTPResponseThen, WebSocketAccept
+from ..server.interface import (NO_BODY_STATUSES, TEXT_PLAIN, FileBody, HTTPRequest, HTTPResponse, HTTPResponseThen,
+                                WebSocketAccept)
 from .connection import ASGIWebSocket
 from .headers import asgi_from_block
 from .scope import ASGIRequest
@@ -239,6 +240,8 @@ class ASGIApp:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": b"" if raw.method == "HEAD" else body})
             return
+        if isinstance(stream, FileBody):  # a file: its length is known
+            headers.append((b"content-length", str(stream.length).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if raw.method == "HEAD" or status in NO_BODY_STATUSES:
             await _close_stream(stream)

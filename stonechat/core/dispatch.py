@@ -27,7 +27,8 @@ from ..server.interface import HTTPRequest, HTTPResponse
 from .conversion import TEXT, Converter, DefaultHeaders, decode_header_block
 from .error_response import ErrorResponder
 from .request import Request
-from .response import Response, StreamingResponse
+from .files import OpenFile, select
+from .response import FileResponse, Response, StreamingResponse
 from .routing import Router, param_names
 
 logger = logging.getLogger("stonechat")
@@ -133,7 +134,8 @@ class Dispatcher:
             if cached is not None:
                 return cached
             try:
-                return route.convert(self._call_sync(route, request))
+                response = route.convert(self._call_sync(route, request))
+                return response if response.stream is None else self._file_answer(raw, response)
             except Exception as exc:
                 return self._error(route, exc)
         if route.background:
@@ -148,6 +150,15 @@ class Dispatcher:
             return False
         route = methods.get(raw.method)
         return route is not None and route.stream_body
+
+    @staticmethod
+    def _file_answer(raw: HTTPRequest, response: HTTPResponse) -> HTTPResponse:
+        """A returned file narrowed to what the request asks (304, 206, 416: ``files.select``)."""
+        opened = response.stream
+        if opened.__class__ is not OpenFile:
+            return response
+        assert isinstance(opened, OpenFile)
+        return select(raw.method, raw.headers, response.status, response.headers, opened)
 
     def _request(self, raw: HTTPRequest, names: Any, values: Any) -> Request:
         params = dict(zip(names, values)) if values else {}
@@ -169,6 +180,7 @@ class Dispatcher:
         400, the plain 500) goes through the after hooks too, as in Robyn; an error in an after
         hook is answered without running them again."""
         convert = route.convert
+        raw = request._raw
         try:
             response: Any = None
             for hook, is_async, _ in route.before:
@@ -188,10 +200,12 @@ class Dispatcher:
             response = self._error(route, exc)
             if not isinstance(response, HTTPResponse):
                 response = await response
-        if not route.after:
-            return response if response.__class__ is HTTPResponse else convert(response)
         try:
-            return convert(await self._after(route, request, response))
+            if not route.after:
+                wire = response if response.__class__ is HTTPResponse else convert(response)
+            else:
+                wire = convert(await self._after(route, request, response))
+            return wire if wire.stream is None else self._file_answer(raw, wire)
         except Exception as exc:
             answer = self._error(route, exc)
             return answer if isinstance(answer, HTTPResponse) else await answer
@@ -237,6 +251,8 @@ class Dispatcher:
         """A ``Response`` object for after hooks (streams pass through untouched)."""
         if isinstance(value, (Response, StreamingResponse)):
             return value
+        if isinstance(value, FileResponse):
+            return value.to_response()  # the hooks see a Response; its body stays on disk
         if isinstance(value, HTTPResponse):
             wire = value
         else:

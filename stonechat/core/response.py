@@ -158,14 +158,19 @@ class Response:
 
     @property
     def description(self) -> Union[str, bytes]:
+        body = self._body
+        if self._file_path is not None:  # Robyn's body is the file's bytes: read only if asked
+            with open(self._file_path, "rb") as f:
+                body = f.read()
         try:
-            return self._body.decode()
+            return body.decode()
         except UnicodeDecodeError:
-            return self._body
+            return body
 
     @description.setter
     def description(self, value: Any) -> None:
         self._body = _to_bytes(value)
+        self._file_path = None  # a body set after the file replaces it
 
     body = description
 
@@ -181,8 +186,11 @@ class Response:
 
     @file_path.setter
     def file_path(self, path: str) -> None:
-        with open(path, "rb") as f:
-            self._body = f.read()
+        """The body becomes the file, sent from disk as the client reads it (Robyn reads it
+        into memory here); a missing file raises ``OSError`` now, as in Robyn."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such file: {path!r}")
+        self._body = b""
         self._file_path = path
         self.response_type = "static_file"
 
@@ -215,9 +223,10 @@ class FileResponse:
             self.headers.set("content-disposition", "attachment")
 
     def to_response(self) -> Response:
-        with open(self.file_path, "rb") as f:
-            data = f.read()
-        return Response(self.status_code, self.headers, data)
+        """A ``Response`` whose body is the file, still on disk (see ``Response.file_path``)."""
+        response = Response(self.status_code, self.headers, b"")
+        response.file_path = self.file_path
+        return response
 
 
 def serve_file(file_path: str, file_name: Optional[str] = None) -> FileResponse:

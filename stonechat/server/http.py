@@ -13,6 +13,14 @@ error stops parsing; everything queued before it is still answered, then the err
 then the connection closes. Timeouts are checked once a second by ``ServerState.tick`` rather
 than with a timer per request, which keeps the per-request path free of allocations.
 
+Files
+-----
+A ``FileBody`` response (``_write_file``) goes out with its length as Content-Length. While
+nothing of ours waits in the transport's buffer, ``os.sendfile`` hands the kernel as much of
+the file as the socket takes (plain HTTP only: TLS needs the bytes); the rest is read in 256 KiB
+pieces and written through the transport, waiting whenever the client lags, so the bytes stay in
+order whichever way each piece went and memory holds at most a piece plus the write buffer.
+
 Closing without losing anything
 -------------------------------
 Whenever we close a connection after a response, we close it *lingering*: shut our sending
@@ -32,7 +40,9 @@ closes the connection, lingering, once the client has been quiet for a moment or
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import re
 from collections import deque
 from http import HTTPStatus
@@ -41,7 +51,7 @@ from typing import Any, Optional
 import httptools
 
 from .flow import FlowControl
-from .interface import (BODY_STREAM_HIGH, NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, BodyError, BodyStream,
+from .interface import (BODY_STREAM_HIGH, NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, BodyError, BodyStream, FileBody,
                         HTTPRequest, HTTPResponse, HTTPResponseThen, WebSocketAccept, plain_response)
 from .state import ServerState
 from .websocket.handshake import check_handshake
@@ -80,6 +90,28 @@ LINGER = 2.0
 LINGER_QUIET = 0.25
 # RFC 3986 reg-name / IP-literal / port characters: anything else in Host is refused.
 _HOST_CHARS = bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(0x61, 0x7B)) + b"-._~!$&'()*+,;=:%[]"
+
+
+_os_sendfile = getattr(os, "sendfile", None)
+_SENDFILE_MIN = 64 * 1024  # below this one read and one write cost less than the calls around sendfile
+_SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+def _sendfile(sock_fd: int, body: FileBody) -> int:
+    """Bytes the kernel sent from ``body`` straight to the socket (advancing it); 0 when the
+    socket is full or the file ended early (the usual path then says so), -1 when the file
+    system cannot (the caller stops trying). A broken connection raises, as a write would."""
+    try:
+        sent = _os_sendfile(sock_fd, body.fd, body.offset, body.length)  # type: ignore[misc]
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        if exc.errno in _SENDFILE_UNSUPPORTED:
+            return -1
+        raise
+    body.offset += sent
+    body.length -= sent
+    return sent
 
 
 class _Reject(Exception):
@@ -434,7 +466,10 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 result = plain_response(400, "Bad request: not a WebSocket handshake\n")
             if result.stream is not None:
                 written = True
-                await self._write_stream(request, result)
+                if isinstance(result.stream, FileBody):
+                    await self._write_file(request, result)
+                else:
+                    await self._write_stream(request, result)
             else:
                 written = True
                 self._write_response(request, result, request.keep_alive)
@@ -575,6 +610,63 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         elif not self.closing:
             # a body delimited by the close (HTTP/1.0) cannot be followed by another answer
             self._after_close_response(request, chunked)
+
+    async def _write_file(self, request: HTTPRequest, response: HTTPResponse) -> None:
+        """A file body with its length as Content-Length, read a piece at a time and only as
+        fast as the client takes it: the memory held is one piece plus the write buffer."""
+        body = response.stream
+        assert isinstance(body, FileBody)
+        status = response.status
+        keep_alive, connection = self._keep_alive_header(request, request.keep_alive)
+        status_line = _STATUS_LINES.get(status) or _status_line(status)
+        transport = self.transport
+        try:
+            transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n" % (
+                status_line, response.headers, body.length, self.state.date_block, connection))
+            if request.method != "HEAD" and status not in NO_BODY_STATUSES:
+                sock_fd = self._sendfile_fd() if body.length > _SENDFILE_MIN else -1
+                while body.length and not self.closing:
+                    if sock_fd >= 0 and not transport.get_write_buffer_size():
+                        # Nothing of ours is queued: the kernel copies file to socket itself, as
+                        # much as the socket takes. What it does not take goes the usual way.
+                        sent = _sendfile(sock_fd, body)
+                        if sent > 0:
+                            continue
+                        if sent < 0:
+                            sock_fd = -1
+                    transport.write(body.read_chunk())
+                    if self.write_paused and not self.closing:
+                        await asyncio.wait_for(self.writable(), self.settings.send_timeout)
+        except asyncio.TimeoutError:
+            # A client that takes nothing for send_timeout holds a descriptor and a slot: cut.
+            logger.info("closing connection from %s: it read nothing of a file for %.0f s",
+                        self.client, self.settings.send_timeout)
+            self.closing = True
+            transport.abort()
+            return
+        except OSError as exc:
+            # The head is out: the only honest end for a body we cannot finish is to cut the
+            # connection, so the client sees a short body rather than a wrong one.
+            logger.error("cannot finish sending a file for %s %s: %s", request.method, request.target, exc)
+            self.closing = True
+            transport.abort()
+            return
+        finally:
+            body.close()
+        if keep_alive and not self.closing:
+            self.idle_since = self.state.now
+        elif not self.closing:
+            self._after_close_response(request, True)
+
+    def _sendfile_fd(self) -> int:
+        """The socket's descriptor for ``os.sendfile``, or -1 (TLS, or no socket to write to)."""
+        if self.scheme != "http" or _os_sendfile is None:
+            return -1
+        sock = self.transport.get_extra_info("socket")
+        try:
+            return sock.fileno() if sock is not None else -1
+        except (OSError, AttributeError):
+            return -1
 
     async def _drain(self) -> None:
         if self.write_paused and not self.closing:

@@ -10,6 +10,9 @@ Per HTTP request the server builds one :class:`HTTPRequest` and calls the applic
 * an awaitable that resolves to an :class:`HTTPResponse` or a :class:`WebSocketAccept`
   (the server runs it as a task and answers pipelined requests strictly in order).
 
+A body is ``bytes``, an async iterator of chunks (sent chunked) or a :class:`FileBody`: a
+range of an open file, sent with its Content-Length and read as the client takes it.
+
 For a WebSocket handshake (``request.websocket`` is true and the handshake is valid) the
 application may return :class:`WebSocketAccept`; the server then sends ``101`` and runs
 ``accept.session(connection)`` with a :class:`WebSocketConnection` (see ``server/websocket/``).
@@ -53,6 +56,7 @@ too.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Protocol, Union
 
@@ -86,18 +90,73 @@ class HTTPRequest:
         self.host: bytes = b""
 
 
+class FileBody:
+    """A body read from a file: ``length`` bytes from ``offset`` of the open file descriptor
+    ``fd``, which the FileBody owns. Put in ``HTTPResponse.stream``, the server sends it with a
+    Content-Length (no chunking), reading a piece at a time as the client takes it, so a large
+    file never sits in memory; it closes the descriptor when done or when the connection ends
+    (and a FileBody dropped unsent closes it when collected).
+
+    It is also an async iterator of its pieces, so that whatever only knows streams (the
+    TestClient, an ASGI server under ``app.asgi``) still gets the bytes."""
+
+    __slots__ = ("fd", "offset", "length")
+
+    CHUNK = 256 * 1024
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+
+    def read_chunk(self, size: int = CHUNK) -> bytes:
+        """The next piece (``b""`` when done), advancing ``offset`` and ``length``; ``OSError``
+        when the file ends before ``length`` bytes (it was truncated meanwhile)."""
+        if self.length <= 0:
+            return b""
+        chunk = os.pread(self.fd, min(size, self.length), self.offset)
+        if not chunk:
+            raise OSError(f"the file ended {self.length} bytes early (truncated while being sent)")
+        self.offset += len(chunk)
+        self.length -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            self.close()
+
+    def __aiter__(self) -> "FileBody":
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = self.read_chunk()
+        if not chunk:
+            self.close()
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        self.close()
+
+
 class HTTPResponse:
     """What the framework hands back: a status, pre-encoded header lines and a body.
 
     ``headers`` is a ``bytes`` block of ``name: value\\r\\n`` lines *without* framing headers
     (Content-Length, Transfer-Encoding, Connection, Date, Server); the server adds those.
-    Exactly one of ``body`` (bytes) and ``stream`` (an async iterator of bytes) is used.
+    Exactly one of ``body`` (bytes) and ``stream`` is used: an async iterator of bytes (sent
+    chunked), or a :class:`FileBody` (sent with its length as Content-Length).
     """
 
     __slots__ = ("status", "headers", "body", "stream")
 
     def __init__(self, status: int, headers: bytes = b"", body: bytes = b"",
-                 stream: Optional[AsyncIterator[bytes]] = None) -> None:
+                 stream: Union[AsyncIterator[bytes], FileBody, None] = None) -> None:
         self.status = status
         self.headers = headers
         self.body = body

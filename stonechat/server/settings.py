@@ -46,6 +46,7 @@ class ServerSettings:
     backlog: int = 2048                     # listen() backlog
     blocking_warn_ms: float = 100.0         # warn when a sync handler blocks the loop this long
     thread_pool_size: int = 40              # threads for routes with threaded=True
+    send_timeout: float = 60.0              # seconds a file body waits on a client that reads nothing (cut)
     drain_timeout: float = 10.0             # seconds in-flight requests get after a stop signal
     shutdown_handler_timeout: float = 10.0  # seconds each shutdown handler may take
     # WebSocket
