@@ -20,14 +20,19 @@ mask, so a thread the application started cannot receive one and die of it); the
 just arrived. ``release_stop_signals()`` puts the dispositions from before back when ``start()``
 ends; a signal held and never taken (the process did not get as far as serving) is delivered
 again then, with its default meaning. The ``stonechat`` command holds them before it runs the
-app file, so a stop while that file is still importing is not lost either.
+app file, so a stop while that file is still importing is not lost either. A wrapper's second
+SIGTERM can arrive after a fast stop has already finished and ``start()`` has returned: for
+``REPEAT_WINDOW_S`` after that, a SIGTERM is still "again" (logged, the process exits 0), later
+it has its usual meaning.
 """
 
 from __future__ import annotations
 
+import atexit
 import signal
 import sys
 import threading
+import time
 from typing import Any, Callable, Optional
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
@@ -35,6 +40,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 STOP = "stop"      # begin the graceful stop
 AGAIN = "again"    # a stop is already under way: log it, change nothing
 FORCE = "force"    # skip what is left
+
+# How long after a finished stop a SIGTERM still counts as the wrapper's repeat of the one that
+# stopped us (see the module docstring).
+REPEAT_WINDOW_S = 2.0
 
 
 class StopSignals:
@@ -152,9 +161,34 @@ def release_stop_signals(log: Optional[Callable[[str], None]] = None) -> None:
         if held.pending and log is not None:
             names = ", ".join(signal_name(s) for s in held.pending)
             log(f"{names} after the stop had finished: nothing left to stop")
+        _absorb_late_repeats(held.previous.get(signal.SIGTERM), log)
         return
     for signum in dict.fromkeys(held.pending):
         signal.raise_signal(signum)
+
+
+def _absorb_late_repeats(previous: Any, log: Optional[Callable[[str], None]]) -> None:
+    """For ``REPEAT_WINDOW_S`` a SIGTERM is the late twin of the one that stopped us: logged
+    and dropped. The first one after the window puts ``previous`` back and is delivered again."""
+    until = time.monotonic() + REPEAT_WINDOW_S
+    restore_to = previous if previous is not None else signal.SIG_DFL
+
+    def late(signum: int, frame: Any) -> None:
+        if time.monotonic() < until:
+            if log is not None:
+                log("SIGTERM again after the stop had finished: nothing left to stop")
+            return
+        signal.signal(signal.SIGTERM, restore_to)
+        signal.raise_signal(signal.SIGTERM)
+
+    def exiting() -> None:
+        # the interpreter puts SIG_DFL back before it exits (Python handlers cannot run then):
+        # a twin arriving in those last milliseconds would kill a process that stopped cleanly
+        if time.monotonic() < until and signal.getsignal(signal.SIGTERM) is late:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    signal.signal(signal.SIGTERM, late)
+    atexit.register(exiting)
 
 
 def _in_main_thread() -> bool:

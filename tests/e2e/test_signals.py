@@ -421,3 +421,33 @@ def test_dev_ctrl_c_twice_still_forces(tmp_path):
     assert code == 1, out
     assert "skipping what is left of phase 'shutdown handlers'" in out, out
     assert "skipped: never_reached" in out and "never reached ran" not in out, out
+
+
+LINGER_APP = APP.replace('print("app.start returned", flush=True)\n',
+                         'print("app.start returned", flush=True)\n'
+                         'time.sleep(float(os.environ.get("LINGER", "0")))\n'
+                         'print("script ended", flush=True)\n')
+
+
+@pytest.mark.parametrize("late", ["within the repeat window", "after it"])
+def test_a_sigterm_after_start_returned(tmp_path, late):
+    """A wrapper's second SIGTERM can come after a fast stop has finished: for 2 s it is the
+    repeat of the first (logged, exit 0); later it has its usual meaning again (killed)."""
+    linger = 1.0 if late == "within the repeat window" else 4.0
+    case = Case(tmp_path / "linger", "linger", [], {"LINGER": str(linger)}, app=LINGER_APP)
+    try:
+        case.server.wait_for_output("serving http://127.0.0.1", timeout=20)
+        case.server.signal(TERM)
+        case.server.wait_for_output("app.start returned", timeout=20)
+        if late == "after it":
+            time.sleep(2.5)
+        case.server.signal(TERM)
+        code, out = case.finish()
+    finally:
+        case.close()
+    if late == "within the repeat window":
+        assert code == 0, out
+        assert "SIGTERM again after the stop had finished" in out and "script ended" in out, out
+    else:
+        assert code == -TERM, out
+        assert "script ended" not in out, out
