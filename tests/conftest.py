@@ -54,6 +54,14 @@ def free_port() -> int:
     raise RuntimeError("no free port found below the ephemeral range")
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident memory now, in KiB (``VmRSS`` of /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import rss_kib
+
 APP = """
 import os
 from stonechat import Robyn, Response, SubRouter, serve_file, serve_html, FileResponse
@@ -419,18 +421,13 @@ def test_keep_alive_after_a_streamed_file(http):
 
 # -- a 1 GiB file with flat memory -------------------------------------------------------
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.mark.parametrize("path", ["/static/huge.bin", "/huge"])
 def test_one_gib_file_memory_stays_flat(server, path):
     http = httpx.Client(base_url=server.url, timeout=60)
     http.get("/static/big.bin")  # warm up the code paths
-    before = _rss_kib(server.pid)
+    before = rss_kib(server.pid)
     peak = before
     received = 0
     started = time.monotonic()
@@ -439,8 +436,8 @@ def test_one_gib_file_memory_stays_flat(server, path):
         for n, chunk in enumerate(r.iter_raw(1 << 20)):
             received += len(chunk)
             if n % 64 == 0:
-                peak = max(peak, _rss_kib(server.pid))
-    after = _rss_kib(server.pid)
+                peak = max(peak, rss_kib(server.pid))
+    after = rss_kib(server.pid)
     http.close()
     assert received == 1 << 30
     growth_mib = (max(peak, after) - before) / 1024

@@ -15,6 +15,8 @@ import time
 import httpx
 import pytest
 
+from conftest import rss_kib
+
 APP = r'''
 import asyncio, hashlib, os
 from stonechat import FormField, Robyn, UploadFile
@@ -96,12 +98,6 @@ def server(serve_module):
     return serve_module(APP, name="streamed.py", env={"STONECHAT_MAX_BODY_SIZE": str(3 * 1024 * MiB)})
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def read_response(sock: socket.socket, timeout: float = 60.0) -> tuple[int, bytes, bytes]:

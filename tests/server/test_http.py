@@ -14,6 +14,8 @@ from typing import Optional
 
 import pytest
 
+from conftest import rss_kib
+
 MAX_BODY = 100_000
 APP = r'''
 import asyncio
@@ -653,12 +655,6 @@ def test_body_trickling_past_the_deadline(server):
 
 # -- flow control ----------------------------------------------------------------------------
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_flow_control_unread_pipelined_big_responses(server):
