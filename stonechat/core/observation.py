@@ -1,0 +1,169 @@
+"""What the app tells its observers (access log, metrics) about each request and WebSocket:
+the server's ``Observer`` (``server/interface.py``) for this app, request ids, route labels.
+
+It fans out to *sinks* made by ``features/`` (it does not know what they do with it), and it
+exists only when one is on: with none, the app has no observer and the server runs its
+plain protocols. Request ids: a client's ``X-Request-ID`` is kept when it is 1-128 characters
+of ``[A-Za-z0-9._-]``; anything else is replaced by a new one (32 hex digits, uuid4), never
+echoed. The handler reads it as ``request.headers["x-request-id"]``; the response carries it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from time import perf_counter, time
+from typing import Any, Callable, Optional, Protocol
+
+from ..server.interface import HTTPRequest
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}\Z")
+UNMATCHED = "<unmatched>"  # the route label of every request no route answers
+
+
+def valid_request_id(value: bytes) -> bool:
+    return _VALID_ID.match(value) is not None
+
+
+def new_request_id() -> bytes:
+    return uuid.uuid4().hex.encode()
+
+
+class Exchange:
+    """One request as the sinks see it, made when its answer is written. ``request`` is
+    ``None`` for an answer the server gave while the request was still arriving (413...)."""
+
+    __slots__ = ("request", "status", "sent", "seconds", "request_id", "at")
+
+    def __init__(self, request: Optional[HTTPRequest], status: int, sent: int, seconds: float,
+                 request_id: str, at: float) -> None:
+        self.request = request
+        self.status = status
+        self.sent = sent
+        self.seconds = seconds
+        self.request_id = request_id
+        self.at = at  # wall-clock time of the answer
+
+
+class Session:
+    """One WebSocket session as the sinks see it, when it closed."""
+
+    __slots__ = ("request", "code", "by", "received", "sent", "seconds", "request_id", "at")
+
+    def __init__(self, request: HTTPRequest, code: int, by: str, received: int, sent: int,
+                 seconds: float, request_id: str, at: float) -> None:
+        self.request = request
+        self.code = code
+        self.by = by
+        self.received = received
+        self.sent = sent
+        self.seconds = seconds
+        self.request_id = request_id
+        self.at = at
+
+
+class Sink(Protocol):
+    """What a feature implements to be told (each method optional but ``answered``)."""
+
+    def answered(self, exchange: Exchange) -> None: ...
+
+
+class Observation:
+    """The app's ``observer``: assigns request ids, times answers, tells every sink."""
+
+    def __init__(self, sinks: list[Any]) -> None:
+        self.sinks = sinks
+        self._received = [s.received for s in sinks if hasattr(s, "received")]
+        self._answered = [s.answered for s in sinks]
+        self._opened = [s.websocket_opened for s in sinks if hasattr(s, "websocket_opened")]
+        self._closed = [s.websocket_closed for s in sinks if hasattr(s, "websocket_closed")]
+
+    # -- server/interface.Observer ---------------------------------------------------------
+
+    def request_received(self, request: HTTPRequest) -> None:
+        headers = request.headers
+        found = None
+        for i, (name, value) in enumerate(headers):
+            if name == REQUEST_ID_HEADER:
+                if found is not None or not valid_request_id(value):
+                    # malformed or repeated: the handler sees one new id, never the client's
+                    headers[:] = [h for h in headers if h[0] != REQUEST_ID_HEADER]
+                    found = None
+                    break
+                found = value
+        if found is None:
+            found = new_request_id()
+            headers.append((REQUEST_ID_HEADER, found))
+        request.reply_headers = b"x-request-id: " + found + b"\r\n"
+        request.observed = found.decode("ascii")
+        for fn in self._received:
+            fn(request)
+
+    def response_sent(self, request: Optional[HTTPRequest], status: int, sent: int) -> None:
+        if request is None:
+            exchange = Exchange(None, status, sent, 0.0, "-", time())
+        else:
+            exchange = Exchange(request, status, sent, perf_counter() - request.started,
+                                getattr(request, "observed", None) or "-", time())
+        for fn in self._answered:
+            try:
+                fn(exchange)
+            except Exception:  # a sink's failure must not break the connection
+                pass
+
+    def websocket_opened(self, request: HTTPRequest) -> None:
+        for fn in self._opened:
+            fn(request)
+
+    def websocket_closed(self, request: HTTPRequest, code: int, by: str, received: int, sent: int,
+                         seconds: float) -> None:
+        session = Session(request, code, by, received, sent, seconds,
+                          getattr(request, "observed", None) or "-", time())
+        for fn in self._closed:
+            try:
+                fn(session)
+            except Exception:
+                pass
+
+
+class RouteLabels:
+    """A request's route *template* (``/user/:id``), never its raw path, so that a metric's
+    label values stay as few as the routes: every request no route answers is ``<unmatched>``,
+    one under a mounted app is its prefix followed by ``/*``. Looked up once per distinct path
+    (a bounded cache)."""
+
+    MAX_CACHED = 4096
+
+    def __init__(self, http_router: Any, websocket_router: Any = None, mounts: Any = None) -> None:
+        self.http_router = http_router
+        self.websocket_router = websocket_router
+        self.mounts = mounts
+        self.cache: dict[bytes, str] = {}
+
+    def __call__(self, request: HTTPRequest) -> str:
+        path = request.path
+        label = self.cache.get(path)
+        if label is None:
+            label = self._find(request)
+            if len(self.cache) < self.MAX_CACHED:
+                self.cache[path] = label
+        return label
+
+    def _find(self, request: HTTPRequest) -> str:
+        path = request.path
+        if request.websocket and self.websocket_router is not None:
+            methods, _ = self.websocket_router.match(path)
+            if methods:
+                return str(next(iter(methods.values())).endpoint)
+        methods, _ = self.http_router.match(path)
+        if methods:
+            return str(next(iter(methods.values())).endpoint)
+        if self.mounts is not None:
+            mount = self.mounts.find(path)
+            if mount is not None:
+                return (mount.prefix or "") + "/*"
+        return UNMATCHED
+
+
+LabelFunction = Callable[[HTTPRequest], str]
