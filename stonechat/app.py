@@ -375,6 +375,12 @@ class Robyn(BaseRouter):
         if self.metrics_path is not None:
             self._metrics_directory = prometheus_metrics.prepare_processes()
 
+    def after_workers(self) -> None:
+        """Called by ``start()`` once every ``--processes`` worker has exited."""
+        if self._metrics_directory:
+            prometheus_metrics.forget_directory(self._metrics_directory)
+            self._metrics_directory = ""
+
     def check_settings(self, settings: ServerSettings) -> None:
         """At ``start()``: what the settings name must exist (a startup error names the option)."""
         if settings.access_log:

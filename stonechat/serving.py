@@ -156,6 +156,9 @@ def _start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, override
         finally:
             if token is not None:
                 drop_once_token(token)
+            after_workers = getattr(app, "after_workers", None)
+            if after_workers is not None:
+                after_workers()
     else:
         banner = f"stonechat {__version__} serving {url} (pid {os.getpid()})"
         code = serve(make_served(), sock, settings, banner, control=inherited_control_channel())

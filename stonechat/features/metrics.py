@@ -36,22 +36,24 @@ def check_installed() -> None:
 
 
 def prepare_processes() -> str:
-    """Before the workers fork: the directory their metric files share, emptied."""
+    """Before the workers fork: the directory their metric files share, emptied. Returns it
+    when it was made here (to remove at the end), ``""`` when it is the user's."""
     directory = os.environ.get(MULTIPROC_ENV)
+    made = ""
     if directory:
         os.makedirs(directory, exist_ok=True)
         for name in os.listdir(directory):
             if name.endswith(".db"):
                 os.unlink(os.path.join(directory, name))
     else:
-        directory = tempfile.mkdtemp(prefix="stonechat-metrics-")
+        directory = made = tempfile.mkdtemp(prefix="stonechat-metrics-")
         os.environ[MULTIPROC_ENV] = directory
     if "prometheus_client" in sys.modules:
         # imported before the directory was set (by the app file): metrics made from now on
         # must write to the shared files
         from prometheus_client import values
         values.ValueClass = values.get_value_class()
-    return directory
+    return made
 
 
 def endpoint(current: Callable[[], Optional["Metrics"]]) -> Callable[[], Response]:
@@ -66,9 +68,8 @@ def endpoint(current: Callable[[], Optional["Metrics"]]) -> Callable[[], Respons
 
 
 def forget_directory(directory: str) -> None:
-    """The supervisor is done: remove the directory it made (not one the user set)."""
-    if os.path.basename(directory).startswith("stonechat-metrics-"):
-        shutil.rmtree(directory, ignore_errors=True)
+    """The workers are gone: remove the directory ``prepare_processes`` made."""
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class Metrics:
