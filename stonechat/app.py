@@ -375,6 +375,11 @@ class Robyn(BaseRouter):
         if self.metrics_path is not None:
             self._metrics_directory = prometheus_metrics.prepare_processes()
 
+    def worker_exited(self, pid: int) -> None:
+        """Called by the ``--processes`` supervisor for each worker that exits (restarted or not)."""
+        if self.metrics_path is not None and os.environ.get(prometheus_metrics.MULTIPROC_ENV):
+            prometheus_metrics.forget_process(pid)
+
     def after_workers(self) -> None:
         """Called by ``start()`` once every ``--processes`` worker has exited."""
         if self._metrics_directory:

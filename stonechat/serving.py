@@ -152,7 +152,8 @@ def _start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, override
         token = make_once_token() if config.open_browser else None  # the first ready worker opens it
         try:
             code = run_supervisor(make_served, sock, settings, config.processes, banner,
-                                  stop_timeout=stop_timeout(app, settings))
+                                  stop_timeout=stop_timeout(app, settings),
+                                  on_worker_exit=getattr(app, "worker_exited", None))
         finally:
             if token is not None:
                 drop_once_token(token)

@@ -67,6 +67,12 @@ def endpoint(current: Callable[[], Optional["Metrics"]]) -> Callable[[], Respons
     return metrics_endpoint
 
 
+def forget_process(pid: int) -> None:
+    """A worker exited: its live gauges (in flight, open WebSockets) stop counting."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(pid)
+
+
 def forget_directory(directory: str) -> None:
     """The workers are gone: remove the directory ``prepare_processes`` made."""
     shutil.rmtree(directory, ignore_errors=True)

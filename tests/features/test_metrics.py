@@ -39,6 +39,8 @@ def fail():
 
 @app.websocket("/ws/:room")
 async def ws(websocket):
+    if websocket.path_params.get("room") == "pid":
+        await websocket.send_text(str(os.getpid()))
     while True:
         msg = await websocket.receive_text()
         await websocket.send_text(msg)
@@ -170,3 +172,28 @@ def test_counts_are_summed_over_processes(serve, tmp_path: Path):
                   for f in text_string_to_metric_families(again.text) for s in f.samples}
         assert requests_total(parsed, "/user/:id", "GET", "200") == 5
     assert server.stop() == 0
+
+
+def test_a_dead_workers_live_gauges_stop_counting(serve):
+    """A worker killed with a WebSocket open: once the supervisor has reaped it, the open
+    WebSocket it held no longer counts (its gauge files are dropped)."""
+    import os
+    import signal
+    server = serve(APP, args=["--processes", "2"])
+    key = ("stonechat_websocket_connections", (("endpoint", "/ws/:room"),))
+
+    async def hold_and_kill() -> None:
+        async with websockets.connect(server.ws_url + "/ws/pid") as ws:
+            pid = int(await ws.recv())
+            assert scrape_when(server.url, key)[key] == 1
+            os.kill(pid, signal.SIGKILL)
+            try:
+                await asyncio.wait_for(ws.recv(), 15)
+            except websockets.ConnectionClosed:
+                pass
+    asyncio.run(hold_and_kill())
+    server.wait_for_output("died unexpectedly", timeout=15)
+    deadline = time.monotonic() + 15
+    while scrape(server.url).get(key, 0) != 0:
+        assert time.monotonic() < deadline, "the dead worker's WebSocket still counts"
+        time.sleep(0.05)
