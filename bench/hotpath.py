@@ -101,7 +101,7 @@ def report(name, n, elapsed, prof, unit):
     print(f"{name:20s} {elapsed / n * 1e6:6.2f} us/{unit}")
 
 
-# What it costs to observe: STONECHAT_BENCH_OBSERVE=access-log,metrics (either or both; the log
+# What it costs to observe: STONECHAT_BENCH_OBSERVE=access-log,metrics,request-id (any; the log
 # goes to /dev/null, through the writer thread, flushed at the end so every line is formatted).
 OBSERVE = set(filter(None, os.environ.get("STONECHAT_BENCH_OBSERVE", "").split(",")))
 
@@ -158,7 +158,8 @@ async def run(n, profile, only):
     # it would add a load-dependent number of instructions to every count.
     if "metrics" in OBSERVE:
         app.enable_metrics()
-    served = app.served(ServerSettings(blocking_warn_ms=0, access_log="/dev/null" if "access-log" in OBSERVE else ""))
+    served = app.served(ServerSettings(blocking_warn_ms=0, access_log="/dev/null" if "access-log" in OBSERVE else "",
+                                       request_id="request-id" in OBSERVE))
     await served.startup()
     # No connection may time out mid-run: under valgrind a run lasts long enough for the
     # header and keep-alive timeouts, and a closed connection answers nothing (cheaply).

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from typing import Any, Callable, Optional
 
-from ..core.observation import UNMATCHED, Exchange, Session
+from ..core.observation import UNMATCHED
 from ..core.response import Response
 
 logger = logging.getLogger("stonechat")
@@ -109,41 +109,40 @@ class Metrics:
                                ["event", "step"], registry=reg, multiprocess_mode="max")
         self.in_flight_inc = self.in_flight.inc
         self.in_flight_dec = self.in_flight.dec
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
 
     # -- the loop thread -------------------------------------------------------------------
 
     def received(self, request: Any) -> None:
         self.in_flight_inc()
 
-    def answered(self, exchange: Exchange) -> None:
-        request = exchange.request
+    def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
         if request is None:
             route, method = UNMATCHED, "-"
         else:
             self.in_flight_dec()
             route, method = self.route_label(request), request.method
-        key = (route, method, exchange.status)
+        key = (route, method, status)
         children = self._children.get(key)
         if children is None:  # labels() once per label set, not per request
-            children = (self.requests.labels(route, method, str(exchange.status)),
-                        self.latency.labels(route, method))
+            children = (self.requests.labels(route, method, str(status)).inc,
+                        self.latency.labels(route, method).observe)
             self._children[key] = children
-        children[0].inc()
-        children[1].observe(exchange.seconds)
+        children[0]()
+        children[1](seconds)
 
     def websocket_opened(self, request: Any) -> None:
         self.in_flight_dec()  # answered by its 101
         self.ws_open.labels(self.route_label(request)).inc()
 
-    def websocket_closed(self, session: Session) -> None:
-        endpoint = self.route_label(session.request)
+    def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
+        endpoint = self.route_label(request)
         self.ws_open.labels(endpoint).dec()
-        if session.received:
-            self.ws_messages.labels(endpoint, "in").inc(session.received)
-        if session.sent:
-            self.ws_messages.labels(endpoint, "out").inc(session.sent)
-        self.ws_closes.labels(endpoint, str(session.code)).inc()
+        if received:
+            self.ws_messages.labels(endpoint, "in").inc(received)
+        if sent:
+            self.ws_messages.labels(endpoint, "out").inc(sent)
+        self.ws_closes.labels(endpoint, str(code)).inc()
 
     # -- lifecycle and scrapes -------------------------------------------------------------
 

@@ -45,11 +45,11 @@ app.start()
 """
 
 HEX32 = re.compile(r"[0-9a-f]{32}\Z")
-# Apache combined, then duration (s) and request id, then the WebSocket fields when it is one
+# Apache combined, then the duration in microseconds (Apache's %D) and the request id, then the WebSocket fields when it is one
 COMBINED = re.compile(
     r'(?P<client>\S+) - - \[(?P<time>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000)\] "(?P<line>[^"\\]*(?:\\.[^"\\]*)*)" '
     r'(?P<status>\d{3}) (?P<bytes>\d+|-) "(?P<referer>[^"\\]*(?:\\.[^"\\]*)*)" "(?P<ua>[^"\\]*(?:\\.[^"\\]*)*)" '
-    r'(?P<duration>\d+\.\d{6}) (?P<rid>\S+)'
+    r'(?P<duration>\d+) (?P<rid>\S+)'
     r'(?: ws_close=(?P<ws_close>\d+) ws_closed_by=(?P<ws_by>\w+) ws_in=(?P<ws_in>\d+) ws_out=(?P<ws_out>\d+))?\Z')
 
 
@@ -109,7 +109,7 @@ def test_combined_format_to_a_file(serve, tmp_path: Path):
     assert first["bytes"] == str(len("seen abc.DEF-12_3"))
     assert first["referer"] == "http://example.test/from" and first["ua"] == "probe/1.0"
     assert first["rid"] == "abc.DEF-12_3"
-    assert 0 < float(first["duration"]) < 5
+    assert 0 < int(first["duration"]) < 5_000_000
     assert second["line"] == "GET /user/42 HTTP/1.1" and second["ua"] == 'quote\\"agent'
     assert second["rid"] == seen["replaced"] and "bad" not in lines[1]
     assert HEX32.match(third["rid"]) and "x" * 129 not in lines[2]
