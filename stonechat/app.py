@@ -675,6 +675,7 @@ class ServedApp:
         await self._compute_const_routes()
         if self.metrics is not None:
             self.metrics.record_lifecycle()
+            self.metrics.start()
         if health is not None:
             health.mark_started()
         if self.settings.blocking_warn_ms > 0:
@@ -726,6 +727,7 @@ class ServedApp:
         finally:
             if self.metrics is not None:
                 self.metrics.record_lifecycle()
+                self.metrics.stop()
             if self.access_log is not None:
                 self.access_log.stop()
         if self.app.room_hub is not None:

@@ -10,12 +10,14 @@ a scrape answered by any worker adds up every worker's files.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import os
 import shutil
 import sys
 import tempfile
+from bisect import bisect_left
 from typing import Any, Callable, Optional
 
 from ..core.observation import UNMATCHED
@@ -25,6 +27,7 @@ logger = logging.getLogger("stonechat")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # seconds; the default buckets of prometheus_client, finer at the low end where an API lives
+FLUSH_INTERVAL = 1.0  # seconds: how stale another worker's counts may be in a scrape
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -107,32 +110,65 @@ class Metrics:
         self.lifecycle = Gauge("stonechat_lifecycle_step_seconds",
                                "How long each startup/shutdown handler or lifespan took (the slowest worker's)",
                                ["event", "step"], registry=reg, multiprocess_mode="max")
-        self.in_flight_inc = self.in_flight.inc
-        self.in_flight_dec = self.in_flight.dec
-        self._children: dict[tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
+        # Per request only plain integers change (prometheus_client takes a lock and a few
+        # calls per update, which would double what metrics cost): per label set, [answers,
+        # latency sum, then one count per bucket], moved into the metrics by ``flush``.
+        self.tallies: dict[tuple[str, str, int], list] = {}
+        self.in_flight_now = 0
+        self.bounds = BUCKETS
+        self.timer: Optional[asyncio.TimerHandle] = None
 
     # -- the loop thread -------------------------------------------------------------------
 
     def received(self, request: Any) -> None:
-        self.in_flight_inc()
+        self.in_flight_now += 1
 
     def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
         if request is None:
-            route, method = UNMATCHED, "-"
+            key: tuple[str, str, int] = (UNMATCHED, "-", status)
         else:
-            self.in_flight_dec()
-            route, method = self.route_label(request), request.method
-        key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:  # labels() once per label set, not per request
-            children = (self.requests.labels(route, method, str(status)).inc,
-                        self.latency.labels(route, method).observe)
-            self._children[key] = children
-        children[0]()
-        children[1](seconds)
+            self.in_flight_now -= 1
+            key = (self.route_label(request), request.method, status)
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = self.tallies[key] = [0, 0.0] + [0] * (len(self.bounds) + 1)
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 + bisect_left(self.bounds, seconds)] += 1  # the first bucket with seconds <= bound
+
+    def flush(self) -> None:
+        """Move the tallies into the prometheus metrics: before every scrape this worker
+        answers and, under ``--processes``, every second (the other workers' scrapes read it)."""
+        self.in_flight.set(self.in_flight_now)
+        tallies, self.tallies = self.tallies, {}
+        for (route, method, status), tally in tallies.items():
+            self.requests.labels(route, method, str(status)).inc(tally[0])
+            histogram = self.latency.labels(route, method)
+            # prometheus_client's own fields: Histogram.observe() has no batch form
+            histogram._sum.inc(tally[1])
+            for i, count in enumerate(tally[2:]):
+                if count:
+                    histogram._buckets[i].inc(count)
+
+    def start(self) -> None:
+        """At startup, on the serving loop: the periodic flush, under ``--processes``."""
+        if self.multiprocess:
+            self.timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._tick)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.flush()
 
     def websocket_opened(self, request: Any) -> None:
-        self.in_flight_dec()  # answered by its 101
+        self.in_flight_now -= 1  # answered by its 101
         self.ws_open.labels(self.route_label(request)).inc()
 
     def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
@@ -153,6 +189,7 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        self.flush()
         registry = self.registry
         if registry is None:
             from prometheus_client import multiprocess
