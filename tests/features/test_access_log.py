@@ -19,8 +19,16 @@ import websockets
 
 APP = """
 from stonechat import Robyn, Request
+from stonechat.responses import StreamingResponse
 
 app = Robyn(__file__)
+
+@app.get("/stream")
+async def stream():
+    async def gen():
+        yield b"ab"
+        yield b"cde"
+    return StreamingResponse(gen(), media_type="text/plain")
 
 @app.get("/")
 def index(request: Request):
@@ -73,9 +81,12 @@ def traffic(url: str, ws_url: str) -> dict[str, str]:
         seen["echo_id"] = r.headers["x-request-id"]
         r = c.get("/missing")
         assert r.status_code == 404 and HEX32.match(r.headers["x-request-id"])
+        r = c.get("/stream", headers={"x-request-id": "streamed"})
+        assert r.text == "abcde" and r.headers["x-request-id"] == "streamed"
 
     async def session() -> None:
         async with websockets.connect(ws_url + "/ws", additional_headers={"x-request-id": "ws-session-1"}) as ws:
+            assert ws.response.headers["x-request-id"] == "ws-session-1"  # on the 101 too
             for word in ("a", "b"):
                 await ws.send(word)
                 assert await ws.recv() == word
@@ -99,11 +110,12 @@ def test_combined_format_to_a_file(serve, tmp_path: Path):
     server = serve(APP, args=["--access-log", str(log)])
     seen = traffic(server.url, server.ws_url)
     read = lambda: log.read_text().splitlines() if log.exists() else []  # noqa: E731
-    lines = wait_lines(read, 6)
-    assert len(lines) == 6, lines
+    lines = wait_lines(read, 7)
+    assert len(lines) == 7, lines
     parsed = [COMBINED.match(line) for line in lines]
     assert all(parsed), lines
-    first, second, third, echo, missing, ws = [m.groupdict() for m in parsed]  # type: ignore[union-attr]
+    first, second, third, echo, missing, stream, ws = [m.groupdict() for m in parsed]  # type: ignore[union-attr]
+    assert stream["line"] == "GET /stream HTTP/1.1" and stream["bytes"] == "5" and stream["rid"] == "streamed"
     assert first["client"] == "127.0.0.1"
     assert first["line"] == "GET / HTTP/1.1" and first["status"] == "200"
     assert first["bytes"] == str(len("seen abc.DEF-12_3"))
@@ -129,9 +141,10 @@ def test_json_lines_to_stdout(serve):
 
     def read() -> list[dict]:
         return [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
-    records = wait_lines(read, 6)
-    assert len(records) == 6, server.output()
-    first, second, third, echo, missing, ws = records
+    records = wait_lines(read, 7)
+    assert len(records) == 7, server.output()
+    first, second, third, echo, missing, stream, ws = records
+    assert stream["bytes"] == 5 and stream["status"] == 200
     assert first["client"] == "127.0.0.1" and first["method"] == "GET" and first["path"] == "/"
     assert first["status"] == 200 and first["bytes"] == len("seen abc.DEF-12_3")
     assert first["user_agent"] == "probe/1.0" and first["referer"] == "http://example.test/from"
