@@ -650,7 +650,7 @@ class ServedApp:
             sinks.append(self.metrics)
         if not sinks and not settings.request_id:
             return None
-        return Observation(sinks)
+        return Observation(sinks, settings.request_id)
 
     def stopping(self) -> None:
         """The stop began (server/runner.py): readiness answers 503 from now on."""

@@ -50,12 +50,15 @@ class Sink(Protocol):
 
 
 class Observation:
-    """The app's ``observer``: assigns request ids, times answers, tells every sink."""
+    """The app's ``observer``: assigns request ids (when ``request_ids``), times answers, tells
+    every sink."""
 
-    def __init__(self, sinks: list[Any]) -> None:
+    def __init__(self, sinks: list[Any], request_ids: bool) -> None:
         self.sinks = sinks
         self.new_id = RequestIds()
         self._received = [s.received for s in sinks if hasattr(s, "received")]
+        if not request_ids:
+            self.request_received = self._tell_received  # type: ignore[method-assign]
         self._answered = [s.answered for s in sinks]
         self._opened = [s.websocket_opened for s in sinks if hasattr(s, "websocket_opened")]
         self._closed = [s.websocket_closed for s in sinks if hasattr(s, "websocket_closed")]
@@ -78,6 +81,12 @@ class Observation:
             headers.append((REQUEST_ID_HEADER, found))
         request.reply_headers = b"x-request-id: " + found + b"\r\n"
         request.observed = found
+        for fn in self._received:
+            fn(request)
+
+    def _tell_received(self, request: HTTPRequest) -> None:
+        """``request_received`` without request ids: no id, no header; the sinks only."""
+        request.reply_headers = b""
         for fn in self._received:
             fn(request)
 

@@ -19,6 +19,8 @@ from typing import Any, BinaryIO, Optional
 
 import orjson
 
+from ..core.observation import REQUEST_ID_HEADER, valid_request_id
+
 logger = logging.getLogger("stonechat.access")
 
 FORMATS = ("combined", "json")
@@ -42,16 +44,21 @@ def _escape(raw: bytes) -> bytes:
     return bytes(out)
 
 
-def _fields(request: Any) -> tuple[bytes, bytes, bytes]:
-    """(client, User-Agent, Referer) of a request, as bytes (``-`` when absent)."""
+def _fields(request: Any) -> tuple[bytes, bytes, bytes, bytes]:
+    """(client, User-Agent, Referer, request id) of a request, as bytes (``-`` when absent).
+    The id is the one the app assigned (``request_id`` on), else the client's X-Request-ID
+    when it is valid, never an invalid one."""
     ua = referer = b"-"
+    rid = getattr(request, "observed", None)
     for name, value in request.headers:
         if name == b"user-agent":
             ua = value
         elif name == b"referer":
             referer = value
+        elif name == REQUEST_ID_HEADER and rid is None:
+            rid = value if valid_request_id(value) else b"-"
     client = request.client
-    return (str(client[0]).encode() if client else b"-"), ua, referer
+    return (str(client[0]).encode() if client else b"-"), ua, referer, rid or b"-"
 
 
 class AccessLog:
@@ -142,14 +149,14 @@ class AccessLog:
         if request is None:
             return b'- - - [%s] "-" %d %s "-" "-" %d -\n' % (self._time(at), status, b"%d" % sent if sent else b"-",
                                                             seconds * 1e6)
-        client, ua, referer = _fields(request)
+        client, ua, referer, rid = _fields(request)
         target = request.target
         if (target + ua + referer).translate(None, _PLAIN):  # rare: something to escape
             target, ua, referer = _escape(target), _escape(ua), _escape(referer)
         # the duration in microseconds, as Apache's %D (an integer formats far faster than a float)
         text = b'%s - - [%s] "%s %s HTTP/%s" %d %s "%s" "%s" %d %s' % (
             client, self._time(at), request.method.encode(), target, request.http_version.encode(), status,
-            b"%d" % sent if sent else b"-", referer, ua, seconds * 1e6, getattr(request, "observed", None) or b"-")
+            b"%d" % sent if sent else b"-", referer, ua, seconds * 1e6, rid)
         if ws is not None:
             code, by, received, sent_messages = ws
             text += b" ws_close=%d ws_closed_by=%s ws_in=%d ws_out=%d" % (code, (by or "-").encode(), received,
@@ -170,11 +177,10 @@ class AccessLog:
             record.update(client="-", method="-", path="-", http_version="-", user_agent="-", referer="-",
                           request_id="-")
         else:
-            client, ua, referer = _fields(request)
-            rid = getattr(request, "observed", None)
+            client, ua, referer, rid = _fields(request)
             record.update(client=client.decode(), method=request.method, path=request.target.decode("latin-1"),
                           http_version=request.http_version, user_agent=ua.decode("latin-1"),
-                          referer=referer.decode("latin-1"), request_id=rid.decode() if rid else "-")
+                          referer=referer.decode("latin-1"), request_id=rid.decode())
         if ws is not None:
             code, by, received, sent_messages = ws
             record["websocket"] = {"close_code": code, "closed_by": by, "messages_in": received,

@@ -67,7 +67,7 @@ class ServerSettings:
     # Observation (docs/production.md)
     access_log: str = ""                    # "" off, "-" stdout, else a file path (--access-log)
     access_log_format: str = "combined"     # "combined" (Apache's, plus duration, request id) or "json"
-    request_id: bool = False                # X-Request-ID on every response (on with the access log)
+    request_id: bool = False                # X-Request-ID on every request and response (--request-id)
 
     @classmethod
     def from_sources(cls, overrides: Optional[Mapping[str, Any]] = None,

@@ -107,7 +107,7 @@ def wait_lines(read, count: int, timeout: float = 15.0) -> list[str]:
 
 def test_combined_format_to_a_file(serve, tmp_path: Path):
     log = tmp_path / "access.log"
-    server = serve(APP, args=["--access-log", str(log)])
+    server = serve(APP, args=["--access-log", str(log), "--request-id"])
     seen = traffic(server.url, server.ws_url)
     read = lambda: log.read_text().splitlines() if log.exists() else []  # noqa: E731
     lines = wait_lines(read, 7)
@@ -136,7 +136,7 @@ def test_combined_format_to_a_file(serve, tmp_path: Path):
 
 
 def test_json_lines_to_stdout(serve):
-    server = serve(APP, args=["--access-log", "--access-log-format", "json"])
+    server = serve(APP, args=["--access-log", "--access-log-format", "json"], env={"STONECHAT_REQUEST_ID": "1"})
     seen = traffic(server.url, server.ws_url)
 
     def read() -> list[dict]:
@@ -173,7 +173,7 @@ async def slow():
     return "late"
 app.start(max_body_size=100)
 """)
-    server = serve(app, env={"STONECHAT_ACCESS_LOG": str(log)})
+    server = serve(app, env={"STONECHAT_ACCESS_LOG": str(log), "STONECHAT_REQUEST_ID": "true"})
     r = httpx.post(server.url + "/echo", content=b"z" * 1000)
     assert r.status_code == 413
     with socket.create_connection(("127.0.0.1", server.port)) as s:
@@ -187,6 +187,19 @@ app.start(max_body_size=100)
     refused, dropped = (COMBINED.match(line).groupdict() for line in lines)  # type: ignore[union-attr]
     assert refused["status"] == "413" and refused["line"] == "-" and refused["rid"] == "-"
     assert dropped["status"] == "499" and dropped["line"] == "GET /slow HTTP/1.1" and HEX32.match(dropped["rid"])
+
+
+def test_without_request_ids_the_log_has_the_clients_valid_one(serve, tmp_path: Path):
+    log = tmp_path / "access.log"
+    server = serve(APP, args=["--access-log", str(log)])
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        r = c.get("/", headers={"x-request-id": "from-the-proxy.7"})
+        assert "x-request-id" not in r.headers and r.text == "seen from-the-proxy.7"
+        assert c.get("/", headers={"x-request-id": "no good"}).text == "seen no good"  # untouched
+        assert c.get("/").text == "seen none"
+    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], 3)
+    assert [COMBINED.match(line).group("rid") for line in lines] == ["from-the-proxy.7", "-", "-"], lines  # type: ignore[union-attr]
+    assert "no good" not in log.read_text()
 
 
 def test_off_by_default_and_request_ids_alone(serve):
