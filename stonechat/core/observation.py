@@ -57,15 +57,18 @@ class Observation:
         self.sinks = sinks
         self.new_id = RequestIds()
         self._received = [s.received for s in sinks if hasattr(s, "received")]
-        if not request_ids:
-            self.request_received = self._tell_received  # type: ignore[method-assign]
+        # server/interface.Observer.request_received: None when there is nothing to do per
+        # request before it is answered (the server then skips the call)
+        self.request_received: Optional[Callable[[HTTPRequest], None]] = (
+            self._assign_id if request_ids else self._tell_received if self._received else None)
         self._answered = [s.answered for s in sinks]
         self._opened = [s.websocket_opened for s in sinks if hasattr(s, "websocket_opened")]
         self._closed = [s.websocket_closed for s in sinks if hasattr(s, "websocket_closed")]
 
     # -- server/interface.Observer ---------------------------------------------------------
 
-    def request_received(self, request: HTTPRequest) -> None:
+    def _assign_id(self, request: HTTPRequest) -> None:
+        """``request_received`` with request ids (see the module docstring), then the sinks."""
         headers = request.headers
         found: Optional[bytes] = None
         for name, value in headers:
@@ -86,7 +89,6 @@ class Observation:
 
     def _tell_received(self, request: HTTPRequest) -> None:
         """``request_received`` without request ids: no id, no header; the sinks only."""
-        request.reply_headers = b""
         for fn in self._received:
             fn(request)
 

@@ -108,12 +108,13 @@ class ObservedHttpProtocol(HttpProtocol):
     when the connection is lost before it was answered."""
 
     websocket_protocol = ObservedWebSocketProtocol
-    __slots__ = ("observer", "owed")
+    __slots__ = ("observer", "owed", "received")
 
     def __init__(self, state: ServerState) -> None:
         super().__init__(state)
         self.observer: Observer = state.app.observer  # type: ignore[attr-defined]
         self.owed: list[HTTPRequest] = []  # received, not answered yet (in order)
+        self.received = self.observer.request_received  # None: nothing to do (interface.Observer)
 
     def _answered(self, request: HTTPRequest, status: int, sent: int) -> None:
         try:
@@ -137,14 +138,18 @@ class ObservedHttpProtocol(HttpProtocol):
 
     def on_message_begin(self) -> None:
         HttpProtocol.on_message_begin(self)
-        self.request.started = perf_counter()  # type: ignore[union-attr]  # reply_headers: request_received
+        request = self.request
+        request.started = perf_counter()  # type: ignore[union-attr]
+        request.reply_headers = b""  # type: ignore[union-attr]  # request_received may set them
 
     def on_message_complete(self) -> None:
         request = self.request
         HttpProtocol.on_message_complete(self)
         if request is not None:
             self.owed.append(request)
-            self.observer.request_received(request)
+            received = self.received
+            if received is not None:
+                received(request)
 
     def _keep_alive_header(self, request: Optional[HTTPRequest], keep_alive: bool) -> tuple[bool, bytes]:
         """HttpProtocol's, with the header lines the observer asked for (``reply_headers``)
