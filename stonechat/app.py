@@ -650,7 +650,10 @@ class ServedApp:
             sinks.append(self.metrics)
         if not sinks and not settings.request_id:
             return None
-        return Observation(sinks, settings.request_id)
+        observation = Observation(sinks, settings.request_id)
+        if self.metrics is not None:
+            self.metrics.in_flight_now = lambda: observation.in_flight
+        return observation
 
     def stopping(self) -> None:
         """The stop began (server/runner.py): readiness answers 503 from now on."""

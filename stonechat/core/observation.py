@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from time import perf_counter
 from typing import Any, Callable, Optional, Protocol
 
 from ..server.interface import HTTPRequest
@@ -61,7 +60,10 @@ class Observation:
         # request before it is answered (the server then skips the call)
         self.request_received: Optional[Callable[[HTTPRequest], None]] = (
             self._assign_id if request_ids else self._tell_received if self._received else None)
-        self._answered = [s.answered for s in sinks]
+        self.in_flight = 0  # kept by the server (interface.Observer)
+        self._answer_sinks: list[Callable[..., None]] = [s.answered for s in sinks]
+        if len(self._answer_sinks) == 1:  # the sink itself: one call less per request
+            self.response_sent = self._answer_sinks[0]  # type: ignore[method-assign]
         self._opened = [s.websocket_opened for s in sinks if hasattr(s, "websocket_opened")]
         self._closed = [s.websocket_closed for s in sinks if hasattr(s, "websocket_closed")]
 
@@ -92,9 +94,8 @@ class Observation:
         for fn in self._received:
             fn(request)
 
-    def response_sent(self, request: Optional[HTTPRequest], status: int, sent: int) -> None:
-        seconds = perf_counter() - request.started if request is not None else 0.0
-        for fn in self._answered:
+    def response_sent(self, request: Optional[HTTPRequest], status: int, sent: int, seconds: float) -> None:
+        for fn in self._answer_sinks:
             try:
                 fn(request, status, sent, seconds)
             except Exception:  # a sink's failure must not break the connection

@@ -114,21 +114,18 @@ class Metrics:
         # calls per update, which would double what metrics cost): per label set, [answers,
         # latency sum, then one count per bucket], moved into the metrics by ``flush``.
         self.tallies: dict[tuple[str, str, int], list] = {}
-        self.in_flight_now = 0
+        self.in_flight_now: Callable[[], int] = lambda: 0  # set by the app: the observer's count
+        self.labels: dict[bytes, str] = getattr(route_label, "cache", {})  # its cache, read inline
         self.bounds = BUCKETS
         self.timer: Optional[asyncio.TimerHandle] = None
 
     # -- the loop thread -------------------------------------------------------------------
 
-    def received(self, request: Any) -> None:
-        self.in_flight_now += 1
-
     def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
         if request is None:
             key: tuple[str, str, int] = (UNMATCHED, "-", status)
         else:
-            self.in_flight_now -= 1
-            key = (self.route_label(request), request.method, status)
+            key = (self.labels.get(request.path) or self.route_label(request), request.method, status)
         tally = self.tallies.get(key)
         if tally is None:
             tally = self.tallies[key] = [0, 0.0] + [0] * (len(self.bounds) + 1)
@@ -139,7 +136,7 @@ class Metrics:
     def flush(self) -> None:
         """Move the tallies into the prometheus metrics: before every scrape this worker
         answers and, under ``--processes``, every second (the other workers' scrapes read it)."""
-        self.in_flight.set(self.in_flight_now)
+        self.in_flight.set(self.in_flight_now())
         tallies, self.tallies = self.tallies, {}
         for (route, method, status), tally in tallies.items():
             self.requests.labels(route, method, str(status)).inc(tally[0])
@@ -168,7 +165,6 @@ class Metrics:
         self.flush()
 
     def websocket_opened(self, request: Any) -> None:
-        self.in_flight_now -= 1  # answered by its 101
         self.ws_open.labels(self.route_label(request)).inc()
 
     def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:

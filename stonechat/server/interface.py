@@ -205,15 +205,17 @@ class Observer(Protocol):
     ``request_received`` is called once a request is fully read, before it is answered (its
     ``started`` is set); it may set ``request.reply_headers`` (bytes of header lines) for
     whatever answers it, including the 101 of a WebSocket. It may be ``None`` (nothing to do
-    then; read once per connection). ``response_sent`` is called when
-    the last byte of the answer is written, with the body bytes written (for a request the
-    server refused while reading it, e.g. 413, ``request`` is ``None``). A WebSocket reports
-    ``websocket_opened`` after its 101 and ``websocket_closed`` once, with the close code,
-    who closed, the messages received and sent, and the seconds it was open.
+    then; read once per connection). ``response_sent`` is called when the last byte of the
+    answer is written, with the body bytes written and the seconds since the request's first
+    byte (for a request the server refused while reading it, e.g. 413, ``request`` is
+    ``None``). ``in_flight`` is kept by the server: requests received and not answered yet.
+    A WebSocket reports ``websocket_opened`` after its 101 and ``websocket_closed`` once, with
+    the close code, who closed, the messages received and sent, and the seconds it was open.
     """
 
     request_received: Optional[Callable[[HTTPRequest], None]]
-    def response_sent(self, request: Optional[HTTPRequest], status: int, sent: int) -> None: ...
+    in_flight: int
+    def response_sent(self, request: Optional[HTTPRequest], status: int, sent: int, seconds: float) -> None: ...
     def websocket_opened(self, request: HTTPRequest) -> None: ...
     def websocket_closed(self, request: HTTPRequest, code: int, by: str, received: int, sent: int,
                          seconds: float) -> None: ...

@@ -121,13 +121,17 @@ class ObservedHttpProtocol(HttpProtocol):
             self.owed.remove(request)
         except ValueError:
             return  # reported already
-        self.observer.response_sent(request, status, sent)
+        observer = self.observer
+        observer.in_flight -= 1
+        observer.response_sent(request, status, sent, perf_counter() - request.started)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         super().connection_lost(exc)
         owed, self.owed = self.owed, []
+        observer = self.observer
         for request in owed:
-            self.observer.response_sent(request, 499, 0)
+            observer.in_flight -= 1
+            observer.response_sent(request, 499, 0, perf_counter() - request.started)
 
     def _refuse_pending(self) -> None:
         for request in list(self.pending):
@@ -147,6 +151,7 @@ class ObservedHttpProtocol(HttpProtocol):
         HttpProtocol.on_message_complete(self)
         if request is not None:
             self.owed.append(request)
+            self.observer.in_flight += 1
             received = self.received
             if received is not None:
                 received(request)
@@ -166,7 +171,7 @@ class ObservedHttpProtocol(HttpProtocol):
         HttpProtocol._write_response(self, request, response, keep_alive)
         status = response.status
         if request is None:
-            self.observer.response_sent(None, status, len(response.body))
+            self.observer.response_sent(None, status, len(response.body), 0.0)
             return
         owed = self.owed
         if owed and owed[0] is request:
@@ -175,8 +180,10 @@ class ObservedHttpProtocol(HttpProtocol):
             owed.remove(request)
         else:
             return  # reported already
-        self.observer.response_sent(request, status, 0 if status in NO_BODY_STATUSES or request.method == "HEAD"
-                                    else len(response.body))
+        observer = self.observer
+        observer.in_flight -= 1
+        observer.response_sent(request, status, 0 if status in NO_BODY_STATUSES or request.method == "HEAD"
+                               else len(response.body), perf_counter() - request.started)
 
     async def _write_stream(self, request: HTTPRequest, response: HTTPResponse) -> None:
         assert response.stream is not None
@@ -192,6 +199,7 @@ class ObservedHttpProtocol(HttpProtocol):
             accept = WebSocketAccept(accept.session, accept.headers + request.reply_headers, accept.subprotocol)
         try:
             self.owed.remove(request)  # answered by its 101: the session reports from now on
+            self.observer.in_flight -= 1
         except ValueError:
             pass
         super()._start_websocket(request, accept)
