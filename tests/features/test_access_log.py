@@ -223,3 +223,21 @@ def test_bad_settings_stop_startup_by_name(serve, args, env, message):
     server = serve(APP, args=args, env=env, wait=False)
     assert server.wait(30) == 2
     assert message in server.output()
+
+
+def test_workers_share_one_file_line_by_line(serve, tmp_path: Path):
+    log = tmp_path / "access.log"
+    server = serve(APP, args=["--processes", "2", "--access-log", str(log), "--request-id"])
+    ids = set()
+    for n in range(40):  # new connections: both workers answer some
+        r = httpx.get(f"{server.url}/user/{n}", headers={"connection": "close"}, timeout=10)
+        assert r.status_code == 200
+        ids.add(r.headers["x-request-id"])
+    assert len(ids) == 40  # unique across the workers
+    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], 40)
+    assert len(lines) == 40, lines
+    parsed = [COMBINED.match(line) for line in lines]
+    assert all(parsed), lines
+    assert {m.group("rid") for m in parsed} == ids  # type: ignore[union-attr]
+    assert sorted(m.group("line") for m in parsed) == sorted(f"GET /user/{n} HTTP/1.1" for n in range(40))  # type: ignore[union-attr]
+    assert server.stop() == 0
