@@ -145,6 +145,7 @@ class ObservedHttpProtocol(HttpProtocol):
         request = self.request
         request.started = perf_counter()  # type: ignore[union-attr]
         request.reply_headers = b""  # type: ignore[union-attr]  # request_received may set them
+        request.observed = None  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         request = self.request
