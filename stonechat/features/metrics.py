@@ -26,8 +26,8 @@ from ..core.response import Response
 logger = logging.getLogger("stonechat")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-# seconds; the default buckets of prometheus_client, finer at the low end where an API lives
 FLUSH_INTERVAL = 1.0  # seconds: how stale another worker's counts may be in a scrape
+# seconds; the default buckets of prometheus_client, finer at the low end where an API lives
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
