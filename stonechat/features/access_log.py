@@ -2,10 +2,9 @@
 format (plus duration and request id) or as JSON lines, to stdout or a file.
 
 It is a sink of ``core/observation.py`` and knows nothing of the server. The loop thread
-formats each line (bytes; keeping the request objects for another thread instead costs more,
-in the cyclic collector, than the formatting) and appends it to a deque; a writer thread
-writes what gathered every ``FLUSH_INTERVAL`` seconds, one write per batch, so the loop makes
-no system call per request and never waits for a disk.
+formats each line (bytes: no request, nor its body, is kept alive after its answer) and
+appends it to a deque; a writer thread writes what gathered every ``FLUSH_INTERVAL`` seconds,
+one write per batch, so the loop makes no system call per request and never waits for a disk.
 """
 
 from __future__ import annotations
