@@ -14,6 +14,7 @@ instructions instead (deterministic; see bench/README.md, "Judging a hot-path ch
 
 import asyncio
 import cProfile
+import os
 import pstats
 import sys
 import time
@@ -21,7 +22,7 @@ import time
 sys.path.insert(0, "examples")
 from demo import app  # noqa: E402
 
-from stonechat.server.http import HttpProtocol  # noqa: E402
+from stonechat.server.observed import protocol_for  # noqa: E402
 from stonechat.server.state import ServerState  # noqa: E402
 from stonechat.server.settings import ServerSettings  # noqa: E402
 
@@ -100,9 +101,15 @@ def report(name, n, elapsed, prof, unit):
     print(f"{name:20s} {elapsed / n * 1e6:6.2f} us/{unit}")
 
 
+# What it costs to observe: STONECHAT_BENCH_OBSERVE=access-log,metrics,request-id (any; the log
+# goes to /dev/null, through the writer thread, flushed at the end so every line is formatted).
+OBSERVE = set(filter(None, os.environ.get("STONECHAT_BENCH_OBSERVE", "").split(",")))
+
+
 async def run_http(state, n, profile):
+    protocol = protocol_for(state.app)
     for name, raw in REQUESTS.items():
-        proto = HttpProtocol(state)
+        proto = protocol(state)
         proto.connection_made(NullTransport())
         for _ in range(2000):
             proto.data_received(raw)
@@ -123,7 +130,7 @@ async def run_ws(state, n, profile):
     the handler sends, the frame out."""
     loop = state.loop
     transport = EchoTransport()
-    http = HttpProtocol(state)
+    http = protocol_for(state.app)(state)
     http.connection_made(transport)
     transport.waiter = loop.create_future()
     http.data_received(UPGRADE)
@@ -149,7 +156,10 @@ async def run(n, profile, only):
     loop = asyncio.get_running_loop()
     # No blocking watchdog: its thread wakes by wall time, so under valgrind on a busy machine
     # it would add a load-dependent number of instructions to every count.
-    served = app.served(ServerSettings(blocking_warn_ms=0))
+    if "metrics" in OBSERVE:
+        app.enable_metrics()
+    served = app.served(ServerSettings(blocking_warn_ms=0, access_log="/dev/null" if "access-log" in OBSERVE else "",
+                                       request_id="request-id" in OBSERVE))
     await served.startup()
     # No connection may time out mid-run: under valgrind a run lasts long enough for the
     # header and keep-alive timeouts, and a closed connection answers nothing (cheaply).
@@ -160,6 +170,8 @@ async def run(n, profile, only):
     if only in (None, "ws"):
         await run_ws(state, n, profile)
     state.stop_ticker()
+    if served.access_log is not None:
+        served.access_log.stop()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from .core.error_response import ErrorResponder
 from .core.files import OpenFile
 from .core.lifecycle import Events, Lifecycle, StartupError
 from .core.background import BackgroundRunner, arm_after_call
+from .core.observation import Observation, RouteLabels
 from .core.params import arity, compile_call, is_async_callable, uses_background_tasks
 from .core.registry import HTTP_METHODS, FunctionInfo, HttpMethod, MiddlewareSpec, MiddlewareType, RouteSpec, WebSocketSpec
 from .core.request import Request
@@ -40,6 +41,8 @@ from .core.routing import Router, normalize_endpoint
 from .core.watchdog import BlockingWatchdog
 from .envfile import EnvFile, load_env_file
 from .features.mcp import MCPApp
+from .features import access_log as access_logging, metrics as prometheus_metrics
+from .features.health import Check, Health
 from .features import validation
 from .features.sessions import SessionManager
 from .features.static import StaticDirectory, StaticFiles
@@ -331,6 +334,10 @@ class Robyn(BaseRouter):
         self.asgi_middlewares: list[Middleware] = []
         self._asgi: Optional[ASGIApp] = None
         self.session_manager: Optional[SessionManager] = None
+        self.metrics_path: Optional[str] = None  # app.enable_metrics()
+        self.metrics: Optional[prometheus_metrics.Metrics] = None  # the last build's
+        self.health_state: Optional[Health] = None  # app.health()
+        self._metrics_directory = ""
 
     @property
     def mcp(self) -> MCPApp:
@@ -387,6 +394,55 @@ class Robyn(BaseRouter):
         else:
             self.lifecycle.add_lifespan(factory)
         return factory
+
+    # -- running in production (docs/production.md) -------------------------------------------
+
+    def enable_metrics(self, path: str = "/metrics") -> None:
+        """Prometheus metrics at ``path`` (needs ``stonechat[metrics]``); see docs/production.md."""
+        prometheus_metrics.check_installed()
+        if self.metrics_path is not None:
+            raise ValueError(f"metrics are already enabled at {self.metrics_path}")
+        self.metrics_path = normalize_endpoint(path)
+        self.add_route("GET", self.metrics_path, prometheus_metrics.endpoint(lambda: self.metrics),
+                       include_in_schema=False)
+
+    def health(self, path: str = "/health", ready_path: str = "/ready",
+               checks: Union[Sequence[Check], dict[str, Callable[[], Any]]] = (),
+               check_timeout: float = 2.0) -> Health:
+        """Liveness at ``path`` (200 while serving) and readiness at ``ready_path``: 503 until
+        startup is done, from the moment the stop begins, and while a check fails. Each check
+        (sync or async callable, or ``(name, callable)``) fails by raising, returning False or
+        taking longer than ``check_timeout`` seconds."""
+        if self.health_state is not None:
+            raise ValueError("app.health() was called already")
+        state = self.health_state = Health(checks, check_timeout)
+        self.add_route("GET", path, state.live, include_in_schema=False)
+        self.add_route("GET", ready_path, state.ready, include_in_schema=False)
+        return state
+
+    def before_fork(self, processes: int) -> None:
+        """Called by ``start()`` before ``--processes N`` forks its workers."""
+        if self.metrics_path is not None:
+            self._metrics_directory = prometheus_metrics.prepare_processes()
+
+    def worker_exited(self, pid: int) -> None:
+        """Called by the ``--processes`` supervisor for each worker that exits (restarted or not)."""
+        if self.metrics_path is not None and os.environ.get(prometheus_metrics.MULTIPROC_ENV):
+            prometheus_metrics.forget_process(pid)
+
+    def after_workers(self) -> None:
+        """Called by ``start()`` once every ``--processes`` worker has exited."""
+        if self._metrics_directory:
+            prometheus_metrics.forget_directory(self._metrics_directory)
+            self._metrics_directory = ""
+
+    def check_settings(self, settings: ServerSettings) -> None:
+        """At ``start()``: what the settings name must exist (a startup error names the option)."""
+        if settings.access_log:
+            try:
+                access_logging.check_destination(settings.access_log)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
 
     # -- app-wide headers ------------------------------------------------------------------
 
@@ -644,6 +700,9 @@ class ServedApp:
         self.watchdog: Optional[BlockingWatchdog] = None
         # The server streams the bodies of stream_body routes only (server/interface.py).
         self.streams_body = dispatcher.streams_body if any(r.stream_body for r in dispatcher.routes) else None
+        self.access_log: Optional[access_logging.AccessLog] = None
+        self.metrics: Optional[prometheus_metrics.Metrics] = None
+        self.observer: Optional[Observation] = self._observation(app, dispatcher, settings)
 
     def background_pending(self) -> int:
         """Background tasks not finished yet: the drain at the stop waits for them."""
@@ -655,6 +714,32 @@ class ServedApp:
         runner = self.dispatcher.background
         return runner.deadline_passed() if runner is not None else []
 
+    def _observation(self, app: Robyn, dispatcher: Dispatcher, settings: ServerSettings) -> Optional[Observation]:
+        """The server's observer (server/interface.py), only when something observes: with none
+        the server runs its plain protocols and the hot path is untouched."""
+        sinks: list[Any] = []
+        if settings.access_log:
+            self.access_log = access_logging.AccessLog(settings.access_log, settings.access_log_format)
+            sinks.append(self.access_log)
+        if app.metrics_path is not None:
+            websocket = dispatcher.websocket
+            labels = RouteLabels(dispatcher.router, websocket.router if websocket is not None else None,
+                                 dispatcher.mounts)
+            self.metrics = app.metrics = prometheus_metrics.Metrics(
+                labels, app.broker_status, lambda: app.lifecycle.timings)
+            sinks.append(self.metrics)
+        if not sinks and not settings.request_id:
+            return None
+        observation = Observation(sinks, settings.request_id)
+        if self.metrics is not None:
+            self.metrics.in_flight_now = lambda: observation.in_flight
+        return observation
+
+    def stopping(self) -> None:
+        """The stop began (server/runner.py): readiness answers 503 from now on."""
+        if self.app.health_state is not None:
+            self.app.health_state.mark_stopping()
+
     def connect_peers(self, publish: Callable[[bytes], None]) -> Callable[[bytes], None]:
         """Under ``--processes N``: WebSocket broadcasts reach every worker's clients."""
         websocket = self.dispatcher.websocket
@@ -663,9 +748,19 @@ class ServedApp:
         return websocket.connect_peers(publish)
 
     async def startup(self) -> None:
+        health = self.app.health_state
+        if health is not None:
+            health.mark_starting()
+        if self.access_log is not None:
+            self.access_log.start()
         await self._start_broker()  # first: startup handlers may publish
         await self.app.lifecycle.startup(self.app)
         await self._compute_const_routes()
+        if self.metrics is not None:
+            self.metrics.record_lifecycle()
+            self.metrics.start()
+        if health is not None:
+            health.mark_started()
         if self.settings.blocking_warn_ms > 0:
             self.watchdog = BlockingWatchdog(self.dispatcher, self.settings.blocking_warn_ms / 1000.0)
             self.watchdog.start()
@@ -714,10 +809,18 @@ class ServedApp:
             route.cached = response
 
     async def shutdown(self) -> None:
+        self.stopping()  # under an ASGI server, the first word of the stop
         if self.watchdog is not None:
             self.watchdog.stop()
         await self._finish_background()
-        await self.app.lifecycle.shutdown(self.settings.shutdown_handler_timeout)
+        try:
+            await self.app.lifecycle.shutdown(self.settings.shutdown_handler_timeout)
+        finally:
+            if self.metrics is not None:
+                self.metrics.record_lifecycle()
+                self.metrics.stop()
+            if self.access_log is not None:
+                self.access_log.stop()
         if self.app.room_hub is not None:
             await self.app.room_hub.close()  # last: shutdown handlers may publish
         if self.app.executor is not None:

@@ -25,6 +25,9 @@ class Config:
         parser.add_argument("--version", action="store_true", default=False)
         parser.add_argument("--debug", action="store_true", default=False)
         parser.add_argument("--broker", default=None)
+        parser.add_argument("--access-log", nargs="?", const="-", default=None)
+        parser.add_argument("--access-log-format", default=None)
+        parser.add_argument("--request-id", action="store_true", default=False)
         args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
         env = os.environ
         self.processes: int = args.processes or _env_int("STONECHAT_PROCESSES", "ROBYN_PROCESSES") or 1
@@ -47,6 +50,11 @@ class Config:
         # Where rooms and broadcasts go beyond this process: "local" or redis://host:port/db
         # (STONECHAT_BROKER is read with the other broker settings, docs/scaling.md).
         self.broker: Optional[str] = args.broker
+        # The access log (docs/production.md): --access-log [FILE] (stdout without FILE) and
+        # --access-log-format win over the settings (keyword, STONECHAT_ACCESS_LOG...).
+        self.access_log: Optional[str] = args.access_log
+        self.access_log_format: Optional[str] = args.access_log_format
+        self.request_id: bool = args.request_id
         self.debug: bool = args.debug or env.get("STONECHAT_DEBUG", "").lower() in ("1", "true")
         if self.processes < 1:
             raise ValueError(f"--processes must be at least 1, got {self.processes}")

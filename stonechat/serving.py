@@ -98,11 +98,20 @@ def _start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, override
         elif keep_alive_timeout != 20:
             merged["keep_alive_timeout"] = keep_alive_timeout
         merged.update(overrides)
+        if config.access_log is not None:
+            merged["access_log"] = config.access_log
+        if config.access_log_format is not None:
+            merged["access_log_format"] = config.access_log_format
+        if config.request_id:
+            merged["request_id"] = True
         if config.workers_given:
             # Robyn's --workers is "threads per process that run handlers"; here that is the
             # pool for threaded handlers (async and plain sync handlers run on the loop).
             merged["thread_pool_size"] = config.workers
         settings = ServerSettings.from_sources(merged)
+        check_settings = getattr(app, "check_settings", None)
+        if check_settings is not None:
+            check_settings(settings)
     except SettingsError as exc:
         logger.error("bad setting: %s", exc)
         sys.exit(EXIT_BAD_CONFIG)
@@ -141,14 +150,21 @@ def _start_app(app: Any, host: str, port: Any, keep_alive_timeout: Any, override
         return served
 
     if config.processes > 1:
+        before_fork = getattr(app, "before_fork", None)  # e.g. metrics: one directory for all workers
+        if before_fork is not None:
+            before_fork(config.processes)
         banner = f"stonechat {__version__} serving {url} ({config.processes} processes)"
         token = make_once_token() if config.open_browser else None  # the first ready worker opens it
         try:
             code = run_supervisor(make_served, sock, settings, config.processes, banner,
-                                  stop_timeout=stop_timeout(app, settings))
+                                  stop_timeout=stop_timeout(app, settings),
+                                  on_worker_exit=getattr(app, "worker_exited", None))
         finally:
             if token is not None:
                 drop_once_token(token)
+            after_workers = getattr(app, "after_workers", None)
+            if after_workers is not None:
+                after_workers()
     else:
         banner = f"stonechat {__version__} serving {url} (pid {os.getpid()})"
         code = serve(make_served(), sock, settings, banner, control=inherited_control_channel())

@@ -91,6 +91,8 @@ class Lifecycle:
         self._entered: list[tuple[str, AsyncContextManager]] = []
         self._started: int = 0  # how many startup handlers completed
         self._startup_done = False
+        # (event, step name, seconds) of every step run, in order: for metrics
+        self.timings: list[tuple[str, str, float]] = []
 
     def add_startup(self, fn: Callable) -> None:
         self.startup_handlers.append(fn)
@@ -107,9 +109,11 @@ class Lifecycle:
 
     async def startup(self, app: Any) -> None:
         """Run startup handlers then enter lifespans; raise ``StartupError`` on the first failure."""
+        self.timings = []
         for fn in self.startup_handlers:
             name = handler_name(fn)
             logger.debug("running startup handler %s", name)
+            started = time.monotonic()
             try:
                 result = fn()
                 if inspect.isawaitable(result):
@@ -117,15 +121,18 @@ class Lifecycle:
             except Exception as exc:
                 logger.error("startup handler %s failed", name, exc_info=exc)
                 raise StartupError(name, exc) from exc
+            self.timings.append(("startup", name, time.monotonic() - started))
             self._started += 1
         for factory in self.lifespans:
             name = self.lifespan_names.get(factory) or handler_name(factory)
+            started = time.monotonic()
             try:
                 manager = factory(app) if _takes_argument(factory) else factory()
                 await manager.__aenter__()
             except Exception as exc:
                 logger.error("lifespan %s failed to start", name, exc_info=exc)
                 raise StartupError(name, exc) from exc
+            self.timings.append(("startup", name, time.monotonic() - started))
             self._entered.append((name, manager))
         self._startup_done = True
 
@@ -184,6 +191,7 @@ class Lifecycle:
                 failed.append(name)
             else:
                 logger.debug("%s %s done in %d ms", kind, name, (time.monotonic() - started) * 1000)
+            self.timings.append(("shutdown", name, time.monotonic() - started))
         if failed:
             logger.warning("%d of %d shutdown step(s) failed: %s", len(failed), len(steps), ", ".join(failed))
         return failed

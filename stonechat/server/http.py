@@ -132,6 +132,9 @@ _CLOSE_AFTER = _Reject(0, "a streamed body ended early")
 
 
 class HttpProtocol(FlowControl, asyncio.Protocol):
+    # What a successful upgrade hands the connection to (observed.py: a counting subclass).
+    websocket_protocol = WebSocketProtocol
+
     __slots__ = (
         "state", "settings", "app", "parser", "client", "server_addr",
         "scheme", "pending", "task", "request", "url_parts", "head_size", "header_count",
@@ -702,7 +705,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.state.connections.discard(self)
         tail = self.upgrade_tail or b""
         self.upgrade_tail = None
-        protocol = WebSocketProtocol(self.state, self.transport, request)
+        protocol = self.websocket_protocol(self.state, self.transport, request)
         self.closing = True  # this HTTP protocol is done with the connection
         self.transport.set_protocol(protocol)
         protocol.start(accept, tail)

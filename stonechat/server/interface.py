@@ -26,6 +26,11 @@ the stop is forced before ``shutdown()`` began, it is not called, and
 ``application.skip_shutdown()`` is, when the application has that method, to log what that
 leaves out.
 
+The stop: when it begins (a stop signal), the server calls ``application.stopping()`` if the
+application has that method, before the drain (readiness checks answer 503 from then on).
+
+Observation: ``application.observer`` (see :class:`Observer`), optional.
+
 Peers: in a worker of ``--processes N``, before serving, the server calls
 ``receive = application.connect_peers(publish)`` if the application has that method.
 ``publish(data: bytes)`` hands ``data`` to ``receive(data)`` in every *other* worker process,
@@ -71,8 +76,15 @@ class HTTPRequest:
     __slots__ = (
         "method", "target", "path", "query", "headers", "body", "client", "server",
         "scheme", "http_version", "keep_alive", "websocket", "host", "body_stream",
+        # Set only when the application has an ``observer`` (see ``Observer``); never read
+        # otherwise, so they cost nothing: when the request began (``perf_counter``), and the
+        # header lines its response gains (the app's, e.g. ``x-request-id``), the observer's own data.
+        "started", "reply_headers", "observed",
     )
     body_stream: "BodyStream"  # set only when the application streams this request's body
+    started: float
+    reply_headers: bytes
+    observed: Any
 
     def __init__(self) -> None:
         self.method: str = "GET"
@@ -353,6 +365,30 @@ class WebSocketAccept:
         self.session = session
         self.headers = headers
         self.subprotocol = subprotocol
+
+
+class Observer(Protocol):
+    """``application.observer``, when the application has one that is not ``None``: told about
+    every request and WebSocket session (access log, metrics). The server then runs observing
+    subclasses of its protocols (``server/observed.py``); without one, nothing of this runs.
+
+    ``request_received`` is called once a request is fully read, before it is answered (its
+    ``started`` is set); it may set ``request.reply_headers`` (bytes of header lines) for
+    whatever answers it, including the 101 of a WebSocket. It may be ``None`` (nothing to do
+    then; read once per connection). ``response_sent`` is called when the last byte of the
+    answer is written, with the body bytes written and the seconds since the request's first
+    byte (for a request the server refused while reading it, e.g. 413, ``request`` is
+    ``None``). ``in_flight`` is kept by the server: requests received and not answered yet.
+    A WebSocket reports ``websocket_opened`` after its 101 and ``websocket_closed`` once, with
+    the close code, who closed, the messages received and sent, and the seconds it was open.
+    """
+
+    request_received: Optional[Callable[[HTTPRequest], None]]
+    in_flight: int
+    def response_sent(self, request: Optional[HTTPRequest], status: int, sent: int, seconds: float) -> None: ...
+    def websocket_opened(self, request: HTTPRequest) -> None: ...
+    def websocket_closed(self, request: HTTPRequest, code: int, by: str, received: int, sent: int,
+                         seconds: float) -> None: ...
 
 
 class Application(Protocol):

@@ -45,6 +45,7 @@ import time
 from typing import Any, Optional
 
 from .http import HttpProtocol
+from .observed import protocol_for
 from .interface import Application
 from .peers import PeerBus
 from .settings import ServerSettings
@@ -150,6 +151,7 @@ class Worker:
         self.exit_code = EXIT_OK
         self.main_task: Optional[asyncio.Task[None]] = None
         self.startup_task: Optional[asyncio.Task[None]] = None
+        self.protocol: type[HttpProtocol] = HttpProtocol
         self.phase = "starting"
         self.stop_started: Optional[float] = None
 
@@ -368,7 +370,8 @@ class Worker:
         # Our own copy of the listening socket: at the stop, connections already queued on it
         # are accepted and answered instead of being reset when the socket closes.
         self.listener = self.sock.dup()
-        server = await loop.create_server(lambda: HttpProtocol(state), sock=self.sock,
+        protocol = self.protocol = protocol_for(self.app)  # observing only when the app observes
+        server = await loop.create_server(lambda: protocol(state), sock=self.sock,
                                           backlog=self.settings.backlog)
         self.phase = "serving"
         if not self.stop_requested.is_set():
@@ -380,6 +383,12 @@ class Worker:
         # socket closes (our copy of it, in a supervisor) after taking what is queued on it
         self.phase = "stopping"
         state.stopping = True
+        stopping = getattr(self.app, "stopping", None)  # readiness answers 503 from now on
+        if stopping is not None:
+            try:
+                stopping()
+            except Exception:
+                logger.exception("the application's stopping() failed")
         server.close()
         self._accept_queued(state)
         await self._drain(state)
@@ -408,7 +417,7 @@ class Worker:
                 except OSError:
                     break
                 self.backlog_tasks.append(loop.create_task(
-                    loop.connect_accepted_socket(lambda: HttpProtocol(state), conn)))
+                    loop.connect_accepted_socket(lambda: self.protocol(state), conn)))
         finally:
             listener.close()
 

@@ -30,6 +30,9 @@ def _parse_bool(raw: Any) -> bool:
     raise ValueError(raw)
 
 
+_CHOICES = {"access_log_format": ("combined", "json")}
+
+
 @dataclass
 class ServerSettings:
     # HTTP
@@ -62,6 +65,10 @@ class ServerSettings:
     ws_max_write_buffer: int = 16 * MiB     # bytes queued for a client by non-waiting sends (broadcast)
                                             # before it is dropped with 1013
     ws_per_message_deflate: bool = False    # negotiate permessage-deflate compression (RFC 7692)
+    # Observation (docs/production.md)
+    access_log: str = ""                    # "" off, "-" stdout, else a file path (--access-log)
+    access_log_format: str = "combined"     # "combined" (Apache's, plus duration, request id) or "json"
+    request_id: bool = False                # X-Request-ID on every request and response (--request-id)
 
     @classmethod
     def from_sources(cls, overrides: Optional[Mapping[str, Any]] = None,
@@ -87,7 +94,9 @@ class ServerSettings:
                 value = _parse_bool(raw) if kind is bool else kind(raw)
             except (TypeError, ValueError):
                 raise SettingsError(f"{source}: expected {kind.__name__}, got {raw!r}") from None
-            if value < 0:
+            if name in _CHOICES and value not in _CHOICES[name]:
+                raise SettingsError(f"{source}: expected one of {', '.join(_CHOICES[name])}, got {raw!r}")
+            if kind is not str and value < 0:
                 raise SettingsError(f"{source}: must not be negative, got {raw!r}")
             values[name] = value
         return cls(**values)

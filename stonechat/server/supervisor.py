@@ -84,8 +84,10 @@ class _Slot:
 
 class Supervisor:
     def __init__(self, make_app: Callable[[], Application], sock: socket.socket, settings: ServerSettings,
-                 processes: int, banner: Optional[str], stop_timeout: float) -> None:
+                 processes: int, banner: Optional[str], stop_timeout: float,
+                 on_worker_exit: Optional[Callable[[int], None]] = None) -> None:
         self.make_app = make_app
+        self.on_worker_exit = on_worker_exit  # told each dead worker's pid (e.g. metrics files)
         self.sock: Optional[socket.socket] = sock
         self.settings = settings
         self.slots = [_Slot(i) for i in range(processes)]
@@ -228,6 +230,11 @@ class Supervisor:
                 continue
             self._close_channel(slot)
             slot.pid = None
+            if self.on_worker_exit is not None:
+                try:
+                    self.on_worker_exit(pid)
+                except Exception:
+                    logger.exception("after worker %d (pid %d) exited", slot.index, pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 if code == EXIT_OK:
@@ -342,8 +349,10 @@ class Supervisor:
 
 def run_supervisor(make_app: Callable[[], Application], sock: socket.socket, settings: ServerSettings,
                    processes: int, banner: Optional[str] = None,
-                   stop_timeout: Optional[float] = None) -> int:
-    """Serve with ``processes`` forked workers on ``sock``; returns the exit code (0 = clean)."""
+                   stop_timeout: Optional[float] = None,
+                   on_worker_exit: Optional[Callable[[int], None]] = None) -> int:
+    """Serve with ``processes`` forked workers on ``sock``; returns the exit code (0 = clean).
+    ``on_worker_exit(pid)`` is called in this process for every worker that exits."""
     if stop_timeout is None:
         stop_timeout = settings.drain_timeout + settings.ws_close_timeout + 10 * settings.shutdown_handler_timeout
-    return Supervisor(make_app, sock, settings, processes, banner, stop_timeout).run()
+    return Supervisor(make_app, sock, settings, processes, banner, stop_timeout, on_worker_exit).run()

@@ -1,0 +1,220 @@
+"""Prometheus metrics (``app.enable_metrics()``): requests by route template, method and
+status, latency, in-flight requests, WebSockets, lifecycle step durations, broker state.
+
+A sink of ``core/observation.py``; prometheus_client is imported only here, inside functions,
+and only in the process that serves (after any fork). Under ``--processes N`` it runs in
+prometheus_client's multiprocess mode: ``prepare_processes`` sets ``PROMETHEUS_MULTIPROC_DIR``
+(a fresh temporary directory unless it is set, emptied at start) before the workers fork, and
+a scrape answered by any worker adds up every worker's files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from bisect import bisect_left
+from typing import Any, Callable, Optional
+
+from ..core.observation import UNMATCHED
+from ..core.response import Response
+
+logger = logging.getLogger("stonechat")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+FLUSH_INTERVAL = 1.0  # seconds: how stale another worker's counts may be in a scrape
+# seconds; the default buckets of prometheus_client, finer at the low end where an API lives
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def check_installed() -> None:
+    """At ``enable_metrics()``: fail by name when the extra is missing (without importing it,
+    which must wait for the worker processes to exist)."""
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise RuntimeError("app.enable_metrics() needs prometheus_client: pip install 'stonechat[metrics]'")
+
+
+def prepare_processes() -> str:
+    """Before the workers fork: the directory their metric files share, emptied. Returns it
+    when it was made here (to remove at the end), ``""`` when it is the user's."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    made = ""
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(directory, name))
+    else:
+        directory = made = tempfile.mkdtemp(prefix="stonechat-metrics-")
+        os.environ[MULTIPROC_ENV] = directory
+    if "prometheus_client" in sys.modules:
+        # imported before the directory was set (by the app file): metrics made from now on
+        # must write to the shared files
+        from prometheus_client import values
+        values.ValueClass = values.get_value_class()
+    return made
+
+
+def endpoint(current: Callable[[], Optional["Metrics"]]) -> Callable[[], Response]:
+    """The handler of the scrape route: the metrics of the app's current build."""
+    def metrics_endpoint() -> Response:
+        metrics = current()
+        if metrics is None:
+            return Response(503, {"content-type": "text/plain"}, "metrics not ready\n")
+        body, content_type = metrics.render()
+        return Response(200, {"content-type": content_type}, body)
+    return metrics_endpoint
+
+
+def forget_process(pid: int) -> None:
+    """A worker exited: its live gauges (in flight, open WebSockets) stop counting."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(pid)
+
+
+def forget_directory(directory: str) -> None:
+    """The workers are gone: remove the directory ``prepare_processes`` made."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class Metrics:
+    """One per served app (per worker process); a sink of ``core/observation.py``."""
+
+    def __init__(self, route_label: Callable[[Any], str], broker_status: Callable[[], Any],
+                 lifecycle_timings: Callable[[], list]) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        # Multiprocess: values live in the shared files; a scrape reads them all (render).
+        self.registry = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.route_label = route_label
+        self.broker_status = broker_status
+        self.lifecycle_timings = lifecycle_timings
+        self.requests = Counter("stonechat_http_requests", "HTTP requests answered",
+                                ["route", "method", "status"], registry=reg)
+        self.latency = Histogram("stonechat_http_request_duration_seconds",
+                                 "Time from the first byte of a request to the last byte of its answer",
+                                 ["route", "method"], buckets=BUCKETS, registry=reg)
+        self.in_flight = Gauge("stonechat_http_requests_in_flight", "Requests received and not answered yet",
+                               registry=reg, multiprocess_mode="livesum")
+        self.ws_open = Gauge("stonechat_websocket_connections", "Open WebSocket connections",
+                             ["endpoint"], registry=reg, multiprocess_mode="livesum")
+        self.ws_messages = Counter("stonechat_websocket_messages", "WebSocket messages",
+                                   ["endpoint", "direction"], registry=reg)
+        self.ws_closes = Counter("stonechat_websocket_closes", "WebSocket sessions closed, by close code",
+                                 ["endpoint", "code"], registry=reg)
+        self.lifecycle = Gauge("stonechat_lifecycle_step_seconds",
+                               "How long each startup/shutdown handler or lifespan took (the slowest worker's)",
+                               ["event", "step"], registry=reg, multiprocess_mode="max")
+        # Per request only plain integers change (prometheus_client takes a lock and a few
+        # calls per update, which would double what metrics cost): per label set, [answers,
+        # latency sum, then one count per bucket], moved into the metrics by ``flush``.
+        self.tallies: dict[tuple[str, str, int], list] = {}
+        self.in_flight_now: Callable[[], int] = lambda: 0  # set by the app: the observer's count
+        self.labels: dict[bytes, str] = getattr(route_label, "cache", {})  # its cache, read inline
+        self.bounds = BUCKETS
+        self.timer: Optional[asyncio.TimerHandle] = None
+
+    # -- the loop thread -------------------------------------------------------------------
+
+    def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
+        if request is None:
+            key: tuple[str, str, int] = (UNMATCHED, "-", status)
+        else:
+            key = (self.labels.get(request.path) or self.route_label(request), request.method, status)
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = self.tallies[key] = [0, 0.0] + [0] * (len(self.bounds) + 1)
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 + bisect_left(self.bounds, seconds)] += 1  # the first bucket with seconds <= bound
+
+    def flush(self) -> None:
+        """Move the tallies into the prometheus metrics: before every scrape this worker
+        answers and, under ``--processes``, every second (the other workers' scrapes read it)."""
+        self.in_flight.set(self.in_flight_now())
+        tallies, self.tallies = self.tallies, {}
+        for (route, method, status), tally in tallies.items():
+            self.requests.labels(route, method, str(status)).inc(tally[0])
+            histogram = self.latency.labels(route, method)
+            # prometheus_client's own fields: Histogram.observe() has no batch form
+            histogram._sum.inc(tally[1])
+            for i, count in enumerate(tally[2:]):
+                if count:
+                    histogram._buckets[i].inc(count)
+
+    def start(self) -> None:
+        """At startup, on the serving loop: the periodic flush, under ``--processes``."""
+        if self.multiprocess:
+            self.timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._tick)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.flush()
+
+    def websocket_opened(self, request: Any) -> None:
+        self.ws_open.labels(self.route_label(request)).inc()
+
+    def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
+        endpoint = self.route_label(request)
+        self.ws_open.labels(endpoint).dec()
+        if received:
+            self.ws_messages.labels(endpoint, "in").inc(received)
+        if sent:
+            self.ws_messages.labels(endpoint, "out").inc(sent)
+        self.ws_closes.labels(endpoint, str(code)).inc()
+
+    # -- lifecycle and scrapes -------------------------------------------------------------
+
+    def record_lifecycle(self) -> None:
+        for event, step, seconds in self.lifecycle_timings():
+            self.lifecycle.labels(event, step).set(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        self.flush()
+        registry = self.registry
+        if registry is None:
+            from prometheus_client import multiprocess
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        broker = CollectorRegistry(auto_describe=False)
+        broker.register(_BrokerCollector(self.broker_status))  # type: ignore[arg-type]
+        body = generate_latest(registry) + generate_latest(broker)
+        return body, CONTENT_TYPE_LATEST
+
+
+class _BrokerCollector:
+    """The broker's state at scrape time, from the worker that answers the scrape."""
+
+    def __init__(self, status: Callable[[], Any]) -> None:
+        self.status = status
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        status: Optional[Any] = self.status()
+        if status is None:
+            return
+        connected = GaugeMetricFamily("stonechat_broker_connected", "Whether the broker is connected (1) or not (0)",
+                                      labels=["engine", "listener"])
+        connected.add_metric([status.engine, status.listener], 1.0 if status.connected else 0.0)
+        yield connected
+        queued = GaugeMetricFamily("stonechat_broker_queued_messages", "Messages waiting for the broker")
+        queued.add_metric([], float(status.queued))
+        yield queued
+        reconnects = CounterMetricFamily("stonechat_broker_reconnects", "Reconnections to the broker")
+        reconnects.add_metric([], float(status.reconnects))
+        yield reconnects

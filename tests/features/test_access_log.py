@@ -1,0 +1,243 @@
+"""The access log and request ids on the real server (docs/production.md): one line per request
+and per WebSocket session, parsed field by field in both formats, to a file and to stdout;
+X-Request-ID kept when valid, replaced (never echoed) when not; everything off by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import struct
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+APP = """
+from stonechat import Robyn, Request
+from stonechat.responses import StreamingResponse
+
+app = Robyn(__file__)
+
+@app.get("/stream")
+async def stream():
+    async def gen():
+        yield b"ab"
+        yield b"cde"
+    return StreamingResponse(gen(), media_type="text/plain")
+
+@app.get("/")
+def index(request: Request):
+    return "seen " + (request.headers.get("x-request-id") or "none")
+
+@app.post("/echo")
+async def echo(request: Request):
+    return request.body
+
+@app.get("/user/:id")
+def user(request: Request):
+    return {"id": request.path_params["id"]}
+
+@app.websocket("/ws")
+async def ws(websocket):
+    while True:
+        msg = await websocket.receive_text()
+        await websocket.send_text(msg)
+        await websocket.send_text(msg.upper())
+
+app.start()
+"""
+
+HEX32 = re.compile(r"[0-9a-f]{32}\Z")
+# Apache combined, then the duration in microseconds (Apache's %D) and the request id, then the WebSocket fields when it is one
+COMBINED = re.compile(
+    r'(?P<client>\S+) - - \[(?P<time>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000)\] "(?P<line>[^"\\]*(?:\\.[^"\\]*)*)" '
+    r'(?P<status>\d{3}) (?P<bytes>\d+|-) "(?P<referer>[^"\\]*(?:\\.[^"\\]*)*)" "(?P<ua>[^"\\]*(?:\\.[^"\\]*)*)" '
+    r'(?P<duration>\d+) (?P<rid>\S+)'
+    r'(?: ws_close=(?P<ws_close>\d+) ws_closed_by=(?P<ws_by>\w+) ws_in=(?P<ws_in>\d+) ws_out=(?P<ws_out>\d+))?\Z')
+
+
+def traffic(url: str, ws_url: str) -> dict[str, str]:
+    """Known requests; returns what the test expects of them."""
+    seen = {}
+    with httpx.Client(base_url=url, timeout=10) as c:
+        r = c.get("/", headers={"x-request-id": "abc.DEF-12_3", "user-agent": "probe/1.0",
+                                "referer": "http://example.test/from"})
+        assert r.status_code == 200 and r.headers["x-request-id"] == "abc.DEF-12_3"
+        assert r.text == "seen abc.DEF-12_3"
+        r = c.get("/user/42", headers={"x-request-id": "bad id with spaces", "user-agent": 'quote"agent'})
+        assert r.status_code == 200
+        new_id = r.headers["x-request-id"]
+        assert HEX32.match(new_id), new_id  # replaced, not echoed
+        seen["replaced"] = new_id
+        r = c.get("/", headers={"x-request-id": "x" * 129})
+        assert HEX32.match(r.headers["x-request-id"]) and r.text == "seen " + r.headers["x-request-id"]
+        r = c.post("/echo", content=b"z" * 1000)
+        assert r.status_code == 200 and len(r.content) == 1000
+        seen["echo_id"] = r.headers["x-request-id"]
+        r = c.get("/missing")
+        assert r.status_code == 404 and HEX32.match(r.headers["x-request-id"])
+        r = c.get("/stream", headers={"x-request-id": "streamed"})
+        assert r.text == "abcde" and r.headers["x-request-id"] == "streamed"
+
+    async def session() -> None:
+        async with websockets.connect(ws_url + "/ws", additional_headers={"x-request-id": "ws-session-1"}) as ws:
+            assert ws.response.headers["x-request-id"] == "ws-session-1"  # on the 101 too
+            for word in ("a", "b"):
+                await ws.send(word)
+                assert await ws.recv() == word
+                assert await ws.recv() == word.upper()
+            await ws.close(1000)
+    asyncio.run(session())
+    return seen
+
+
+def wait_lines(read, count: int, timeout: float = 15.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = read()
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_combined_format_to_a_file(serve, tmp_path: Path):
+    log = tmp_path / "access.log"
+    server = serve(APP, args=["--access-log", str(log), "--request-id"])
+    seen = traffic(server.url, server.ws_url)
+    read = lambda: log.read_text().splitlines() if log.exists() else []  # noqa: E731
+    lines = wait_lines(read, 7)
+    assert len(lines) == 7, lines
+    parsed = [COMBINED.match(line) for line in lines]
+    assert all(parsed), lines
+    first, second, third, echo, missing, stream, ws = [m.groupdict() for m in parsed]  # type: ignore[union-attr]
+    assert stream["line"] == "GET /stream HTTP/1.1" and stream["bytes"] == "5" and stream["rid"] == "streamed"
+    assert first["client"] == "127.0.0.1"
+    assert first["line"] == "GET / HTTP/1.1" and first["status"] == "200"
+    assert first["bytes"] == str(len("seen abc.DEF-12_3"))
+    assert first["referer"] == "http://example.test/from" and first["ua"] == "probe/1.0"
+    assert first["rid"] == "abc.DEF-12_3"
+    assert 0 < int(first["duration"]) < 5_000_000
+    assert second["line"] == "GET /user/42 HTTP/1.1" and second["ua"] == 'quote\\"agent'
+    assert second["rid"] == seen["replaced"] and "bad" not in lines[1]
+    assert HEX32.match(third["rid"]) and "x" * 129 not in lines[2]
+    assert echo["line"] == "POST /echo HTTP/1.1" and echo["bytes"] == "1000" and echo["rid"] == seen["echo_id"]
+    assert missing["status"] == "404" and missing["line"] == "GET /missing HTTP/1.1"
+    assert ws["line"] == "GET /ws HTTP/1.1" and ws["status"] == "101" and ws["rid"] == "ws-session-1"
+    assert (ws["ws_close"], ws["ws_by"], ws["ws_in"], ws["ws_out"]) == ("1000", "client", "2", "4")
+    assert ws["ws_close"] is not None and first["ws_close"] is None
+    time_of = time.strptime(first["time"], "%d/%b/%Y:%H:%M:%S +0000")
+    assert abs(time.mktime(time_of) - time.mktime(time.gmtime())) < 120
+    assert server.stop() == 0
+
+
+def test_json_lines_to_stdout(serve):
+    server = serve(APP, args=["--access-log", "--access-log-format", "json"], env={"STONECHAT_REQUEST_ID": "1"})
+    seen = traffic(server.url, server.ws_url)
+
+    def read() -> list[dict]:
+        return [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    records = wait_lines(read, 7)
+    assert len(records) == 7, server.output()
+    first, second, third, echo, missing, stream, ws = records
+    assert stream["bytes"] == 5 and stream["status"] == 200
+    assert first["client"] == "127.0.0.1" and first["method"] == "GET" and first["path"] == "/"
+    assert first["status"] == 200 and first["bytes"] == len("seen abc.DEF-12_3")
+    assert first["user_agent"] == "probe/1.0" and first["referer"] == "http://example.test/from"
+    assert first["request_id"] == "abc.DEF-12_3" and first["http_version"] == "1.1"
+    assert 0 < first["duration"] < 5 and first["time"].endswith("Z") and "websocket" not in first
+    assert second["path"] == "/user/42" and second["user_agent"] == 'quote"agent'
+    assert second["request_id"] == seen["replaced"]
+    assert HEX32.match(third["request_id"])
+    assert echo["method"] == "POST" and echo["bytes"] == 1000 and echo["request_id"] == seen["echo_id"]
+    assert missing["status"] == 404
+    assert ws["status"] == 101 and ws["path"] == "/ws" and ws["request_id"] == "ws-session-1"
+    assert ws["websocket"] == {"close_code": 1000, "closed_by": "client", "messages_in": 2, "messages_out": 4}
+    assert ws["duration"] > 0
+
+
+def test_a_refused_request_and_a_dropped_client_are_logged(serve, tmp_path: Path):
+    """A 413 the server gives while reading (no request object reaches the app) and a client
+    that leaves before its answer (499, nginx's code) still make a line each."""
+    log = tmp_path / "access.log"
+    app = APP.replace("app.start()", """
+import asyncio
+@app.get("/slow")
+async def slow():
+    print("slow began", flush=True)
+    await asyncio.sleep(30)
+    return "late"
+app.start(max_body_size=100)
+""")
+    server = serve(app, env={"STONECHAT_ACCESS_LOG": str(log), "STONECHAT_REQUEST_ID": "true"})
+    r = httpx.post(server.url + "/echo", content=b"z" * 1000)
+    assert r.status_code == 413
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for_output("slow began")
+        # then the client leaves without its answer: a reset (a plain close is a half-close,
+        # after which the server still answers)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], 2)
+    assert len(lines) == 2, lines
+    refused, dropped = (COMBINED.match(line).groupdict() for line in lines)  # type: ignore[union-attr]
+    assert refused["status"] == "413" and refused["line"] == "-" and refused["rid"] == "-"
+    assert dropped["status"] == "499" and dropped["line"] == "GET /slow HTTP/1.1" and HEX32.match(dropped["rid"])
+
+
+def test_without_request_ids_the_log_has_the_clients_valid_one(serve, tmp_path: Path):
+    log = tmp_path / "access.log"
+    server = serve(APP, args=["--access-log", str(log)])
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        r = c.get("/", headers={"x-request-id": "from-the-proxy.7"})
+        assert "x-request-id" not in r.headers and r.text == "seen from-the-proxy.7"
+        assert c.get("/", headers={"x-request-id": "no good"}).text == "seen no good"  # untouched
+        assert c.get("/").text == "seen none"
+    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], 3)
+    assert [COMBINED.match(line).group("rid") for line in lines] == ["from-the-proxy.7", "-", "-"], lines  # type: ignore[union-attr]
+    assert "no good" not in log.read_text()
+
+
+def test_off_by_default_and_request_ids_alone(serve):
+    server = serve(APP)
+    r = httpx.get(server.url + "/", headers={"x-request-id": "abc"})
+    assert "x-request-id" not in r.headers and r.text == "seen abc"  # the client's header, untouched
+    assert "GET / HTTP/1.1" not in server.output()
+    server.stop()
+    server = serve(APP, args=["--request-id"])
+    r = httpx.get(server.url + "/")
+    assert HEX32.match(r.headers["x-request-id"]) and r.text == "seen " + r.headers["x-request-id"]
+    assert "GET / HTTP/1.1" not in server.output()  # ids without the log
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--access-log", "/nonexistent-dir/a.log"], {}, "access_log: no such directory"),
+    (["--access-log", "--access-log-format", "xml"], {}, "access_log_format: expected one of combined, json"),
+    ([], {"STONECHAT_ACCESS_LOG_FORMAT": "xml"}, "STONECHAT_ACCESS_LOG_FORMAT: expected one of combined, json"),
+])
+def test_bad_settings_stop_startup_by_name(serve, args, env, message):
+    server = serve(APP, args=args, env=env, wait=False)
+    assert server.wait(30) == 2
+    assert message in server.output()
+
+
+def test_workers_share_one_file_line_by_line(serve, tmp_path: Path):
+    log = tmp_path / "access.log"
+    server = serve(APP, args=["--processes", "2", "--access-log", str(log), "--request-id"])
+    ids = set()
+    for n in range(40):  # new connections: both workers answer some
+        r = httpx.get(f"{server.url}/user/{n}", headers={"connection": "close"}, timeout=10)
+        assert r.status_code == 200
+        ids.add(r.headers["x-request-id"])
+    assert len(ids) == 40  # unique across the workers
+    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], 40)
+    assert len(lines) == 40, lines
+    parsed = [COMBINED.match(line) for line in lines]
+    assert all(parsed), lines
+    assert {m.group("rid") for m in parsed} == ids  # type: ignore[union-attr]
+    assert sorted(m.group("line") for m in parsed) == sorted(f"GET /user/{n} HTTP/1.1" for n in range(40))  # type: ignore[union-attr]
+    assert server.stop() == 0
