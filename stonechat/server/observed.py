@@ -13,7 +13,7 @@ from time import perf_counter
 from typing import Any, AsyncIterator, Optional, Union
 
 from .http import _SHUTTING_DOWN, HttpProtocol
-from .interface import NO_BODY_STATUSES, HTTPRequest, HTTPResponse, Observer, WebSocketAccept
+from .interface import NO_BODY_STATUSES, FileBody, HTTPRequest, HTTPResponse, Observer, WebSocketAccept
 from .state import ServerState
 from .websocket.frames import FrameReader
 from .websocket.protocol import CLOSED, WebSocketProtocol
@@ -194,6 +194,16 @@ class ObservedHttpProtocol(HttpProtocol):
             await HttpProtocol._write_stream(self, request, response)
         finally:
             self._answered(request, response.status, counted.sent)
+
+    async def _write_file(self, request: HTTPRequest, response: HTTPResponse) -> None:
+        body = response.stream
+        assert isinstance(body, FileBody)
+        total = body.length  # read_chunk and sendfile count it down as the bytes go out
+        try:
+            await HttpProtocol._write_file(self, request, response)
+        finally:
+            sent = 0 if response.status in NO_BODY_STATUSES or request.method == "HEAD" else total - body.length
+            self._answered(request, response.status, sent)
 
     def _start_websocket(self, request: HTTPRequest, accept: WebSocketAccept) -> None:
         if request.reply_headers:

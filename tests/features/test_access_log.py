@@ -241,3 +241,38 @@ def test_workers_share_one_file_line_by_line(serve, tmp_path: Path):
     assert {m.group("rid") for m in parsed} == ids  # type: ignore[union-attr]
     assert sorted(m.group("line") for m in parsed) == sorted(f"GET /user/{n} HTTP/1.1" for n in range(40))  # type: ignore[union-attr]
     assert server.stop() == 0
+
+
+FILE_APP = """
+import os
+from stonechat import Robyn, serve_file
+
+app = Robyn(__file__)
+BIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "big.bin")
+with open(BIG, "wb") as f:
+    f.write(os.urandom(3 * 1024 * 1024))  # past the in-memory size: sent from disk
+
+@app.get("/big")
+def big():
+    return serve_file(BIG)
+
+app.start()
+"""
+
+
+def test_files_sent_from_disk_are_logged_with_their_bytes(serve, tmp_path: Path):
+    log = tmp_path / "access.log"
+    server = serve(FILE_APP, args=["--access-log", str(log)])
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert len(c.get("/big").content) == 3 * 1024 * 1024
+        assert c.get("/big", headers={"range": "bytes=100-199"}).status_code == 206
+        assert c.head("/big").status_code == 200
+    read = lambda: log.read_text().splitlines() if log.exists() else []  # noqa: E731
+    lines = wait_lines(read, 3)
+    parsed = [COMBINED.match(line) for line in lines]
+    assert len(lines) == 3 and all(parsed), lines
+    whole, part, head = [m.groupdict() for m in parsed]  # type: ignore[union-attr]
+    assert (whole["status"], whole["bytes"]) == ("200", str(3 * 1024 * 1024))
+    assert (part["status"], part["bytes"]) == ("206", "100")
+    assert head["line"] == "HEAD /big HTTP/1.1" and head["bytes"] in ("0", "-")
+    assert server.stop() == 0
