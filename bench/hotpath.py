@@ -4,7 +4,13 @@ after a real upgrade. No sockets and no load generator, so the figure is the fra
 cost per request (per message) alone; use it to find hotspots, not to compare servers
 (bench/run.py does that).
 
-    .venv/bin/python bench/hotpath.py [--profile] [--only http|ws] [N]
+    .venv/bin/python bench/hotpath.py [--profile] [--only http|ws|forms] [N]
+
+``--only forms`` runs bench/apps/http_app.py (the app bench/run.py measures; ``robyn`` renamed
+to ``stonechat``) instead: GET /, /json, /user/:id, /q + header and POST /echo, each with its
+``async def`` handler and with its ``def`` twin under /sync, every scenario on its own event
+loop in its own thread, so that ``valgrind --separate-threads=yes`` counts each apart
+(bench/instructions.py forms).
 
 Wall time on a shared VM drifts by 10-20 %. For a change worth a few percent, count
 instructions instead (deterministic; see bench/README.md, "Judging a hot-path change"):
@@ -78,6 +84,18 @@ class EchoTransport(NullTransport):
         pass
 
 
+class RecordingTransport(NullTransport):
+    """Keeps the first response (to check the scenario answers 200), then discards."""
+
+    first = b""
+
+    def write(self, data):
+        self.first = self.first or data
+
+    def discard(self, data):
+        self.written += len(data)
+
+
 REQUESTS = {
     "plaintext (async)": b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
     "json (sync)": b"GET /json HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
@@ -100,21 +118,36 @@ def report(name, n, elapsed, prof, unit):
     print(f"{name:20s} {elapsed / n * 1e6:6.2f} us/{unit}")
 
 
+def feed(proto, raw, n):
+    """A future done once ``raw`` has been answered ``n`` times, one request after the other,
+    fed from loop callbacks as the loop feeds a real connection (outside any task): a request
+    that suspends holds the next one back until the connection's task has answered it."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def step(remaining):
+        while proto.task is None:
+            if not remaining:
+                done.set_result(None)
+                return
+            proto.data_received(raw)
+            remaining -= 1
+        loop.call_soon(step, remaining)
+
+    loop.call_soon(step, n)
+    return done
+
+
 async def run_http(state, n, profile):
     for name, raw in REQUESTS.items():
         proto = HttpProtocol(state)
         proto.connection_made(NullTransport())
-        for _ in range(2000):
-            proto.data_received(raw)
-            await asyncio.sleep(0)
+        await feed(proto, raw, 2000)
         prof = cProfile.Profile() if profile else None
         if prof:
             prof.enable()
         started = time.perf_counter()
-        for _ in range(n):
-            proto.data_received(raw)
-            if proto.task is not None:
-                await proto.task
+        await feed(proto, raw, n)
         report(name, n, time.perf_counter() - started, prof, "request")
 
 
@@ -145,6 +178,85 @@ async def run_ws(state, n, profile):
     report("ws echo 64 B", n, time.perf_counter() - started, prof, "message")
 
 
+FORMS = {
+    "GET /": (b"/", b"User-Agent: wrk\r\nAccept: */*\r\n", b"GET", b""),
+    "GET /json": (b"/json", b"User-Agent: wrk\r\nAccept: */*\r\n", b"GET", b""),
+    "GET /user/:id": (b"/user/42", b"User-Agent: wrk\r\n", b"GET", b""),
+    "GET /q + header": (b"/q?name=abc", b"x-token: t\r\n", b"GET", b""),
+    "POST /echo 1KiB": (b"/echo", b"Content-Type: text/plain\r\nContent-Length: 1024\r\n", b"POST", b"a" * 1024),
+}
+
+
+def form_requests():
+    """(name, form, raw request) for every scenario, async then sync, in a fixed order."""
+    out = []
+    for form, prefix in (("async", b""), ("sync", b"/sync")):
+        for name, (path, headers, method, body) in FORMS.items():
+            target = prefix + path if path != b"/" or not prefix else prefix
+            raw = b"%s %s HTTP/1.1\r\nHost: localhost:8080\r\n%s\r\n%s" % (method, target, headers, body)
+            out.append((name, form, raw))
+    return out
+
+
+def load_bench_app():
+    """bench/apps/http_app.py with ``robyn`` renamed to ``stonechat``, as run.py serves it."""
+    import re
+    import types
+    from pathlib import Path
+    path = Path(__file__).resolve().parent / "apps" / "http_app.py"
+    module = types.ModuleType("http_app")
+    module.__file__ = str(path)
+    exec(compile(re.sub(r"\brobyn\b", "stonechat", path.read_text()), str(path), "exec"), module.__dict__)
+    return module.app
+
+
+async def run_form(bench_app, name, form, raw, n, profile):
+    loop = asyncio.get_running_loop()
+    served = bench_app.served(ServerSettings(blocking_warn_ms=0))
+    await served.startup()
+    state = ServerState(served, ServerSettings(header_timeout=1e9, keep_alive_timeout=1e9), loop)
+    state.tick()
+    proto = HttpProtocol(state)
+    transport = RecordingTransport()
+    proto.connection_made(transport)
+    await feed(proto, raw, 1)
+    assert transport.first.startswith(b"HTTP/1.1 200 OK"), (name, form, transport.first)
+    transport.write = transport.discard
+    await feed(proto, raw, 2000)
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        prof.enable()
+    started = time.perf_counter()
+    await feed(proto, raw, n)
+    report(f"{name} ({form})", n, time.perf_counter() - started, prof, "request")
+    state.stop_ticker()
+
+
+def run_forms(n, profile):
+    import threading
+    import uvloop
+    bench_app = load_bench_app()
+    # Each thread stays alive (idle) until the end: valgrind reuses a finished thread's number,
+    # and each scenario must keep its own.
+    finish = threading.Event()
+    threads = []
+
+    def scenario(name, form, raw, done):
+        uvloop.run(run_form(bench_app, name, form, raw, n, profile))
+        done.set()
+        finish.wait()
+
+    for name, form, raw in form_requests():
+        done = threading.Event()
+        thread = threading.Thread(target=scenario, args=(name, form, raw, done))
+        thread.start()
+        done.wait()
+        threads.append(thread)
+    finish.set()
+    for thread in threads:
+        thread.join()
+
+
 async def run(n, profile, only):
     loop = asyncio.get_running_loop()
     # No blocking watchdog: its thread wakes by wall time, so under valgrind on a busy machine
@@ -167,4 +279,10 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     only = argv[argv.index("--only") + 1] if "--only" in argv else None
     args = [a for a in argv if not a.startswith("--") and a != only]
-    uvloop.run(run(int(args[0]) if args else 50000, "--profile" in argv, only))
+    n = int(args[0]) if args else 50000
+    if "--list-forms" in argv:
+        print("\n".join(f"{name}\t{form}" for name, form, _ in form_requests()))
+    elif only == "forms":
+        run_forms(n, "--profile" in argv)
+    else:
+        uvloop.run(run(n, "--profile" in argv, only))
