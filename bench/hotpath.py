@@ -4,13 +4,14 @@ after a real upgrade. No sockets and no load generator, so the figure is the fra
 cost per request (per message) alone; use it to find hotspots, not to compare servers
 (bench/run.py does that).
 
-    .venv/bin/python bench/hotpath.py [--profile] [--only http|ws|forms] [N]
+    .venv/bin/python bench/hotpath.py [--profile] [--only http|ws|forms|stages] [N]
 
 ``--only forms`` runs bench/apps/http_app.py (the app bench/run.py measures; ``robyn`` renamed
 to ``stonechat``) instead: GET /, /json, /user/:id, /q + header and POST /echo, each with its
 ``async def`` handler and with its ``def`` twin under /sync, every scenario on its own event
 loop in its own thread, so that ``valgrind --separate-threads=yes`` counts each apart
-(bench/instructions.py forms).
+(bench/instructions.py forms). ``--only stages`` counts the stages of GET / and GET /json
+apart (parse, dispatch, write; see STAGES).
 
 Wall time on a shared VM drifts by 10-20 %. For a change worth a few percent, count
 instructions instead (deterministic; see bench/README.md, "Judging a hot-path change"):
@@ -23,6 +24,7 @@ import cProfile
 import pstats
 import sys
 import time
+from pathlib import Path
 
 sys.path.insert(0, "examples")
 from demo import app  # noqa: E402
@@ -232,29 +234,134 @@ async def run_form(bench_app, name, form, raw, n, profile):
     state.stop_ticker()
 
 
-def run_forms(n, profile):
+def run_threads(jobs):
+    """Run each ``job()`` (a coroutine) on its own event loop in its own thread, one after the
+    other. Each thread stays alive (idle) until the end: valgrind reuses a finished thread's
+    number, and each job must keep its own (``--separate-threads=yes`` counts each apart)."""
     import threading
     import uvloop
-    bench_app = load_bench_app()
-    # Each thread stays alive (idle) until the end: valgrind reuses a finished thread's number,
-    # and each scenario must keep its own.
     finish = threading.Event()
     threads = []
 
-    def scenario(name, form, raw, done):
-        uvloop.run(run_form(bench_app, name, form, raw, n, profile))
+    def body(job, done):
+        uvloop.run(job())
         done.set()
         finish.wait()
 
-    for name, form, raw in form_requests():
+    for job in jobs:
         done = threading.Event()
-        thread = threading.Thread(target=scenario, args=(name, form, raw, done))
+        thread = threading.Thread(target=body, args=(job, done))
         thread.start()
         done.wait()
         threads.append(thread)
     finish.set()
     for thread in threads:
         thread.join()
+
+
+def run_forms(n, profile):
+    bench_app = load_bench_app()
+    run_threads([lambda name=name, form=form, raw=raw: run_form(bench_app, name, form, raw, n, profile)
+                 for name, form, raw in form_requests()])
+
+
+# --only stages: where one request's instructions go, for GET / and GET /json (sync handlers;
+# the async form's extra is its full count minus the sync one). Each stage alone, in a loop:
+#   parse    httptools and the protocol's parser callbacks, up to the queued HTTPRequest
+#   dispatch app.handle(request): route match, Request, the handler, the response bytes
+#   write    the response head + body formatted and handed to the transport
+#   full     data_received from a loop callback, everything (as in --only forms)
+STAGES = ("parse", "dispatch", "write", "full")
+
+
+def stage_jobs():
+    """(name, form, stage) in a fixed order (bench/instructions.py reads it with --list-stages)."""
+    out = [(name, "sync", stage) for name in ("GET /", "GET /json") for stage in STAGES]
+    out += [(name, "async", "full") for name in ("GET /", "GET /json")]
+    # bench/apps/raw_server.py (the ceiling bench/run.py measures), the same bytes fed the same way
+    return out + [(name, "ceiling", "full") for name in ("GET /", "GET /json")]
+
+
+async def run_ceiling(name, n):
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
+    import raw_server
+    raw_server.refresh_date(asyncio.get_running_loop())
+    raw = next(r for nm, fm, r in form_requests() if nm == name and fm == "async")  # / and /json
+    proto = raw_server.HttpProtocol()
+    transport = RecordingTransport()
+    proto.connection_made(transport)
+    proto.data_received(raw)
+    assert transport.first.startswith(b"HTTP/1.1 200 OK"), transport.first
+    transport.write = transport.discard
+    for count in (2000, n):
+        started = time.perf_counter()
+        for _ in range(count):
+            proto.data_received(raw)
+    report(f"{name} (ceiling) full", n, time.perf_counter() - started, None, "request")
+
+
+class _ParseOnly(HttpProtocol):
+    __slots__ = ()
+
+    def _process(self, in_runner=False):
+        self.pending.clear()
+
+
+class _Capture(HttpProtocol):
+    __slots__ = ()
+    captured = []
+
+    def _process(self, in_runner=False):
+        _Capture.captured.append(self.pending.popleft())
+
+
+async def run_stage(bench_app, name, form, stage, n):
+    if form == "ceiling":
+        await run_ceiling(name, n)
+        return
+    raw = next(r for nm, fm, r in form_requests() if nm == name and fm == form)
+    loop = asyncio.get_running_loop()
+    served = bench_app.served(ServerSettings(blocking_warn_ms=0))
+    await served.startup()
+    state = ServerState(served, ServerSettings(header_timeout=1e9, keep_alive_timeout=1e9), loop)
+    state.tick()
+    cls = {"parse": _ParseOnly, "full": HttpProtocol}.get(stage, _Capture)
+    proto = cls(state)
+    transport = RecordingTransport()
+    transport.write = transport.discard
+    proto.connection_made(transport)
+    if stage == "full":
+        step = None
+    elif stage == "parse":
+        def step():
+            proto.data_received(raw)
+    else:
+        proto.data_received(raw)
+        request = _Capture.captured.pop()
+        handle = served.handle
+        if stage == "dispatch":
+            def step():
+                handle(request)
+        else:
+            response = handle(request)
+            write = proto._write_response
+
+            def step():
+                write(request, response, True)
+    for count in (2000, n):
+        started = time.perf_counter()
+        if step is None:
+            await feed(proto, raw, count)
+        else:
+            for _ in range(count):
+                step()
+    report(f"{name} ({form}) {stage}", n, time.perf_counter() - started, None, "request")
+    state.stop_ticker()
+
+
+def run_stages(n):
+    bench_app = load_bench_app()
+    run_threads([lambda job=job: run_stage(bench_app, *job, n) for job in stage_jobs()])
 
 
 async def run(n, profile, only):
@@ -282,6 +389,10 @@ if __name__ == "__main__":
     n = int(args[0]) if args else 50000
     if "--list-forms" in argv:
         print("\n".join(f"{name}\t{form}" for name, form, _ in form_requests()))
+    elif "--list-stages" in argv:
+        print("\n".join("\t".join(job) for job in stage_jobs()))
+    elif only == "stages":
+        run_stages(n)
     elif only == "forms":
         run_forms(n, "--profile" in argv)
     else:
