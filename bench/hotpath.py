@@ -4,7 +4,14 @@ after a real upgrade. No sockets and no load generator, so the figure is the fra
 cost per request (per message) alone; use it to find hotspots, not to compare servers
 (bench/run.py does that).
 
-    .venv/bin/python bench/hotpath.py [--profile] [--only http|ws] [N]
+    .venv/bin/python bench/hotpath.py [--profile] [--only http|ws|forms|stages] [N]
+
+``--only forms`` runs bench/apps/http_app.py (the app bench/run.py measures; ``robyn`` renamed
+to ``stonechat``) instead: GET /, /json, /user/:id, /q + header and POST /echo, each with its
+``async def`` handler and with its ``def`` twin under /sync, every scenario on its own event
+loop in its own thread, so that ``valgrind --separate-threads=yes`` counts each apart
+(bench/instructions.py forms). ``--only stages`` counts the stages of GET / and GET /json
+apart (parse, dispatch, write; see STAGES).
 
 Wall time on a shared VM drifts by 10-20 %. For a change worth a few percent, count
 instructions instead (deterministic; see bench/README.md, "Judging a hot-path change"):
@@ -18,6 +25,7 @@ import os
 import pstats
 import sys
 import time
+from pathlib import Path
 
 sys.path.insert(0, "examples")
 from demo import app  # noqa: E402
@@ -79,6 +87,18 @@ class EchoTransport(NullTransport):
         pass
 
 
+class RecordingTransport(NullTransport):
+    """Keeps the first response (to check the scenario answers 200), then discards."""
+
+    first = b""
+
+    def write(self, data):
+        self.first = self.first or data
+
+    def discard(self, data):
+        self.written += len(data)
+
+
 REQUESTS = {
     "plaintext (async)": b"GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
     "json (sync)": b"GET /json HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n",
@@ -106,22 +126,37 @@ def report(name, n, elapsed, prof, unit):
 OBSERVE = set(filter(None, os.environ.get("STONECHAT_BENCH_OBSERVE", "").split(",")))
 
 
+def feed(proto, raw, n):
+    """A future done once ``raw`` has been answered ``n`` times, one request after the other,
+    fed from loop callbacks as the loop feeds a real connection (outside any task): a request
+    that suspends holds the next one back until the connection's task has answered it."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def step(remaining):
+        while proto.task is None:
+            if not remaining:
+                done.set_result(None)
+                return
+            proto.data_received(raw)
+            remaining -= 1
+        loop.call_soon(step, remaining)
+
+    loop.call_soon(step, n)
+    return done
+
+
 async def run_http(state, n, profile):
     protocol = protocol_for(state.app)
     for name, raw in REQUESTS.items():
         proto = protocol(state)
         proto.connection_made(NullTransport())
-        for _ in range(2000):
-            proto.data_received(raw)
-            await asyncio.sleep(0)
+        await feed(proto, raw, 2000)
         prof = cProfile.Profile() if profile else None
         if prof:
             prof.enable()
         started = time.perf_counter()
-        for _ in range(n):
-            proto.data_received(raw)
-            if proto.task is not None:
-                await proto.task
+        await feed(proto, raw, n)
         report(name, n, time.perf_counter() - started, prof, "request")
 
 
@@ -152,6 +187,190 @@ async def run_ws(state, n, profile):
     report("ws echo 64 B", n, time.perf_counter() - started, prof, "message")
 
 
+FORMS = {
+    "GET /": (b"/", b"User-Agent: wrk\r\nAccept: */*\r\n", b"GET", b""),
+    "GET /json": (b"/json", b"User-Agent: wrk\r\nAccept: */*\r\n", b"GET", b""),
+    "GET /user/:id": (b"/user/42", b"User-Agent: wrk\r\n", b"GET", b""),
+    "GET /q + header": (b"/q?name=abc", b"x-token: t\r\n", b"GET", b""),
+    "POST /echo 1KiB": (b"/echo", b"Content-Type: text/plain\r\nContent-Length: 1024\r\n", b"POST", b"a" * 1024),
+}
+
+
+def form_requests():
+    """(name, form, raw request) for every scenario, async then sync, in a fixed order."""
+    out = []
+    for form, prefix in (("async", b""), ("sync", b"/sync")):
+        for name, (path, headers, method, body) in FORMS.items():
+            target = prefix + path if path != b"/" or not prefix else prefix
+            raw = b"%s %s HTTP/1.1\r\nHost: localhost:8080\r\n%s\r\n%s" % (method, target, headers, body)
+            out.append((name, form, raw))
+    return out
+
+
+def load_bench_app():
+    """bench/apps/http_app.py with ``robyn`` renamed to ``stonechat``, as run.py serves it."""
+    import re
+    import types
+    from pathlib import Path
+    path = Path(__file__).resolve().parent / "apps" / "http_app.py"
+    module = types.ModuleType("http_app")
+    module.__file__ = str(path)
+    exec(compile(re.sub(r"\brobyn\b", "stonechat", path.read_text()), str(path), "exec"), module.__dict__)
+    return module.app
+
+
+async def run_form(bench_app, name, form, raw, n, profile):
+    loop = asyncio.get_running_loop()
+    served = bench_app.served(ServerSettings(blocking_warn_ms=0))
+    await served.startup()
+    state = ServerState(served, ServerSettings(header_timeout=1e9, keep_alive_timeout=1e9), loop)
+    state.tick()
+    proto = HttpProtocol(state)
+    transport = RecordingTransport()
+    proto.connection_made(transport)
+    await feed(proto, raw, 1)
+    assert transport.first.startswith(b"HTTP/1.1 200 OK"), (name, form, transport.first)
+    transport.write = transport.discard
+    await feed(proto, raw, 2000)
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        prof.enable()
+    started = time.perf_counter()
+    await feed(proto, raw, n)
+    report(f"{name} ({form})", n, time.perf_counter() - started, prof, "request")
+    state.stop_ticker()
+
+
+def run_threads(jobs):
+    """Run each ``job()`` (a coroutine) on its own event loop in its own thread, one after the
+    other. Each thread stays alive (idle) until the end: valgrind reuses a finished thread's
+    number, and each job must keep its own (``--separate-threads=yes`` counts each apart)."""
+    import threading
+    import uvloop
+    finish = threading.Event()
+    threads = []
+
+    def body(job, done):
+        uvloop.run(job())
+        done.set()
+        finish.wait()
+
+    for job in jobs:
+        done = threading.Event()
+        thread = threading.Thread(target=body, args=(job, done))
+        thread.start()
+        done.wait()
+        threads.append(thread)
+    finish.set()
+    for thread in threads:
+        thread.join()
+
+
+def run_forms(n, profile):
+    bench_app = load_bench_app()
+    run_threads([lambda name=name, form=form, raw=raw: run_form(bench_app, name, form, raw, n, profile)
+                 for name, form, raw in form_requests()])
+
+
+# --only stages: where one request's instructions go, for GET / and GET /json (sync handlers;
+# the async form's extra is its full count minus the sync one). Each stage alone, in a loop:
+#   parse    httptools and the protocol's parser callbacks, up to the queued HTTPRequest
+#   dispatch app.handle(request): route match, Request, the handler, the response bytes
+#   write    the response head + body formatted and handed to the transport
+#   full     data_received from a loop callback, everything (as in --only forms)
+STAGES = ("parse", "dispatch", "write", "full")
+
+
+def stage_jobs():
+    """(name, form, stage) in a fixed order (bench/instructions.py reads it with --list-stages)."""
+    out = [(name, "sync", stage) for name in ("GET /", "GET /json") for stage in STAGES]
+    out += [(name, "async", "full") for name in ("GET /", "GET /json")]
+    # bench/apps/raw_server.py (the ceiling bench/run.py measures), the same bytes fed the same way
+    return out + [(name, "ceiling", "full") for name in ("GET /", "GET /json")]
+
+
+async def run_ceiling(name, n):
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
+    import raw_server
+    raw_server.refresh_date(asyncio.get_running_loop())
+    raw = next(r for nm, fm, r in form_requests() if nm == name and fm == "async")  # / and /json
+    proto = raw_server.HttpProtocol()
+    transport = RecordingTransport()
+    proto.connection_made(transport)
+    proto.data_received(raw)
+    assert transport.first.startswith(b"HTTP/1.1 200 OK"), transport.first
+    transport.write = transport.discard
+    for count in (2000, n):
+        started = time.perf_counter()
+        for _ in range(count):
+            proto.data_received(raw)
+    report(f"{name} (ceiling) full", n, time.perf_counter() - started, None, "request")
+
+
+class _ParseOnly(HttpProtocol):
+    __slots__ = ()
+
+    def _process(self, in_runner=False):
+        self.pending.clear()
+
+
+class _Capture(HttpProtocol):
+    __slots__ = ()
+    captured = []
+
+    def _process(self, in_runner=False):
+        _Capture.captured.append(self.pending.popleft())
+
+
+async def run_stage(bench_app, name, form, stage, n):
+    if form == "ceiling":
+        await run_ceiling(name, n)
+        return
+    raw = next(r for nm, fm, r in form_requests() if nm == name and fm == form)
+    loop = asyncio.get_running_loop()
+    served = bench_app.served(ServerSettings(blocking_warn_ms=0))
+    await served.startup()
+    state = ServerState(served, ServerSettings(header_timeout=1e9, keep_alive_timeout=1e9), loop)
+    state.tick()
+    cls = {"parse": _ParseOnly, "full": HttpProtocol}.get(stage, _Capture)
+    proto = cls(state)
+    transport = RecordingTransport()
+    transport.write = transport.discard
+    proto.connection_made(transport)
+    if stage == "full":
+        step = None
+    elif stage == "parse":
+        def step():
+            proto.data_received(raw)
+    else:
+        proto.data_received(raw)
+        request = _Capture.captured.pop()
+        handle = served.handle
+        if stage == "dispatch":
+            def step():
+                handle(request)
+        else:
+            response = handle(request)
+            write = proto._write_response
+
+            def step():
+                write(request, response, True)
+    for count in (2000, n):
+        started = time.perf_counter()
+        if step is None:
+            await feed(proto, raw, count)
+        else:
+            for _ in range(count):
+                step()
+    report(f"{name} ({form}) {stage}", n, time.perf_counter() - started, None, "request")
+    state.stop_ticker()
+
+
+def run_stages(n):
+    bench_app = load_bench_app()
+    run_threads([lambda job=job: run_stage(bench_app, *job, n) for job in stage_jobs()])
+
+
 async def run(n, profile, only):
     loop = asyncio.get_running_loop()
     # No blocking watchdog: its thread wakes by wall time, so under valgrind on a busy machine
@@ -179,4 +398,14 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     only = argv[argv.index("--only") + 1] if "--only" in argv else None
     args = [a for a in argv if not a.startswith("--") and a != only]
-    uvloop.run(run(int(args[0]) if args else 50000, "--profile" in argv, only))
+    n = int(args[0]) if args else 50000
+    if "--list-forms" in argv:
+        print("\n".join(f"{name}\t{form}" for name, form, _ in form_requests()))
+    elif "--list-stages" in argv:
+        print("\n".join("\t".join(job) for job in stage_jobs()))
+    elif only == "stages":
+        run_stages(n)
+    elif only == "forms":
+        run_forms(n, "--profile" in argv)
+    else:
+        uvloop.run(run(n, "--profile" in argv, only))

@@ -8,6 +8,9 @@ removes start-up and import costs, leaving the cost of one iteration.
 
     python3 bench/instructions.py ws          # the /ws echo, per message
     python3 bench/instructions.py http        # the HTTP scenarios together, per request
+    python3 bench/instructions.py forms       # bench/apps/http_app.py: each scenario, async and
+                                              # sync, per request, and async ÷ sync
+    python3 bench/instructions.py stages      # GET / and GET /json: parse, dispatch, write, the rest
 
 Compare two commits by running it on each. It says nothing about kernel time or cache misses
 (bench/run.py measures the real thing); it tells whether Python-level work went up or down.
@@ -40,14 +43,65 @@ def instructions(python: str, only: str, n: int) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+def thread_instructions(python: str, n: int, mode: str = "forms") -> list[int]:
+    """Instructions of each job thread of ``hotpath.py --only forms|stages`` (main thread left out)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg"
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
+             python, str(ROOT / "bench" / "hotpath.py"), "--only", mode, str(n)],
+            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        if proc.returncode != 0:
+            sys.exit(f"instructions: valgrind run failed:\n{proc.stdout}\n{proc.stderr[-2000:]}")
+        counts = {}
+        for path in Path(tmp).glob("cg-*"):
+            found = re.search(r"^(?:totals|summary): (\d+)", path.read_text(), re.M)
+            counts[int(path.name.rsplit("-", 1)[1])] = int(found.group(1)) if found else 0
+    return [counts[k] for k in sorted(counts)][1:]
+
+
+def forms(python: str, n: int) -> None:
+    listed = subprocess.run([python, str(ROOT / "bench" / "hotpath.py"), "--list-forms"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    scenarios = [tuple(line.split("\t")) for line in listed.splitlines()]
+    one = thread_instructions(python, n)
+    two = thread_instructions(python, 2 * n)
+    per = {(name, form): (b - a) / n for (name, form), a, b in zip(scenarios, one, two)}
+    print(f"{'scenario':18s} {'async':>9s} {'sync':>9s} {'async/sync':>10s}   (instructions per request)")
+    for name in dict.fromkeys(name for name, _ in per):
+        a, s = per[(name, "async")], per[(name, "sync")]
+        print(f"{name:18s} {a:9,.0f} {s:9,.0f} {a / s:10.3f}")
+
+
+def stages(python: str, n: int) -> None:
+    listed = subprocess.run([python, str(ROOT / "bench" / "hotpath.py"), "--list-stages"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    jobs = [tuple(line.split("\t")) for line in listed.splitlines()]
+    one = thread_instructions(python, n, "stages")
+    two = thread_instructions(python, 2 * n, "stages")
+    per = {job: (b - a) / n for job, a, b in zip(jobs, one, two)}
+    print(f"{'scenario':10s} {'parse':>8s} {'dispatch':>9s} {'write':>8s} {'the rest':>9s} {'full sync':>10s} "
+          f"{'full async':>11s} {'ceiling':>8s}   (instructions per request)")
+    for name in dict.fromkeys(name for name, _, _ in jobs):
+        parse, dispatch, write, full = (per[(name, "sync", stage)] for stage in ("parse", "dispatch", "write", "full"))
+        print(f"{name:10s} {parse:8,.0f} {dispatch:9,.0f} {write:8,.0f} {full - parse - dispatch - write:9,.0f} "
+              f"{full:10,.0f} {per[(name, 'async', 'full')]:11,.0f} {per[(name, 'ceiling', 'full')]:8,.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("only", choices=["ws", "http"])
+    parser.add_argument("only", choices=["ws", "http", "forms", "stages"])
     parser.add_argument("-n", type=int, default=5000, help="iterations in the shorter run")
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"))
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("instructions: valgrind is not installed (apt-get install valgrind)")
+    if args.only == "forms":
+        forms(args.python, args.n)
+        return
+    if args.only == "stages":
+        stages(args.python, args.n)
+        return
     one = instructions(args.python, args.only, args.n)
     two = instructions(args.python, args.only, 2 * args.n)
     per = (two - one) / args.n / (HTTP_SCENARIOS if args.only == "http" else 1)

@@ -555,6 +555,7 @@ class Robyn(BaseRouter):
             route.after = global_after + [_hook_entry(m) for m in middlewares
                                           if m.kind is after and m.endpoint == spec.endpoint]
             route.fast = not (route.before or route.after or is_async or threaded or takes_tasks)
+            route.plain_async = is_async and not (route.before or route.after or takes_tasks)
             router.add(spec.method, spec.endpoint, route)
             routes.append(route)
         if any(r.threaded for r in routes) and self.executor is None:

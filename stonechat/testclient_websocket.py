@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import orjson
 
@@ -179,6 +179,9 @@ class InProcessWebSocket:
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self.closed_future)
+
+    def on_closed(self, callback: Callable[[], None]) -> None:
+        self.closed_future.add_done_callback(lambda _: callback())
 
     # -- the test's side -----------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from ..server.interface import NO_MESSAGE, ConnectionClosed, HTTPRequest, close_payload
 
@@ -239,6 +239,9 @@ class ASGIWebSocket:
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._ended)
+
+    def on_closed(self, callback: Callable[[], None]) -> None:
+        self._ended.add_done_callback(lambda _: callback())
 
     def _close_timed_out(self) -> None:
         self._close_timer = None

@@ -7,7 +7,8 @@ middleware chain and converter are fixed then. Per request, ``Dispatcher.handle`
 * answers a route with no middleware and a sync handler *synchronously*: no task, no
   coroutine, the server writes the bytes at once (Robyn runs sync handlers the same way);
 * returns a coroutine for everything else (async handlers, hooks, ``threaded=True``), which
-  the server awaits in order;
+  the server awaits in order (its first step at once: most never suspend); an async handler
+  without hooks gets the leanest one (``_run_plain``);
 * hands a request no route matches to the mounted ASGI app whose prefix holds it
   (``app.mount``; ``asgi/mount.py``), so stonechat's own routes pay nothing for mounts.
 
@@ -41,7 +42,8 @@ class Route:
     """A route compiled for dispatch from its registration record (``spec``)."""
 
     __slots__ = ("spec", "method", "endpoint", "call", "is_async", "threaded", "const", "convert",
-                 "before", "after", "param_names", "cached", "fast", "name", "background", "stream_body")
+                 "before", "after", "param_names", "cached", "fast", "plain_async", "name", "background",
+                 "stream_body")
 
     def __init__(self, spec: Any, call: Callable, is_async: bool, threaded: bool, convert: Converter) -> None:
         self.spec = spec  # a core/registry.RouteSpec (or a stand-in for the 404/405 routes)
@@ -56,7 +58,8 @@ class Route:
         self.before: list[tuple[Callable, bool, int]] = []
         self.after: list[tuple[Callable, bool, int]] = []
         self.cached: Optional[HTTPResponse] = None
-        self.fast = False
+        self.fast = False  # a sync handler, no hooks: answered without a coroutine
+        self.plain_async = False  # an async handler, no hooks: one coroutine around it (_run_plain)
         self.name: str = spec.name
         self.background = False  # has a BackgroundTasks parameter (never fast: see handle)
         self.stream_body: bool = getattr(spec, "stream_body", False)
@@ -140,6 +143,8 @@ class Dispatcher:
                 return self._error(route, exc)
         if route.background:
             return self._run_then_tasks(route, request)
+        if route.plain_async and route.cached is None:
+            return self._run_plain(route, request)
         return self._run(route, request)
 
     def streams_body(self, raw: HTTPRequest) -> bool:
@@ -207,6 +212,23 @@ class Dispatcher:
                 wire = convert(await self._after(route, request, response))
             return wire if wire.stream is None else self._file_answer(raw, wire)
         except Exception as exc:
+            answer = self._error(route, exc)
+            return answer if isinstance(answer, HTTPResponse) else await answer
+
+    async def _run_plain(self, route: Route, request: Request) -> HTTPResponse:
+        """``_run`` for an async handler with no hooks: the same answers, one frame less."""
+        try:
+            response = await route.call(request)
+        except Exception as exc:
+            response = self._error(route, exc)
+            if not isinstance(response, HTTPResponse):
+                response = await response
+        if response.__class__ is HTTPResponse:
+            return response
+        try:
+            wire = route.convert(response)
+            return wire if wire.stream is None else self._file_answer(request._raw, wire)
+        except Exception as exc:  # a value that cannot be an answer (bad status, missing file)
             answer = self._error(route, exc)
             return answer if isinstance(answer, HTTPResponse) else await answer
 

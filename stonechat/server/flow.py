@@ -29,7 +29,7 @@ class FlowControl:
         self.loop = loop
         self.read_paused = False
         self.write_paused = False  # the transport's buffer is over its high-water mark
-        self.drain_waiters: list[asyncio.Future[None]] = []
+        self.drain_waiters: Optional[list[asyncio.Future[None]]] = None  # made by the first writable()
 
     def pause_reading(self) -> None:
         if not self.read_paused:
@@ -51,12 +51,16 @@ class FlowControl:
     def writable(self) -> asyncio.Future[None]:
         """A future resolved once the client has read enough (``resume_writing``)."""
         future: asyncio.Future[None] = self.loop.create_future()
+        if self.drain_waiters is None:
+            self.drain_waiters = []
         self.drain_waiters.append(future)
         return future
 
     def wake_writers(self, exc: Optional[BaseException] = None) -> None:
         """Resolve every ``writable()`` future, or fail them with ``exc``."""
-        waiters, self.drain_waiters = self.drain_waiters, []
+        waiters, self.drain_waiters = self.drain_waiters, None
+        if not waiters:
+            return
         for future in waiters:
             if not future.done():
                 if exc is None:

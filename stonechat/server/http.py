@@ -7,8 +7,13 @@ Theory of operation
 -------------------
 httptools calls us back as bytes are parsed; every finished request is appended to
 ``self.pending``. Requests are answered strictly one at a time, in arrival order: a request
-whose application result is ready at once (a sync handler) is written straight away; one that
-needs awaiting becomes the connection's single task, and the queue waits for it. A protocol
+whose application result is ready at once (a sync handler) is written straight away. A
+coroutine (an async handler) gets its first step at once too (``eager.py``): most return without
+suspending and are written straight away as well, with no Task made and no loop turn. One that
+suspends, or any other awaitable, goes to the connection's task, and the queue waits for it.
+That task is made once per connection, at its first coroutine, and parks between requests; it
+is the current task during every eager step, so handlers always see the one task that would
+continue them (``current_task()``, timeouts, cancellation on disconnect). A protocol
 error stops parsing; everything queued before it is still answered, then the error response,
 then the connection closes. Timeouts are checked once a second by ``ServerState.tick`` rather
 than with a timer per request, which keeps the per-request path free of allocations.
@@ -40,16 +45,19 @@ closes the connection, lingering, once the client has been quiet for a moment or
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import logging
 import os
 import re
 from collections import deque
 from http import HTTPStatus
+from types import CoroutineType
 from typing import Any, Optional
 
 import httptools
 
+from .eager import Suspended, cancel_requested, enter_task, forget_cancels, leave_task, primed_point, primed_task
 from .flow import FlowControl
 from .interface import (BODY_STREAM_HIGH, NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, BodyError, BodyStream, FileBody,
                         HTTPRequest, HTTPResponse, HTTPResponseThen, WebSocketAccept, plain_response)
@@ -131,6 +139,27 @@ _PEER_DONE = _Reject(0, "the client closed its side")
 _CLOSE_AFTER = _Reject(0, "a streamed body ended early")
 
 
+class _Ready:
+    """An answer an eager step already has (a stream), for the connection's task to write."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Any:
+        return self.value
+        yield  # a generator: awaiting it returns at once
+
+
+class _Cancelled:
+    """What the task awaits when it was cancelled before taking over an awaitable."""
+
+    def __await__(self) -> Any:
+        raise asyncio.CancelledError()
+        yield
+
+
 class HttpProtocol(FlowControl, asyncio.Protocol):
     # What a successful upgrade hands the connection to (observed.py: a counting subclass).
     websocket_protocol = WebSocketProtocol
@@ -142,6 +171,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "expect_continue", "chunked", "linger_deadline", "linger_heard",
         "streamed",
+        "runner", "job", "wake", "context", "stray_cancel",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -151,7 +181,14 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.app = state.app
         self.parser = httptools.HttpRequestParser(self)
         self.pending: deque[HTTPRequest] = deque()
+        # The connection's task (``runner``) while it answers a request; None while the queue
+        # may go on. ``job`` is what it is to await next, ``wake`` the future it parks on.
         self.task: Optional[asyncio.Task[None]] = None
+        self.runner: Optional[asyncio.Task[None]] = None
+        self.job: Optional[tuple[HTTPRequest, Any]] = None
+        self.wake: Optional[asyncio.Future[None]] = None
+        self.stray_cancel = False
+        self.context = contextvars.copy_context()  # each request's steps run in a fresh copy
         self.request: Optional[HTTPRequest] = None
         self._reset_message()
         self.head_started: Optional[float] = None
@@ -188,8 +225,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.closing = True
         self.state.connections.discard(self)
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        if self.runner is not None:
+            self.runner.cancel()  # the request it runs is cancelled; parked, it just ends
         if self.streamed is not None:
             self.streamed.body_stream.fail(BodyError(400, "the client closed the connection before the body ended"))
         self.wake_writers()  # a streaming response stops at its next chunk
@@ -419,8 +456,9 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     # -- answering -----------------------------------------------------------------------
 
-    def _process(self) -> None:
+    def _process(self, in_runner: bool = False) -> None:
         """Answer queued requests in order until one needs awaiting or the queue is empty.
+        ``in_runner``: called by the connection's task itself (it is the current task).
 
         Stops while the client is not reading (``write_paused``): ``resume_writing`` carries
         on, so at most one response beyond the write-buffer limit is ever buffered."""
@@ -451,8 +489,121 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 result = plain_response(500, "Internal Server Error\n")
             if result.__class__ is HTTPResponse and result.stream is None:
                 self._write_response(request, result, request.keep_alive)
+            elif result.__class__ is CoroutineType:
+                self._step(request, result, in_runner)
             else:
-                self.task = self.loop.create_task(self._run(request, result))
+                self._hand_over(request, result)
+
+    # -- awaiting: the eager first step, the connection's task ---------------------------
+
+    def _step(self, request: HTTPRequest, coro: Any, in_runner: bool) -> None:
+        """The coroutine's first step, now, under the connection's task; the task takes the
+        coroutine over only if it suspends (see eager.py)."""
+        runner = self.runner
+        if runner is None:
+            runner = self.runner = primed_task(self.loop, self._serve_suspended())
+        loop = self.loop
+        if not in_runner:
+            try:
+                enter_task(loop, runner)
+            except RuntimeError:  # another task is current: let ours run it from the start
+                self._hand_over(request, coro)
+                return
+        context = self.context.copy()
+        try:
+            pending = context.run(coro.send, None)
+        except StopIteration as stop:
+            result = stop.value
+            if cancel_requested(runner):
+                # it cancelled its task and returned before seeing it: the task wakes for nothing
+                self.stray_cancel = True
+        except asyncio.CancelledError:
+            self._write_response(request, plain_response(503, _SHUTTING_DOWN.decode()), False)
+            return
+        except Exception:
+            logger.exception("unhandled error while answering %s %s", request.method, request.target)
+            self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
+            return
+        else:
+            self._hand_over(request, Suspended(coro, context, pending))
+            return
+        finally:
+            if not in_runner:
+                leave_task(loop, runner)
+        if self.streamed is request:
+            # answered before its body ended: the rest of it is dropped with the connection
+            request.keep_alive = False
+        if result.__class__ is HTTPResponse and result.stream is None:
+            self._write_response(request, result, request.keep_alive)
+        elif isinstance(result, WebSocketAccept):
+            if request.websocket and not self.closing:
+                self._start_websocket(request, result)
+            else:
+                self._write_response(request, plain_response(400, "Bad request: not a WebSocket handshake\n"),
+                                     request.keep_alive)
+        else:
+            self._hand_over(request, _Ready(result))  # a stream: written by the task
+
+    def _hand_over(self, request: HTTPRequest, awaitable: Any) -> None:
+        """The connection's task awaits ``awaitable`` and answers with it; the queue waits."""
+        if self.runner is None:
+            self.runner = primed_task(self.loop, self._serve_suspended())
+        self.job = (request, awaitable)
+        self.task = self.runner
+        wake = self.wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _serve_suspended(self) -> None:
+        """The connection's task: parks until a request needs awaiting (``job``), answers it,
+        parks again; ends with the connection (``connection_lost`` cancels it), or when
+        cancelled from outside while parked (the loop closing)."""
+        waiting: Any = primed_point()  # primed_task runs us up to this await
+        while True:
+            if waiting is not None:
+                try:
+                    await waiting
+                except asyncio.CancelledError:
+                    if self.closing or (self.job is None and not self.stray_cancel):
+                        self._drop_job()
+                        self.runner = None
+                        return
+                    runner = self.runner
+                    assert runner is not None
+                    job = self.job
+                    if job is None:
+                        # cancelled during an eager step that then returned: nothing to cancel
+                        self.stray_cancel = False
+                        forget_cancels(runner)
+                    elif isinstance(job[1], Suspended):
+                        job[1].cancel()  # for the handler, at the await it suspended on
+                    else:
+                        self._drop_job()
+                        self.job = (job[0], _Cancelled())
+                self.wake = waiting = None
+            if self.closing:
+                self._drop_job()
+                return
+            job = self.job
+            if job is None:
+                waiting = self.wake = self.loop.create_future()
+                continue
+            self.job = None
+            await self._run(*job)
+            if self.closing:
+                return
+            if self.job is None and self.runner is not None:
+                forget_cancels(self.runner)  # the next request starts with none, as a new task would
+
+    def _drop_job(self) -> None:
+        """The connection is gone before its task took the job over: close what it held."""
+        job, self.job = self.job, None
+        if job is not None:
+            awaitable = job[1]
+            coro = awaitable.coro if isinstance(awaitable, Suspended) else awaitable
+            close = getattr(coro, "close", None)
+            if close is not None:
+                close()
 
     async def _run(self, request: HTTPRequest, result: Any) -> None:
         written = False
@@ -496,7 +647,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         finally:
             self.task = None
         if not self.closing:
-            self._process()
+            self._process(True)
 
     def _keep_alive_header(self, request: Optional[HTTPRequest], keep_alive: bool) -> tuple[bool, bytes]:
         if not keep_alive or self.state.stopping or request is None:

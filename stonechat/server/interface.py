@@ -353,6 +353,9 @@ class WebSocketConnection(Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
         # close_nowait, then wait until closed (peer's close frame, or ws_close_timeout → abort)
     async def wait_closed(self) -> None: ...
+    def on_closed(self, callback: Callable[[], None]) -> None: ...
+        # call ``callback()`` (from the loop, soon) once the connection is closed: a session
+        # can watch for the close without a task of its own waiting in wait_closed()
 
 
 class WebSocketAccept:

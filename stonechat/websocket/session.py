@@ -118,6 +118,46 @@ class _Compiled:
         self.on_close = compiled(spec.on_close)
 
 
+class _AfterClose:
+    """A receive-loop handler whose connection closed while it was busy elsewhere (not in
+    ``receive()``, which raises at once): the client leaves the endpoint's registry at once,
+    and the handler gets ``ws_close_timeout`` to finish before it is cancelled."""
+
+    __slots__ = ("ep", "ws", "call", "task", "timeout", "timer", "running")
+
+    def __init__(self, ep: "_Compiled", ws: Any, call: "_Call", task: Optional["asyncio.Task[Any]"],
+                 timeout: float) -> None:
+        self.ep = ep
+        self.ws = ws
+        self.call = call
+        self.task = task
+        self.timeout = timeout
+        self.timer: Optional[asyncio.TimerHandle] = None
+        self.running = True
+
+    def closed(self) -> None:
+        if not self.running:
+            return
+        clients = self.ep.clients
+        clients.pop(self.ws.id, None)
+        if clients.hub is not None:
+            clients.hub.disconnected(self.ws)
+        self.timer = asyncio.get_running_loop().call_later(self.timeout, self.expired)
+
+    def expired(self) -> None:
+        self.timer = None
+        if self.running and self.task is not None:
+            logger.warning("WebSocket handler %s on %s still running %.1f s after the close; "
+                           "cancelling it", self.call.name, self.ep.endpoint, self.timeout)
+            self.task.cancel()
+
+    def over(self) -> None:
+        self.running = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 # What sync message handlers return; anything else is checked for an awaitable (a sync function
 # that returns a coroutine), so the common case costs one class lookup per message, not inspect.
 _PLAIN_RESULTS = frozenset((str, bytes, type(None), dict, list))
@@ -267,10 +307,33 @@ class WebSocketDispatcher:
                 clients[ws.id] = ws
                 if hub is not None:
                     hub.connected(ws)
-                if ep.style is WebSocketStyle.RECEIVE_LOOP:
-                    await self._run_loop(ep, ws, bound, conn)
-                else:
+                if ep.style is not WebSocketStyle.RECEIVE_LOOP:
                     await self._run_callbacks(ep, ws, bound, conn)
+                else:
+                    # The receive-loop handler, right here in the session's task: no task more
+                    # per connection and no frame more between each message and the handler
+                    # (an idle one waits in receive() and nothing else; _AfterClose watches
+                    # for the close). How the handler ends decides how the connection closes.
+                    call = ep.handler
+                    assert call is not None  # a receive-loop endpoint always has its handler
+                    watch = _AfterClose(ep, ws, call, asyncio.current_task(), self.close_timeout)
+                    conn.on_closed(watch.closed)
+                    try:
+                        await call.fn(**call.args(ws, bound[call]))
+                    except (WebSocketDisconnect, ConnectionClosed, ConnectionError):
+                        pass
+                    except WebSocketException as exc:
+                        if not conn.closed:
+                            conn.close_nowait(exc.code, exc.reason)
+                    except Exception:
+                        logger.exception("WebSocket handler %s on %s failed; closing 1011", call.name, ws.endpoint)
+                        if not conn.closed:
+                            conn.close_nowait(1011, "internal error")
+                    else:
+                        if not conn.closed:  # the handler is done with this client
+                            conn.close_nowait(1000, "")
+                    finally:
+                        watch.over()
         except ConnectionClosed:
             pass
         finally:
@@ -286,50 +349,6 @@ class WebSocketDispatcher:
                     await _call(call, call.args(ws, bound[call]))
                 except Exception:
                     logger.exception("WebSocket close handler %s on %s failed", call.name, ep.endpoint)
-
-    async def _run_loop(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: WebSocketConnection) -> None:
-        call = ep.handler
-        assert call is not None  # a receive-loop endpoint always has its handler
-        task = asyncio.ensure_future(self._guard(call, ws, call.args(ws, bound[call]), conn))
-        closed = asyncio.ensure_future(conn.wait_closed())
-        try:
-            await asyncio.wait((task, closed), return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
-                # Closed while the handler was busy elsewhere: give it the close timeout.
-                ep.clients.pop(ws.id, None)
-                if ep.clients.hub is not None:
-                    ep.clients.hub.disconnected(ws)
-                done, _ = await asyncio.wait((task,), timeout=self.close_timeout)
-                if not done:
-                    logger.warning("WebSocket handler %s on %s still running %.1f s after the close; "
-                                   "cancelling it", call.name, ep.endpoint, self.close_timeout)
-                    task.cancel()
-                    await asyncio.wait((task,))
-        finally:
-            closed.cancel()
-            if not task.done():
-                task.cancel()
-
-    @staticmethod
-    async def _guard(call: _Call, ws: WebSocketAdapter, kwargs: dict, conn: WebSocketConnection) -> None:
-        """Run the receive-loop handler; how it ends decides how the connection closes."""
-        try:
-            await call.fn(**kwargs)
-        except (WebSocketDisconnect, ConnectionClosed, ConnectionError):
-            return
-        except WebSocketException as exc:
-            if not conn.closed:
-                conn.close_nowait(exc.code, exc.reason)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("WebSocket handler %s on %s failed; closing 1011", call.name, ws.endpoint)
-            if not conn.closed:
-                conn.close_nowait(1011, "internal error")
-            return
-        if not conn.closed:  # the handler is done with this client
-            conn.close_nowait(1000, "")
 
     async def _run_callbacks(self, ep: _Compiled, ws: WebSocketAdapter, bound: dict, conn: WebSocketConnection) -> None:
         call = ep.on_message

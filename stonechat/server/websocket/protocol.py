@@ -26,7 +26,7 @@ import asyncio
 import logging
 import struct
 from collections import deque
-from typing import Any, Awaitable, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from ..flow import FlowControl
 from ..interface import (NO_MESSAGE, ConnectionClosed, HTTPRequest, WebSocketAccept, WebSocketConnection,
@@ -55,7 +55,7 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
         "deflate", "frame_kind",
         # close bookkeeping
         "close_code", "close_reason", "closed_by", "close_sent", "close_received",
-        "close_timer", "closed_future", "session_task", "pending_end",
+        "close_timer", "closed_future", "close_callbacks", "session_task", "pending_end",
         # keepalive / idle
         "last_rx", "last_message", "ping_payload", "ping_sent_at", "ping_count",
         "__weakref__",
@@ -74,7 +74,9 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
         self.max_size = settings.ws_max_message_size
         self.reader = FrameReader(self.max_size)
         self.waiter: Optional[asyncio.Future[Any]] = None
-        self.queue: deque[Union[str, bytes]] = deque()
+        # Made when first needed, as are closed_future and close_callbacks: an idle connection
+        # holds as little as it can (a deque alone is a 64-slot block).
+        self.queue: Optional[deque[Union[str, bytes]]] = None
         self.queued_bytes = 0
         self.max_buffer = max(settings.ws_max_write_buffer, settings.ws_write_limit)
         self.deflate: Optional[Negotiated] = None
@@ -85,7 +87,8 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
         self.close_sent = False
         self.close_received = False
         self.close_timer: Optional[asyncio.TimerHandle] = None
-        self.closed_future: asyncio.Future[None] = self.loop.create_future()
+        self.closed_future: Optional[asyncio.Future[None]] = None
+        self.close_callbacks: Optional[list[Callable[[], None]]] = None
         # (fn, args): a close or failure waiting until the session took the messages before it
         self.pending_end: Optional[tuple[Callable[..., None], tuple[Any, ...]]] = None
         self.session_task: Optional[asyncio.Task[None]] = None
@@ -114,17 +117,17 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
         if transport.is_closing():  # the client left during the handshake
             self._set_closed(1006, "", "client")
             self.loop.call_soon(self.connection_lost, None)
-        self.session_task = self.loop.create_task(self._run_session(accept.session))
+        # The session coroutine is the task itself (no wrapper frame: every message resumes
+        # the task through each frame it awaits in); how it ended is read by _session_done.
+        task = self.session_task = asyncio.ensure_future(accept.session(self), loop=self.loop)
+        task.add_done_callback(self._session_done)
         if tail:
             self.data_received(tail)
 
-    async def _run_session(self, session: Callable[[WebSocketConnection], Awaitable[None]]) -> None:
-        try:
-            await session(self)
-        except (ConnectionClosed, asyncio.CancelledError):
-            pass
-        except Exception:
-            logger.exception("WebSocket session on %s failed", self.path)
+    def _session_done(self, task: "asyncio.Future[None]") -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and not isinstance(exc, ConnectionClosed):
+            logger.error("WebSocket session on %s failed", self.path, exc_info=exc)
             if self.ready_state == OPEN:
                 self.close_nowait(1011, "internal error")
             return
@@ -195,9 +198,12 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(message)
                 return
-        self.queue.append(message)
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        queue.append(message)
         self.queued_bytes += len(message)
-        if (len(self.queue) >= self.MAX_QUEUED or self.queued_bytes > self.max_size) and not self.read_paused:
+        if (len(queue) >= self.MAX_QUEUED or self.queued_bytes > self.max_size) and not self.read_paused:
             self.pause_reading()
 
     def _defer_end(self, fn: Callable[..., None], *args: Any) -> None:
@@ -248,8 +254,12 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(exc)
         self.wake_writers(exc)
-        if not self.closed_future.done():
+        if self.closed_future is not None and not self.closed_future.done():
             self.closed_future.set_result(None)
+        callbacks, self.close_callbacks = self.close_callbacks, None
+        if callbacks:
+            for callback in callbacks:
+                self.loop.call_soon(callback)
         if self.read_paused:
             try:
                 self.resume_reading()
@@ -313,10 +323,26 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code``/``reason`` and wait until the close handshake is over (bounded)."""
         self.close_nowait(code, reason)
-        await asyncio.shield(self.closed_future)
+        await asyncio.shield(self._closed_future())
 
     async def wait_closed(self) -> None:
-        await asyncio.shield(self.closed_future)
+        await asyncio.shield(self._closed_future())
+
+    def _closed_future(self) -> "asyncio.Future[None]":
+        future = self.closed_future
+        if future is None:
+            future = self.closed_future = self.loop.create_future()
+            if self.ready_state == CLOSED:
+                future.set_result(None)
+        return future
+
+    def on_closed(self, callback: Callable[[], None]) -> None:
+        if self.ready_state == CLOSED:
+            self.loop.call_soon(callback)
+        elif self.close_callbacks is None:
+            self.close_callbacks = [callback]
+        else:
+            self.close_callbacks.append(callback)
 
     @property
     def closed(self) -> bool:
@@ -326,7 +352,7 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
         """Server stop: close 1001, wait for the peer's close and for the session to finish."""
         if self.ready_state == OPEN:
             self.close_nowait(1001, "server shutting down")
-        await asyncio.shield(self.closed_future)
+        await asyncio.shield(self._closed_future())
         task = self.session_task
         if task is not None and not task.done():
             try:
@@ -351,7 +377,7 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
             self.close_timer = None
         self.reader.stop()
         self.state.remove_websocket(self, self.ip)
-        self.queue.clear()
+        self.queue = None
 
     # -- the connection API the session uses (interface.WebSocketConnection) ---------------
 
@@ -368,8 +394,10 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
             self.queued_bytes -= len(message)
             if self.read_paused:
                 self._maybe_resume_reading()
-            if self.pending_end is not None and not queue:
-                self.loop.call_soon(self._run_pending_end)
+            if not queue:
+                self.queue = None  # its block goes too: an idle connection keeps none
+                if self.pending_end is not None:
+                    self.loop.call_soon(self._run_pending_end)
             return message
         if self.ready_state != OPEN:
             raise ConnectionClosed(self.close_code, self.close_reason, self.closed_by)
@@ -382,7 +410,7 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
         return waiter
 
     def _maybe_resume_reading(self) -> None:
-        if len(self.queue) <= self.MAX_QUEUED // 2 and self.queued_bytes <= self.max_size // 2:
+        if (len(self.queue) if self.queue else 0) <= self.MAX_QUEUED // 2 and self.queued_bytes <= self.max_size // 2:
             self.resume_reading()
 
     async def send(self, message: Union[str, bytes]) -> None:
