@@ -187,6 +187,13 @@ register(HttpScenario("static-1k", "GET /static/1k.bin (file)", "/static/1k.bin"
                       expect=expect_file(1024)))
 register(HttpScenario("static-1m", "GET /static/1m.bin (file)", "/static/1m.bin", role="static",
                       expect=expect_file(1024 * 1024), latency=False))
+# The price of observing (issue 12): stonechat with its access log, or its Prometheus metrics, on.
+for _key, _label, _path, _expect in (("text", "GET / (text)", "/", expect_text("Hello, world!")),
+                                     ("json", "GET /json", "/json", expect_json({"message": "Hello, world!"}))):
+    register(HttpScenario(f"{_key}-log", f"{_label}, access log on", _path, expect=_expect,
+                          variant="access-log", latency=False))
+    register(HttpScenario(f"{_key}-metrics", f"{_label}, metrics on", _path, expect=_expect,
+                          variant="metrics", latency=False))
 register(WsScenario("ws-1", "WS echo, 1 conn", 1))
 register(WsScenario("ws-100", "WS echo, 100 conns", 100))
 
@@ -262,7 +269,9 @@ PEERS = {p.name: p for p in [
             {"http": SYNC_ASYNC_HTTP, "static": STATIC,
              "ws": {"sync": ("ws_sync_app.py", "/sync/ws"), "async": ("ws_app.py", "/ws")}},
             launch_script(ROBYN_FLAGS), venv=PROJECT_VENV,
-            notes="the project's .venv; apps/http_app.py, ws_app.py, ws_sync_app.py with `robyn` renamed"),
+            notes="the project's .venv; apps/http_app.py, ws_app.py, ws_sync_app.py with `robyn` renamed",
+            variants={"access-log": (["--access-log", "/tmp/stonechat-bench-access.log"], {}),
+                      "metrics": ([], {"BENCH_METRICS": "1"})}),
     PeerDef("socketify", "socketify", ["socketify==0.0.31"], "socketify",
             {"http": {"sync": ("socketify_app.py", "/sync"), "async": ("socketify_app.py", "")},
              "ws": {"sync": ("socketify_app.py", "/sync/ws"), "async": ("socketify_app.py", "/ws")}},

@@ -79,5 +79,9 @@ def sync_echo(request: Request):
     return request.body
 
 
+# bench/run.py's "metrics" variant (stonechat only: Robyn has no metrics to turn on).
+if os.environ.get("BENCH_METRICS"):
+    app.enable_metrics()
+
 if __name__ == "__main__":
     app.start(host="127.0.0.1", port=int(os.environ["BENCH_PORT"]))
