@@ -36,11 +36,12 @@ def content_type_for(name: str) -> str:
 class OpenFile(FileBody):
     """A whole regular file, open, with its validators: what ``select`` narrows to the request."""
 
-    __slots__ = ("size", "mtime", "etag", "last_modified")
+    __slots__ = ("size", "mtime", "etag", "last_modified", "identity")
 
     def __init__(self, fd: int, info: os.stat_result) -> None:
         super().__init__(fd, 0, info.st_size)
         self.size = info.st_size
+        self.identity = file_identity(info)
         self.mtime = mtime = int(info.st_mtime)
         # mtime (ns) and size: nginx's validator. Strong, so that If-Range can use it; two
         # writes of the same size within one timestamp tick would share it.
@@ -56,6 +57,22 @@ class OpenFile(FileBody):
         return b"etag: %s\r\nlast-modified: %s\r\naccept-ranges: bytes\r\n" % (self.etag, self.last_modified)
 
 
+def file_identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """Which file, in which state: device, inode, size, mtime and ctime (ns). A write changes
+    mtime and ctime; a rename or a swapped link changes the inode. Two same-size writes within
+    one timestamp tick look alike (as they do to the ETag)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def plain_request(headers: list[tuple[bytes, bytes]]) -> bool:
+    """No If-None-Match, If-Modified-Since, Range or If-Range: the whole file is the answer."""
+    for name, _ in headers:
+        if name in _CONDITIONAL:
+            return False
+    return True
+
+
+_CONDITIONAL = frozenset((b"if-none-match", b"if-modified-since", b"range", b"if-range"))
 _DATES: dict[int, bytes] = {}  # Last-Modified values by mtime: formatdate costs more than the rest
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 

@@ -7,6 +7,9 @@ a request it has no file for goes on to the app.
 Safety: the path is percent-decoded once; a NUL byte, a backslash or a ``..`` segment is a 404
 at once; the file is opened and the path the kernel actually opened (``/proc/self/fd``, else
 ``realpath``) must lie under the directory, so a symbolic link to elsewhere is a 404 too.
+A small file's whole answer to a plain GET is kept while ``stat()`` finds the same file
+(``core/files.file_identity``): a changed or swapped file is a different identity and goes the
+checked way again.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import stat
 from typing import Any, Callable, Optional
 from urllib.parse import quote, unquote_to_bytes
 
-from ..core.files import content_type_for, open_regular, select
+from ..core.files import SMALL_FILE, content_type_for, file_identity, open_regular, plain_request, select
 from ..server.interface import TEXT_PLAIN, HTTPRequest, HTTPResponse
 
 _NOT_FOUND = HTTPResponse(404, TEXT_PLAIN, b"Not found")
@@ -28,6 +31,10 @@ _OUTSIDE = object()  # a path not under the prefix
 _RESOLVED_MAX = 4096
 _RESOLVED_PATH_MAX = 512
 _PROC_FD = "/proc/self/fd/" if os.path.isdir("/proc/self/fd") else None
+# Whole answers to plain GETs of small files, kept while the file is the same one (one stat()
+# a request instead of open, fstat, readlink, pread and close); bounded per directory.
+_KEPT_MAX = 4096
+_KEPT_BYTES_MAX = 32 * 1024 * 1024
 
 
 _INLINE_APPLICATION = frozenset({"application/javascript", "application/json", "application/wasm",
@@ -51,7 +58,7 @@ def file_type_lines(name: str) -> bytes:
 class StaticDirectory:
     """One ``serve_directory`` call, checked and resolved when the app is built."""
 
-    __slots__ = ("route", "prefix", "root", "root_slash", "index_file", "listing", "resolved")
+    __slots__ = ("route", "prefix", "root", "root_slash", "index_file", "listing", "resolved", "kept", "kept_bytes")
 
     def __init__(self, route: str, directory_path: str, index_file: Optional[str] = None,
                  show_files_listing: bool = False) -> None:
@@ -69,6 +76,8 @@ class StaticDirectory:
         self.index_file = index_file
         self.listing = bool(show_files_listing)
         self.resolved: dict[bytes, Any] = {}
+        self.kept: dict[str, tuple[tuple[int, int, int, int, int], HTTPResponse]] = {}
+        self.kept_bytes = 0
 
     def answer(self, raw: HTTPRequest) -> Optional[HTTPResponse]:
         """The file's answer, a redirect or a listing; ``None`` when this directory has nothing
@@ -86,15 +95,30 @@ class StaticDirectory:
         if where.__class__ is not tuple:
             return where if where is not _OUTSIDE else None  # type: ignore[return-value]
         full, type_line = where  # type: ignore[misc]
+        plain_get = raw.method == "GET" and plain_request(raw.headers)
+        if plain_get:
+            kept = self.kept.get(full)
+            if kept is not None:
+                try:
+                    same = file_identity(os.stat(full)) == kept[0]
+                except (OSError, ValueError):
+                    same = False
+                if same:
+                    return kept[1]
+                self._forget(full)
         opened = open_regular(full)
         if opened is not None:
             if not self._inside(self._opened_path(opened.fd, full)):
                 opened.close()
                 return _NOT_FOUND
+            identity = opened.identity
             try:
-                return select(raw.method, raw.headers, 200, type_line + opened.validator_lines(), opened)
+                answer = select(raw.method, raw.headers, 200, type_line + opened.validator_lines(), opened)
             except OSError:
                 return _READ_FAILED
+            if plain_get and answer.stream is None and answer.status == 200 and len(answer.body) <= SMALL_FILE:
+                self._keep(full, identity, answer)
+            return answer
         if self.index_file or self.listing:
             return self._directory(raw, full)
         return None
@@ -114,6 +138,18 @@ class StaticDirectory:
             return _NOT_FOUND
         name = segments[-1] if segments else ""
         return (os.path.join(self.root, *segments), file_type_lines(name))
+
+    def _keep(self, full: str, identity: tuple[int, int, int, int, int], answer: HTTPResponse) -> None:
+        if len(self.kept) >= _KEPT_MAX or self.kept_bytes + len(answer.body) > _KEPT_BYTES_MAX:
+            self.kept.clear()
+            self.kept_bytes = 0
+        self.kept[full] = (identity, answer)
+        self.kept_bytes += len(answer.body)
+
+    def _forget(self, full: str) -> None:
+        kept = self.kept.pop(full, None)
+        if kept is not None:
+            self.kept_bytes -= len(kept[1].body)
 
     def _directory(self, raw: HTTPRequest, full: str) -> Optional[HTTPResponse]:
         """A directory URL in index or listing mode: its index file, its listing, or the

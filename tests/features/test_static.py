@@ -663,3 +663,34 @@ app.start()
         assert fds() <= baseline, "the stalled answer still holds its file and connection"
         server.wait_for_output("it read nothing of a file for 1 s")
     assert raw_get(server, b"/static/a.txt")[2] == b"hello"  # and the server serves on
+
+
+# -- small files kept in memory while they are the same file ---------------------------------
+
+def test_a_kept_small_file_follows_the_disk(http, tree):
+    """Plain GETs of a small file are answered from memory while the file is unchanged (one
+    stat() a request); a rewrite, a swap for a link out of the root, or a removal is seen at once."""
+    target = tree / "public" / "changing.txt"
+    target.write_text("first")
+    for _ in range(3):  # the second and third come from memory
+        assert http.get("/static/changing.txt").text == "first"
+    target.write_text("other")  # same size, new content (mtime and ctime change)
+    assert http.get("/static/changing.txt").text == "other"
+    staged = tree / "public" / "changing.new"
+    staged.write_text("third")
+    os.replace(staged, target)  # a rename over it: another inode
+    assert http.get("/static/changing.txt").text == "third"
+    assert http.get("/static/changing.txt").text == "third"
+    target.unlink()
+    os.symlink(tree / "secret.txt", target)  # now a link out of the root: never served
+    r = http.get("/static/changing.txt")
+    assert r.status_code == 404 and "SECRET" not in r.text
+    target.unlink()
+    assert http.get("/static/changing.txt").status_code == 404
+    # a conditional request after a kept answer still gets its 304
+    target.write_text("again")
+    first = http.get("/static/changing.txt")
+    assert first.text == "again"
+    again = http.get("/static/changing.txt", headers={"if-none-match": first.headers["etag"]})
+    assert again.status_code == 304
+    assert http.get("/static/changing.txt", headers={"range": "bytes=1-2"}).text == "ga"
