@@ -27,7 +27,7 @@ import orjson
 from ..core.datastructures import Headers, QueryParams
 from ..core.registry import WebSocketSpec, WebSocketStyle
 from ..core.request import Request
-from .rooms import Joining, RoomHub
+from .rooms import Joining, RoomHub, fan_out
 from ..server.interface import NO_MESSAGE, ConnectionClosed, WebSocketConnection, close_payload
 
 logger = logging.getLogger("stonechat.websocket")
@@ -86,23 +86,7 @@ class Clients(dict):
 def send_to_all(clients: Clients, message: Union[str, bytes]) -> int:
     """Write ``message`` to every live client in ``clients`` (encoded once per frame kind), never waiting for
     any of them; returns how many it was written to."""
-    if not clients:
-        return 0
-    frames: dict = {}  # by frame_kind: plain, or compressed (permessage-deflate)
-    sent = 0
-    for peer in list(clients.values()):
-        conn = peer._conn
-        if conn is None or conn.closed:
-            continue
-        frame = frames.get(conn.frame_kind)
-        if frame is None:
-            frame = frames[conn.frame_kind] = conn.prepare(message)
-        try:
-            conn.send_frame_nowait(frame)
-            sent += 1
-        except ConnectionClosed:
-            pass
-    return sent
+    return fan_out(clients, message) if clients else 0
 
 
 class WebSocketConnector:

@@ -71,9 +71,11 @@ def _send(ws: Any, frame_or_message: Payload) -> None:
             pass
 
 
-def _fan_out(members: dict, message: Payload) -> int:
+def fan_out(members: dict, message: Payload) -> int:
     """``message`` to every live connection in ``members`` (id → connector), encoded once per
-    frame kind, never waiting for any of them."""
+    frame kind (plain, or permessage-deflate), never waiting for any of them; how many it was
+    written to. One failing connection (closed meanwhile) never stops the others. The one loop
+    of every broadcast: rooms, endpoints (``api.send_to_all``), recovery."""
     frames: dict = {}
     sent = 0
     for ws in list(members.values()):
@@ -368,7 +370,7 @@ class RoomHub:
     def endpoint_message(self, endpoint: str, payload: Payload) -> None:
         clients = self.endpoints.get(endpoint)
         if clients:
-            _fan_out(clients, payload)
+            fan_out(clients, payload)
 
     def direct_message(self, connection_id: str, payload: Payload) -> bool:
         ws = self.connections.get(connection_id)
@@ -525,7 +527,7 @@ class RoomHub:
         clients that track positions, and in the log for the others."""
         text = notice("lost", room.name, epoch, offset, reason=reason)
         told = len(room.enveloped) + len(room.recovering)
-        _fan_out(room.enveloped, text)
+        fan_out(room.enveloped, text)
         lost_at = Position(epoch or "", offset)
         for entry in room.recovering.values():
             entry[1].append((None, (text, lost_at)))
@@ -537,9 +539,9 @@ class RoomHub:
 
     def _deliver(self, room: LocalRoom, payload: Payload, position: Position) -> None:
         if room.plain:
-            _fan_out(room.plain, payload)
+            fan_out(room.plain, payload)
         if room.enveloped:
-            _fan_out(room.enveloped, envelope(room.name, position, payload))
+            fan_out(room.enveloped, envelope(room.name, position, payload))
         if room.recovering:
             limit = self.buffer_limit
             for entry in room.recovering.values():
