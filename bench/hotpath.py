@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, "examples")
 from demo import app  # noqa: E402
 
+from stonechat.server.http import HttpProtocol  # noqa: E402
 from stonechat.server.observed import protocol_for  # noqa: E402
 from stonechat.server.state import ServerState  # noqa: E402
 from stonechat.server.settings import ServerSettings  # noqa: E402
