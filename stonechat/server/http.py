@@ -98,6 +98,10 @@ LINGER = 2.0
 LINGER_QUIET = 0.25
 # RFC 3986 reg-name / IP-literal / port characters: anything else in Host is refused.
 _HOST_CHARS = bytes(range(0x30, 0x3A)) + bytes(range(0x41, 0x5B)) + bytes(range(0x61, 0x7B)) + b"-._~!$&'()*+,;=:%[]"
+# Host is checked with one table lookup per byte: every allowed byte becomes b"a", any other
+# b"\0", so a valid value turns into letters only (translate with a table alone is a plain
+# loop; with a set of bytes to delete it builds a table on every call).
+_HOST_TABLE = bytes(0x61 if c in _HOST_CHARS else 0 for c in range(256))
 
 
 _os_sendfile = getattr(os, "sendfile", None)
@@ -166,8 +170,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     __slots__ = (
         "state", "settings", "app", "parser", "client", "server_addr",
-        "scheme", "pending", "task", "request", "url_parts", "head_size", "header_count",
-        "body_parts", "body_size", "in_body", "head_started", "idle_since", "body_progress", "body_started",
+        "scheme", "pending", "task", "request", "url_parts", "budget",
+        "body_parts", "in_body", "head_started", "idle_since", "body_progress", "body_started",
         "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "expect_continue", "chunked", "linger_deadline", "linger_heard",
         "streamed",
@@ -293,50 +297,58 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     # -- parser callbacks ---------------------------------------------------------------
 
+    # Limits are one running budget (``budget``): what is left of ``max_head_size`` for the
+    # request line and headers, then of ``max_body_size`` for the body and trailers. Each
+    # callback subtracts what it got and compares with 0, rather than adding to a count and
+    # looking the limit up in the settings every time.
+
     def on_message_begin(self) -> None:
         request = HTTPRequest()
         request.client = self.client
         request.server = self.server_addr
         request.scheme = self.scheme
         self.request = request
-        self._reset_message()
+        # The parse state of one request, fresh (as _reset_message, inline: once per request).
+        self.url_parts: list[bytes] = []
+        self.budget = self.settings.max_head_size
+        self.host_count = 0
+        self.expect_continue = False
+        self.chunked = False
+        self.body_parts: list[bytes] = []
+        self.in_body = False
         if self.head_started is None:
             self.head_started = self.state.now
 
     def _reset_message(self) -> None:
         """The parse state of one request, fresh: for the first request and every next one."""
-        self.url_parts: list[bytes] = []
-        self.head_size = 0
-        self.header_count = 0
+        self.url_parts = []
+        self.budget = self.settings.max_head_size
         self.host_count = 0
         self.expect_continue = False
         self.chunked = False
-        self.body_parts: list[bytes] = []
-        self.body_size = 0
+        self.body_parts = []
         self.in_body = False
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
-        self.head_size += len(url)
-        if self.head_size > self.settings.max_head_size:
+        self.budget = budget = self.budget - len(url)
+        if budget < 0:
             raise _Reject(414, "Request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.budget = budget = self.budget - len(name) - len(value) - 4
         if self.in_body:  # a trailer field of a chunked body: bounded, then ignored
-            self.body_size += len(name) + len(value)
-            if self.body_size > self.settings.max_body_size:
+            if budget < 0:
                 raise _Reject(413, "Request body too large")
             return
-        self.head_size += len(name) + len(value) + 4
-        self.header_count += 1
-        if self.head_size > self.settings.max_head_size:
+        if budget < 0:
             raise _Reject(431, "Request header fields too large")
-        if self.header_count > self.settings.max_header_count:
-            raise _Reject(431, "Too many request header fields")
+        # (the count of fields is checked in on_headers_complete: budget bounds the memory)
         name = name.lower()
+        # (comparisons, not a set: hashing each fresh lower-case name costs more than these)
         if name == b"host":
             self.host_count += 1
-            if value.translate(None, _HOST_CHARS):
+            if value and not value.translate(_HOST_TABLE).isalpha():
                 raise _Reject(400, "Bad request: invalid Host header")
             self.request.host = value  # type: ignore[union-attr]
         elif name == b"content-length":
@@ -355,6 +367,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         request = self.request
         parser = self.parser
         assert request is not None
+        if len(request.headers) > self.settings.max_header_count:
+            raise _Reject(431, "Too many request header fields")
         method = parser.get_method()
         request.method = _METHODS.get(method) or method.decode("ascii", "replace")
         request.http_version = version = parser.get_http_version()
@@ -366,12 +380,19 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         if self.chunked and version == "1.0":
             # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
             raise _Reject(400, "Bad request: Transfer-Encoding is not allowed in HTTP/1.0")
-        target = b"".join(self.url_parts) if len(self.url_parts) != 1 else self.url_parts[0]
+        parts = self.url_parts
+        target = parts[0] if len(parts) == 1 else b"".join(parts)
         request.target = target
         if target[:1] == b"/":
-            path, _, query = target.partition(b"?")
-            request.path = path.partition(b"#")[0]
-            request.query = query.partition(b"#")[0]
+            # Bytes tested by their int value (63 "?", 35 "#"): ``b"?" in target`` first tries
+            # its operand as an int and pays for a TypeError; find() parses its arguments
+            # with a format string.
+            if 63 not in target and 35 not in target:
+                request.path = target  # (query stays b"")
+            else:
+                path, _, query = target.partition(b"?")
+                request.path = path.partition(b"#")[0]
+                request.query = query.partition(b"#")[0]
         elif target == b"*" and request.method == "OPTIONS":
             request.path = b"*"
         else:
@@ -387,6 +408,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                     request.websocket = True
         self.head_started = None
         self.in_body = True
+        self.budget = self.settings.max_body_size  # the body and the trailers now
         self.body_progress = self.body_started = self.state.now
         if self.expect_continue and version == "1.1":
             if not self.pending and self.task is None:
@@ -421,8 +443,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             self._maybe_resume_reading()
 
     def on_body(self, chunk: bytes) -> None:
-        self.body_size += len(chunk)
-        if self.body_size > self.settings.max_body_size:
+        self.budget = budget = self.budget - len(chunk)
+        if budget < 0:
             raise _Reject(413, "Request body too large")
         streamed = self.streamed
         if streamed is None:
