@@ -167,13 +167,16 @@ class _Cancelled:
 class HttpProtocol(FlowControl, asyncio.Protocol):
     # What a successful upgrade hands the connection to (observed.py: a counting subclass).
     websocket_protocol = WebSocketProtocol
+    # Whether _keep_alive_header is this class's own (a subclass that overrides it says False,
+    # and _write_response then always calls it).
+    plain_keep_alive = True
 
     __slots__ = (
         "state", "settings", "app", "parser", "client", "server_addr",
         "scheme", "pending", "task", "request", "url_parts", "budget",
         "body_parts", "in_body", "head_started", "idle_since", "body_progress", "body_started",
         "error", "closing", "upgrade_tail",
-        "send_continue", "host_count", "expect_continue", "chunked", "linger_deadline", "linger_heard",
+        "send_continue", "host_count", "connection_field", "expect_continue", "chunked", "linger_deadline", "linger_heard",
         "streamed",
         "runner", "job", "wake", "context", "stray_cancel",
     )
@@ -312,6 +315,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.url_parts: list[bytes] = []
         self.budget = self.settings.max_head_size
         self.host_count = 0
+        self.connection_field = False
         self.expect_continue = False
         self.chunked = False
         self.body_parts: list[bytes] = []
@@ -324,6 +328,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.url_parts = []
         self.budget = self.settings.max_head_size
         self.host_count = 0
+        self.connection_field = False
         self.expect_continue = False
         self.chunked = False
         self.body_parts = []
@@ -357,6 +362,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 raise _Reject(413, "Request body too large")
         elif name == b"transfer-encoding":
             self.chunked = True
+        elif name == b"connection":
+            self.connection_field = True
         elif name == b"expect":
             if value.lower() != b"100-continue":
                 raise _Reject(417, "Unsupported Expect header")
@@ -371,12 +378,22 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             raise _Reject(431, "Too many request header fields")
         method = parser.get_method()
         request.method = _METHODS.get(method) or method.decode("ascii", "replace")
-        request.http_version = version = parser.get_http_version()
-        request.keep_alive = parser.should_keep_alive()
-        if self.host_count > 1:
-            raise _Reject(400, "Bad request: more than one Host header")
-        if self.host_count == 0 and version != "1.0":
-            raise _Reject(400, "Bad request: missing Host header")
+        request.keep_alive = keep_alive = parser.should_keep_alive()
+        if keep_alive and not self.connection_field:
+            # Only HTTP/1.1 keeps a connection without a Connection field (llhttp accepts the
+            # versions 0.9, 1.0, 1.1 and 2.0, and keeps the others only on "keep-alive"; see
+            # tests/server/test_parser_assumptions.py): the common case skips get_http_version,
+            # which formats a new string each time.
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+        request.http_version = version
+        hosts = self.host_count
+        if hosts != 1:
+            if hosts:
+                raise _Reject(400, "Bad request: more than one Host header")
+            if version != "1.0":
+                raise _Reject(400, "Bad request: missing Host header")
         if self.chunked and version == "1.0":
             # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
             raise _Reject(400, "Bad request: Transfer-Encoding is not allowed in HTTP/1.0")
@@ -680,7 +697,11 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     def _write_response(self, request: Optional[HTTPRequest], response: HTTPResponse, keep_alive: bool) -> None:
         status = response.status
-        keep_alive, connection = self._keep_alive_header(request, keep_alive)
+        if (keep_alive and self.plain_keep_alive and request is not None and request.http_version == "1.1"
+                and not self.state.stopping):
+            connection = b""  # _keep_alive_header's common answer, without the call
+        else:
+            keep_alive, connection = self._keep_alive_header(request, keep_alive)
         status_line = _STATUS_LINES.get(status) or _status_line(status)
         if status in NO_BODY_STATUSES:
             head = b"%s%s%s%s\r\n" % (status_line, response.headers, self.state.date_block, connection)

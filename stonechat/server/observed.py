@@ -157,6 +157,8 @@ class ObservedHttpProtocol(HttpProtocol):
             if received is not None:
                 received(request)
 
+    plain_keep_alive = False  # _keep_alive_header below adds the observer's header lines
+
     def _keep_alive_header(self, request: Optional[HTTPRequest], keep_alive: bool) -> tuple[bool, bytes]:
         """HttpProtocol's, with the header lines the observer asked for (``reply_headers``)
         after the Connection header, on every answer to a received request."""

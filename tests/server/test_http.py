@@ -552,6 +552,48 @@ def test_invalid_host_400(server):
     expect_reject(server, b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400)
 
 
+@pytest.mark.parametrize("host", [b"", b"example.com", b"127.0.0.1:8080", b"[::1]:8080", b"xn--bcher-kva.example",
+                                  b"a-b_c~d!$&'()*+,;=%41"])
+def test_valid_host_accepted(conn, host):
+    # every byte RFC 3986 allows in a reg-name, IP literal and port (an empty Host is allowed too)
+    conn.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert conn.read().status == 200
+
+
+@pytest.mark.parametrize("host", [b"a/b", b"a@b", b"a\"b", b"a\\b", b"a{b", b"a^b", b"a`b", b"a|b",
+                                  b"caf\xc3\xa9", b"a\x7fb", b"a\tb", b"a<b>"])
+def test_invalid_host_bytes_400(server, host):
+    expect_reject(server, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", 400)
+
+
+def test_head_size_limit_is_exact(server):
+    # max_head_size (8192) counts the target plus, per header field, name + value + 4
+    def head(pad: int) -> bytes:
+        return b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * pad + b"\r\n\r\n"
+    fits = 8192 - len(b"/") - (len(b"Host") + len(b"x") + 4) - (len(b"X-Pad") + 4)
+    c = Conn(server.port)
+    try:
+        c.send(head(fits))
+        assert c.read().status == 200
+    finally:
+        c.close()
+    expect_reject(server, head(fits + 1), 431)
+
+
+def test_target_split_on_query_and_fragment(conn):
+    conn.send(req("GET", "/fast/abc?x=1"))
+    assert conn.read().body == b"abc"
+    conn.send(req("GET", "/fast/abc#frag"))
+    assert conn.read().body == b"abc"
+    conn.send(req("GET", "/fast/abc?x=1#frag"))
+    assert conn.read().body == b"abc"
+
+
+def test_trailers_count_against_the_body_limit(server):
+    body = b"%x\r\n%s\r\n0\r\nX-Trailer: %s\r\n\r\n" % (MAX_BODY - 100, b"a" * (MAX_BODY - 100), b"t" * 200)
+    expect_reject(server, req("POST", "/echo", "Transfer-Encoding: chunked") + body, 413)
+
+
 def test_garbage_request_line_400(server):
     expect_reject(server, b"HELLO\r\n\r\n", 400)
     expect_reject(server, b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", 400)
