@@ -130,8 +130,8 @@ class StaticDirectory:
         rest = path[len(self.prefix):]
         if rest[:1] != b"/" and (rest or not (self.index_file or self.listing)):
             return _OUTSIDE  # "/staticx" is not under "/static"
-        decoded = unquote_to_bytes(rest) if b"%" in rest else rest
-        if b"\0" in decoded or b"\\" in decoded:
+        decoded = unquote_to_bytes(rest) if 37 in rest else rest  # 37: "%" (an int is tested at once)
+        if 0 in decoded or 92 in decoded:  # NUL or "\\"
             return _NOT_FOUND
         segments = [s for s in os.fsdecode(decoded).split("/") if s and s != "."]
         if ".." in segments:

@@ -91,6 +91,10 @@ def _status_line(status: int) -> bytes:
 
 _STATUS_LINES = {s.value: _status_line(s.value) for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The Content-Length line of every small body, made once (about 50 KiB).
+_CONTENT_LENGTHS_UPTO = 1024
+_CONTENT_LENGTHS = [b"content-length: %d\r\n" % size for size in range(_CONTENT_LENGTHS_UPTO)]
+_join = b"".join
 _SHUTTING_DOWN = b"Service unavailable: server shutting down\n"
 # A lingering close ends when the client closes its side, has sent nothing for LINGER_QUIET
 # seconds, or LINGER seconds have passed (a client still sending, e.g. an upload after a 413).
@@ -712,8 +716,12 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n" % (
                     status_line, response.headers, len(body), self.state.date_block, connection))
             else:
-                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n%s" % (
-                    status_line, response.headers, len(body), self.state.date_block, connection, body))
+                # One join of ready pieces: cheaper than formatting the head with ``%`` each time.
+                size = len(body)
+                self.transport.write(_join((
+                    status_line, response.headers,
+                    _CONTENT_LENGTHS[size] if size < _CONTENT_LENGTHS_UPTO else b"content-length: %d\r\n" % size,
+                    self.state.date_block, connection, b"\r\n", body)))
         if keep_alive:
             self.idle_since = self.state.now
         else:
