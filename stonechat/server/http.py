@@ -130,6 +130,14 @@ def _sendfile(sock_fd: int, body: FileBody) -> int:
     return sent
 
 
+class _ParsedRequest(HTTPRequest):
+    """An ``HTTPRequest`` made by the parser, which sets every field itself: ``object.__init__``
+    in place of HTTPRequest's defaults makes the instance in C, with no Python call."""
+
+    __slots__ = ()
+    __init__ = object.__init__
+
+
 class _Reject(Exception):
     """Raised inside a parser callback to stop parsing with an HTTP error."""
 
@@ -310,11 +318,13 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
     # looking the limit up in the settings every time.
 
     def on_message_begin(self) -> None:
-        request = HTTPRequest()
+        # Every other field is set once the head is parsed (on_headers_complete), the body at
+        # the message's end (on_message_complete, or _maybe_stream).
+        self.request = request = _ParsedRequest()
+        request.headers = []
         request.client = self.client
         request.server = self.server_addr
         request.scheme = self.scheme
-        self.request = request
         # The parse state of one request, fresh (as _reset_message, inline: once per request).
         self.url_parts: list[bytes] = []
         self.budget = self.settings.max_head_size
@@ -398,18 +408,20 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 raise _Reject(400, "Bad request: more than one Host header")
             if version != "1.0":
                 raise _Reject(400, "Bad request: missing Host header")
+            request.host = b""
         if self.chunked and version == "1.0":
             # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
             raise _Reject(400, "Bad request: Transfer-Encoding is not allowed in HTTP/1.0")
         parts = self.url_parts
         target = parts[0] if len(parts) == 1 else b"".join(parts)
         request.target = target
+        request.query = b""
         if target[:1] == b"/":
             # Bytes tested by their int value (63 "?", 35 "#"): ``b"?" in target`` first tries
             # its operand as an int and pays for a TypeError; find() parses its arguments
             # with a format string.
             if 63 not in target and 35 not in target:
-                request.path = target  # (query stays b"")
+                request.path = target
             else:
                 path, _, query = target.partition(b"?")
                 request.path = path.partition(b"#")[0]
@@ -423,6 +435,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 raise _Reject(400, "Bad request: invalid request target") from None
             request.path = url.path or b"/"
             request.query = url.query or b""
+        request.websocket = False
         if parser.should_upgrade():
             for name, value in request.headers:
                 if name == b"upgrade" and value.lower() == b"websocket":
@@ -453,6 +466,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         streams_body = self.state.streams_body
         if streams_body is None or not streams_body(request):
             return
+        request.body = b""
         request.body_stream = BodyStream(self._stream_drained)
         self.streamed = request
         self.pending.append(request)
@@ -490,6 +504,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         parts = self.body_parts
         if parts:
             request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        else:
+            request.body = b""
         self.in_body = False
         self.send_continue = False
         self.request = None
