@@ -131,7 +131,10 @@ class Dispatcher:
                 if self.global_before or self.global_after:  # global hooks see every request
                     return self._run(self._not_allowed_route(methods), self._request(raw, (), ()))
                 return self._method_not_allowed(methods)
-        request = self._request(raw, route.param_names, values)
+        # (_request, inline: once per request)
+        request = Request._from_server(raw, dict(zip(route.param_names, values)) if values else {})
+        if self.request_headers:
+            request.extra_headers = self.request_headers
         if route.fast:
             cached = route.cached
             if cached is not None:

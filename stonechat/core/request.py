@@ -58,7 +58,7 @@ class Request:
     @classmethod
     def _from_server(cls, raw: Any, path_params: dict) -> "Request":
         """The per-request constructor: no parsing here, only references."""
-        request = cls.__new__(cls)
+        request = _ServerRequest() if cls is Request else cls.__new__(cls)
         request._raw = raw
         request.method = raw.method
         request.path_params = path_params
@@ -229,6 +229,15 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.url.path}>"
+
+
+class _ServerRequest(Request):
+    """The class of the requests ``_from_server`` makes: a ``Request`` in every way, with
+    ``object.__init__`` in place of the keyword constructor, so that it is made in C (with no
+    Python call and no argument parsing) and ``_from_server`` sets each field once."""
+
+    __slots__ = ()
+    __init__ = object.__init__  # type: ignore[assignment]
 
 
 async def _whole(body: bytes) -> AsyncIterator[bytes]:
