@@ -109,7 +109,7 @@ class AccessLog:
             raise ValueError(f"access_log_format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
         self.destination = destination
         self.format = fmt
-        self.entries: deque[bytes] = deque()  # formatted lines
+        self.entries: deque[Any] = deque()  # formatted lines (bytes) and answered()'s raw tuples
         self.thread: Optional[threading.Thread] = None
         self.stop_event = threading.Event()
         self.out: Optional[BinaryIO] = None
