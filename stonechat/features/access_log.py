@@ -37,6 +37,8 @@ _NUMBERS = [b"%d" % n for n in range(1024)]  # statuses and small bodies, format
 _METHODS = {m: m.encode() for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE")}
 # The batch path's pieces, each with the separator that follows it (fewer pieces to join).
 _PADDED3 = [b"%03d" % n for n in range(1000)]
+_SENT_TEXTS = [b'%d "' % n for n in range(1024)]  # body bytes, then the Referer's opening quote
+_SPACED = [b"%d " % n for n in range(1000)]  # microseconds, then the space before the request id
 _SAFE_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))  # need no escaping, in either format
 _WANTED = frozenset((b"user-agent", b"referer", REQUEST_ID_HEADER))
 
@@ -216,7 +218,9 @@ class AccessLog:
         versions = self._version_texts
         statuses = self._status_texts
         wanted = _WANTED
-        numbers = _NUMBERS
+        sent_texts = _SENT_TEXTS
+        spaced = _SPACED
+        dash = b"-"
         second = -1
         stamp = b""
         for item in items:
@@ -224,7 +228,7 @@ class AccessLog:
                 out.append(item)
                 continue
             at, status, sent, seconds, method, target, version, client, headers, rid = item
-            ua = referer = b"-"
+            ua = referer = dash
             for name, value in headers:
                 if name in wanted:
                     if name == b"user-agent":
@@ -239,8 +243,8 @@ class AccessLog:
                 stamp = time.strftime(' - - [%d/%b/%Y:%H:%M:%S +0000] "', time.gmtime(second)).encode()
             us = int(seconds * 1e6)
             extend((clients[client], stamp, methods[method], target, versions[version], statuses[status],
-                    numbers[sent] if sent < 1024 else b"%d" % sent, b' "', referer, b'" "', ua, b'" ',
-                    numbers[us] if us < 1000 else _micros(us), b" ", rid or b"-", b"\n"))
+                    sent_texts[sent] if sent < 1024 else b'%d "' % sent, b'-" "' if referer is dash else referer + b'" "',
+                    ua, b'" ', spaced[us] if us < 1000 else _micros(us) + b" ", rid or b"-", b"\n"))
             add_probe((target, ua, referer))
         if b"".join(probe).translate(None, _SAFE_BYTES):
             raise _NeedsEscaping
