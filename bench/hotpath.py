@@ -11,7 +11,9 @@ to ``stonechat``) instead: GET /, /json, /user/:id, /q + header and POST /echo, 
 ``async def`` handler and with its ``def`` twin under /sync, every scenario on its own event
 loop in its own thread, so that ``valgrind --separate-threads=yes`` counts each apart
 (bench/instructions.py forms). ``--only stages`` counts the stages of GET / and GET /json
-apart (parse, dispatch, write; see STAGES).
+apart (parse, dispatch, write; see STAGES). ``--only observe --variant V --job J`` runs one of
+GET / and GET /json with an observer on (access log, metrics...; see OBSERVE_VARIANTS) or off
+(bench/instructions.py observe).
 
 Wall time on a shared VM drifts by 10-20 %. For a change worth a few percent, count
 instructions instead (deterministic; see bench/README.md, "Judging a hot-path change"):
@@ -372,6 +374,59 @@ def run_stages(n):
     run_threads([lambda job=job: run_stage(bench_app, *job, n) for job in stage_jobs()])
 
 
+# --only observe: what an observer costs on bench/run.py's text and json scenarios (GET / and
+# GET /json of bench/apps/http_app.py, async or sync form), one variant per process. Every
+# thread counts (bench/instructions.py observe sums them): the access log's writer thread is
+# server CPU too. The log goes to /dev/null; what is left is written (and the metrics folded)
+# before the end, so every request's work is in the count.
+OBSERVE_VARIANTS = {
+    "off": {},
+    "null-sink": {},  # the observing protocols with a sink that does nothing: their own cost
+    "access-log": {"access_log": "/dev/null"},
+    "access-log-json": {"access_log": "/dev/null", "access_log_format": "json"},
+    "metrics": {},
+    "request-id": {"request_id": True},
+    "access-log+metrics": {"access_log": "/dev/null"},
+}
+OBSERVE_JOBS = [(name, form) for form in ("async", "sync") for name in ("GET /", "GET /json")]
+
+
+class _NullSink:
+    def answered(self, request, status, sent, seconds):
+        pass
+
+
+async def run_observed(variant, name, form, n):
+    bench_app = load_bench_app()
+    if "metrics" in variant:
+        bench_app.enable_metrics()
+    raw = next(r for nm, fm, r in form_requests() if nm == name and fm == form)
+    loop = asyncio.get_running_loop()
+    served = bench_app.served(ServerSettings(blocking_warn_ms=0, **OBSERVE_VARIANTS[variant]))
+    if variant == "null-sink":
+        from stonechat.core.observation import Observation
+        served.observer = Observation([_NullSink()], False)
+    await served.startup()
+    state = ServerState(served, ServerSettings(header_timeout=1e9, keep_alive_timeout=1e9), loop)
+    state.tick()
+    proto = protocol_for(served)(state)
+    transport = RecordingTransport()
+    proto.connection_made(transport)
+    await feed(proto, raw, 1)
+    assert transport.first.startswith(b"HTTP/1.1 200 OK"), (variant, name, form, transport.first)
+    transport.write = transport.discard
+    await feed(proto, raw, 500)
+    started = time.perf_counter()
+    await feed(proto, raw, n)
+    elapsed = time.perf_counter() - started
+    state.stop_ticker()
+    if served.metrics is not None:
+        served.metrics.stop()
+    if served.access_log is not None:
+        served.access_log.stop()
+    report(f"{name} ({form}) {variant}", n, elapsed, None, "request")
+
+
 async def run(n, profile, only):
     loop = asyncio.get_running_loop()
     # No blocking watchdog: its thread wakes by wall time, so under valgrind on a busy machine
@@ -398,12 +453,19 @@ if __name__ == "__main__":
     import uvloop
     argv = sys.argv[1:]
     only = argv[argv.index("--only") + 1] if "--only" in argv else None
-    args = [a for a in argv if not a.startswith("--") and a != only]
+    valued = {i + 1 for i, a in enumerate(argv) if a in ("--only", "--variant", "--job")}
+    args = [a for i, a in enumerate(argv) if not a.startswith("--") and i not in valued]
     n = int(args[0]) if args else 50000
     if "--list-forms" in argv:
         print("\n".join(f"{name}\t{form}" for name, form, _ in form_requests()))
     elif "--list-stages" in argv:
         print("\n".join("\t".join(job) for job in stage_jobs()))
+    elif "--list-observed" in argv:
+        print("\n".join(f"{name}\t{form}" for name, form in OBSERVE_JOBS))
+    elif only == "observe":
+        variant = argv[argv.index("--variant") + 1]
+        job = OBSERVE_JOBS[int(argv[argv.index("--job") + 1])]
+        uvloop.run(run_observed(variant, *job, n))
     elif only == "stages":
         run_stages(n)
     elif only == "forms":

@@ -11,6 +11,8 @@ removes start-up and import costs, leaving the cost of one iteration.
     python3 bench/instructions.py forms       # bench/apps/http_app.py: each scenario, async and
                                               # sync, per request, and async ÷ sync
     python3 bench/instructions.py stages      # GET / and GET /json: parse, dispatch, write, the rest
+    python3 bench/instructions.py observe     # GET / and GET /json with the access log, metrics...
+                                              # on, per request, every thread, and on ÷ off
 
 Compare two commits by running it on each. It says nothing about kernel time or cache misses
 (bench/run.py measures the real thing); it tells whether Python-level work went up or down.
@@ -29,11 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 HTTP_SCENARIOS = 5  # REQUESTS in hotpath.py: each runs N requests
 
 
-def instructions(python: str, only: str, n: int) -> int:
+def instructions(python: str, only: str, n: int, extra: tuple[str, ...] = ()) -> int:
+    """Every thread's instructions together (callgrind's total) for ``hotpath.py --only``."""
     with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
-             python, str(ROOT / "bench" / "hotpath.py"), "--only", only, str(n)],
+             python, str(ROOT / "bench" / "hotpath.py"), "--only", only, *extra, str(n)],
             cwd=ROOT, capture_output=True, text=True,
             # A fixed hash seed: set and dict layouts (and so the instruction count) repeat.
             env={**os.environ, "PYTHONHASHSEED": "0"})
@@ -88,11 +91,35 @@ def stages(python: str, n: int) -> None:
               f"{full:10,.0f} {per[(name, 'async', 'full')]:11,.0f} {per[(name, 'ceiling', 'full')]:8,.0f}")
 
 
+def observe(python: str, n: int, variants: list[str], forms: list[str]) -> None:
+    """Each (scenario, form) of hotpath.py's OBSERVE_JOBS under each variant, one process per
+    count; per request, the loop thread and the access log's writer thread together."""
+    listed = subprocess.run([python, str(ROOT / "bench" / "hotpath.py"), "--list-observed"],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    jobs = [tuple(line.split("\t")) for line in listed.splitlines()]
+    variants = ["off"] + [v for v in variants if v != "off"]
+    print(f"{'scenario':18s} " + " ".join(f"{v:>18s}" for v in variants) + "   (instructions per request, on/off)")
+    for index, (name, form) in enumerate(jobs):
+        if form not in forms:
+            continue
+        per = {}
+        for variant in variants:
+            extra = ("--variant", variant, "--job", str(index))
+            one = instructions(python, "observe", n, extra)
+            two = instructions(python, "observe", 2 * n, extra)
+            per[variant] = (two - one) / n
+        cells = [f"{per['off']:18,.0f}"] + [f"{per[v]:10,.0f} {per[v] / per['off']:7.3f}" for v in variants[1:]]
+        print(f"{name + ' (' + form + ')':18s} " + " ".join(cells), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("only", choices=["ws", "http", "forms", "stages"])
+    parser.add_argument("only", choices=["ws", "http", "forms", "stages", "observe"])
     parser.add_argument("-n", type=int, default=5000, help="iterations in the shorter run")
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"))
+    parser.add_argument("--variants", default="access-log,metrics",
+                        help="observe: of hotpath.py's OBSERVE_VARIANTS (off is always measured)")
+    parser.add_argument("--forms", default="async,sync", help="observe: async,sync")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("instructions: valgrind is not installed (apt-get install valgrind)")
@@ -101,6 +128,9 @@ def main() -> None:
         return
     if args.only == "stages":
         stages(args.python, args.n)
+        return
+    if args.only == "observe":
+        observe(args.python, args.n, args.variants.split(","), args.forms.split(","))
         return
     one = instructions(args.python, args.only, args.n)
     two = instructions(args.python, args.only, 2 * args.n)

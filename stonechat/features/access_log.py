@@ -1,10 +1,12 @@
 """The access log: one line per request and one per WebSocket session, in Apache's combined
 format (plus duration and request id) or as JSON lines, to stdout or a file.
 
-It is a sink of ``core/observation.py`` and knows nothing of the server. The loop thread
-formats each line (bytes: no request, nor its body, is kept alive after its answer) and
-appends it to a deque; a writer thread writes what gathered every ``FLUSH_INTERVAL`` seconds,
-one write per batch, so the loop makes no system call per request and never waits for a disk.
+It is a sink of ``core/observation.py`` and knows nothing of the server. Per request the loop
+thread only appends a tuple of the request's raw fields (not the request: neither it nor its
+body is kept alive after its answer) to a deque; a writer thread formats what gathered every
+``FLUSH_INTERVAL`` seconds in one pass (the time formatted once a second, one probe of the
+batch for bytes that need escaping) and writes it in one call, so the loop makes no system
+call per request, never waits for a disk, and does a tenth of a line's work.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
+from time import perf_counter
 from typing import Any, BinaryIO, Optional
 
 import orjson
@@ -32,6 +35,36 @@ STDOUT = ("-", "stdout")
 _UNSAFE = re.compile(rb'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 _NUMBERS = [b"%d" % n for n in range(1024)]  # statuses and small bodies, formatted once
 _METHODS = {m: m.encode() for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE")}
+# The batch path's pieces, each with the separator that follows it (fewer pieces to join).
+_PADDED3 = [b"%03d" % n for n in range(1000)]
+_SENT_TEXTS = [b'%d "' % n for n in range(1024)]  # body bytes, then the Referer's opening quote
+_SPACED = [b"%d " % n for n in range(1000)]  # microseconds, then the space before the request id
+_SAFE_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))  # need no escaping, in either format
+_WANTED = frozenset((b"user-agent", b"referer", REQUEST_ID_HEADER))
+
+
+class _Texts(dict):  # type: ignore[type-arg]
+    """A value's bytes, made once by ``make`` (methods, versions, statuses, clients: few)."""
+
+    def __init__(self, make: Any, limit: int = 4096) -> None:
+        super().__init__()
+        self.make = make
+        self.limit = limit
+
+    def __missing__(self, key: Any) -> bytes:
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.make(key)
+        return value
+
+
+def _micros(us: int) -> bytes:
+    """A whole number of microseconds, from tables for the usual sizes (``%d`` costs more)."""
+    if us < 1000:
+        return _NUMBERS[us] if us >= 0 else b"0"
+    if us < 1_000_000:
+        return _NUMBERS[us // 1000] + _PADDED3[us % 1000]
+    return b"%d" % us
 
 
 @functools.lru_cache(maxsize=1024)
@@ -78,7 +111,7 @@ class AccessLog:
             raise ValueError(f"access_log_format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
         self.destination = destination
         self.format = fmt
-        self.entries: deque[bytes] = deque()  # formatted lines
+        self.entries: deque[Any] = deque()  # formatted lines (bytes) and answered()'s raw tuples
         self.thread: Optional[threading.Thread] = None
         self.stop_event = threading.Event()
         self.out: Optional[BinaryIO] = None
@@ -88,11 +121,24 @@ class AccessLog:
         self._stamp = b""
         self._iso_second = -1
         self._iso = ""
+        # the batch path's texts: few distinct values each (clients: one per connection)
+        self._clients = _Texts(lambda c: _client_bytes(c[0]) if c.__class__ is tuple else b"-")
+        self._method_texts = _Texts(lambda m: (_METHODS.get(m) or m.encode()) + b" ", 64)
+        self._version_texts = _Texts(lambda v: b' HTTP/' + v.encode() + b'" ', 16)
+        self._status_texts = _Texts(lambda st: b"%d " % st, 1024)
+        self._json_methods = _Texts(lambda m: _METHODS.get(m) or m.encode(), 64)
+        self._json_versions = _Texts(lambda v: v.encode(), 16)
 
     # -- the loop thread (sink of core/observation.py) -------------------------------------
 
     def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
-        self.entries.append(self._line(request, status, sent, seconds, time.time(), None))
+        if request is None:  # refused while arriving (413, 431...): rare, formatted at once
+            self.entries.append(self._line(None, status, sent, seconds, time.time(), None))
+            return
+        # The raw fields, formatted by the writer thread (_format_batch): the answer's moment
+        # is ``started + seconds`` on the perf_counter clock, made a wall time there.
+        self.entries.append((request.started + seconds, status, sent, seconds, request.method, request.target,
+                             request.http_version, request.client, request.headers, request.observed))
 
     def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
         self.entries.append(self._line(request, 101, 0, seconds, time.time(), (code, by, received, sent)))
@@ -137,12 +183,115 @@ class AccessLog:
         out = self.out
         if not entries or out is None:
             return
-        lines = []
+        items = []
         pop = entries.popleft
         while entries:
-            lines.append(pop())
-        out.write(b"".join(lines))
+            items.append(pop())
+        out.write(self._format_batch(items))
         out.flush()
+
+    def _format_batch(self, items: list) -> bytes:
+        """Lines already formatted (bytes) pass as they are; the raw tuples of ``answered`` are
+        formatted here. If a batch's target, User-Agent or Referer has a byte that needs escaping
+        (rare), the batch is formatted again line by line, escaping."""
+        fast = self._combined_batch if self.format == "combined" else self._json_batch
+        wall = time.time() - perf_counter()  # perf_counter moments -> wall time, now
+        try:
+            return fast(items, wall)
+        except _NeedsEscaping:
+            pass
+        lines = []
+        for item in items:
+            if item.__class__ is bytes:
+                lines.append(item)
+            else:
+                lines.append(self._line(_Fields(item), item[1], item[2], item[3], item[0] + wall, None))
+        return b"".join(lines)
+
+    def _combined_batch(self, items: list, wall: float) -> bytes:
+        out: list[bytes] = []
+        extend = out.extend
+        probe: list[bytes] = []
+        add_probe = probe.extend
+        clients = self._clients
+        methods = self._method_texts
+        versions = self._version_texts
+        statuses = self._status_texts
+        wanted = _WANTED
+        sent_texts = _SENT_TEXTS
+        spaced = _SPACED
+        dash = b"-"
+        second = -1
+        stamp = b""
+        for item in items:
+            if item.__class__ is bytes:
+                out.append(item)
+                continue
+            at, status, sent, seconds, method, target, version, client, headers, rid = item
+            ua = referer = dash
+            for name, value in headers:
+                if name in wanted:
+                    if name == b"user-agent":
+                        ua = value
+                    elif name == b"referer":
+                        referer = value
+                    elif rid is None:
+                        rid = value if valid_request_id(value) else b"-"
+            at += wall
+            if at - second >= 1.0 or at < second:
+                second = int(at)
+                stamp = time.strftime(' - - [%d/%b/%Y:%H:%M:%S +0000] "', time.gmtime(second)).encode()
+            us = int(seconds * 1e6)
+            extend((clients[client], stamp, methods[method], target, versions[version], statuses[status],
+                    sent_texts[sent] if sent < 1024 else b'%d "' % sent, b'-" "' if referer is dash else referer + b'" "',
+                    ua, b'" ', spaced[us] if us < 1000 else _micros(us) + b" ", rid or b"-", b"\n"))
+            add_probe((target, ua, referer))
+        if b"".join(probe).translate(None, _SAFE_BYTES):
+            raise _NeedsEscaping
+        return b"".join(out)
+
+    def _json_batch(self, items: list, wall: float) -> bytes:
+        out: list[bytes] = []
+        extend = out.extend
+        probe: list[bytes] = []
+        add_probe = probe.extend
+        clients = self._clients
+        methods = self._json_methods
+        versions = self._json_versions
+        wanted = _WANTED
+        numbers = _NUMBERS
+        padded = _PADDED3
+        second = -1
+        stamp = b""
+        for item in items:
+            if item.__class__ is bytes:
+                out.append(item)
+                continue
+            at, status, sent, seconds, method, target, version, client, headers, rid = item
+            ua = referer = b"-"
+            for name, value in headers:
+                if name in wanted:
+                    if name == b"user-agent":
+                        ua = value
+                    elif name == b"referer":
+                        referer = value
+                    elif rid is None:
+                        rid = value if valid_request_id(value) else b"-"
+            at += wall
+            if at - second >= 1.0 or at < second:
+                second = int(at)
+                stamp = time.strftime('{"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(second)).encode()
+            us = int(seconds * 1e6)
+            extend((stamp, padded[int((at - second) * 1000) % 1000], b'Z","status":', numbers[status] if status < 1024
+                    else b"%d" % status, b',"bytes":', numbers[sent] if sent < 1024 else b"%d" % sent,
+                    b',"duration":', _micros(us // 1_000_000), b".", padded[us // 1000 % 1000], padded[us % 1000],
+                    b',"client":"', clients[client], b'","method":"', methods[method], b'","path":"', target,
+                    b'","http_version":"', versions[version], b'","user_agent":"', ua, b'","referer":"', referer,
+                    b'","request_id":"', rid or b"-", b'"}\n'))
+            add_probe((target, ua, referer))
+        if b"".join(probe).translate(None, _SAFE_BYTES):
+            raise _NeedsEscaping
+        return b"".join(out)
 
     def _combined(self, request: Any, status: int, sent: int, seconds: float, at: float, ws: Any) -> bytes:
         """One line, built by joining pieces: per request this is the log's main cost, and a
@@ -201,6 +350,20 @@ class AccessLog:
             record["websocket"] = {"close_code": code, "closed_by": by, "messages_in": received,
                                    "messages_out": sent_messages}
         return orjson.dumps(record) + b"\n"
+
+
+class _NeedsEscaping(Exception):
+    """A batch holds a byte the fast path cannot write as it is."""
+
+
+class _Fields:
+    """``answered``'s tuple read as the request the per-line formatters take."""
+
+    __slots__ = ("method", "target", "http_version", "client", "headers", "observed")
+
+    def __init__(self, item: tuple) -> None:
+        (_, _, _, _, self.method, self.target, self.http_version, self.client, self.headers,
+         self.observed) = item
 
 
 def check_destination(destination: str) -> None:

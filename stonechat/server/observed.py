@@ -141,11 +141,19 @@ class ObservedHttpProtocol(HttpProtocol):
     # The overrides below call HttpProtocol's methods by name: cheaper than super() per request.
 
     def on_message_begin(self) -> None:
-        HttpProtocol.on_message_begin(self)
-        request = self.request
-        request.started = perf_counter()  # type: ignore[union-attr]
-        request.reply_headers = b""  # type: ignore[union-attr]  # request_received may set them
-        request.observed = None  # type: ignore[union-attr]
+        # HttpProtocol.on_message_begin's body, not a call to it: one Python call less per
+        # request (about 1 % of one); tests/server/test_observed.py checks the two agree.
+        request = HTTPRequest()
+        request.client = self.client
+        request.server = self.server_addr
+        request.scheme = self.scheme
+        self.request = request
+        self._reset_message()
+        if self.head_started is None:
+            self.head_started = self.state.now
+        request.started = perf_counter()
+        request.reply_headers = b""  # request_received may set them
+        request.observed = None
 
     def on_message_complete(self) -> None:
         request = self.request

@@ -276,3 +276,64 @@ def test_files_sent_from_disk_are_logged_with_their_bytes(serve, tmp_path: Path)
     assert (part["status"], part["bytes"]) == ("206", "100")
     assert head["line"] == "HEAD /big HTTP/1.1" and head["bytes"] in ("0", "-")
     assert server.stop() == 0
+
+
+def _sent_requests(port: int, count: int, agent_of) -> None:
+    """``count`` requests on one keep-alive connection, all sent before any answer is read
+    (so that they are answered, and logged, in the same batches)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"".join(b"GET /user/%d HTTP/1.1\r\nHost: x\r\nUser-Agent: %s\r\nX-Request-ID: r-%d\r\n\r\n"
+                           % (n, agent_of(n), n) for n in range(count)))
+        s.settimeout(10)
+        received = b""
+        while received.count(b"HTTP/1.1 200 OK") < count:
+            chunk = s.recv(65536)
+            assert chunk, "the server closed the connection"
+            received += chunk
+
+
+@pytest.mark.parametrize("fmt", ["combined", "json"])
+def test_batched_lines_each_arrive_whole_and_escaped(serve, tmp_path: Path, fmt: str):
+    """Hundreds of requests answered back to back are formatted in batches by the writer
+    thread: every line is there, in order, each field right, and a batch holding one User-Agent
+    that needs escaping still gets every other line right (it is formatted line by line)."""
+    log = tmp_path / "access.log"
+    server = serve(APP, args=["--access-log", str(log), "--access-log-format", fmt])
+    count = 300
+
+    def agent_of(n: int) -> bytes:
+        return b'odd"agent\\x' if n == 150 else b"bench/%d" % n
+    _sent_requests(server.port, count, agent_of)
+    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], count)
+    assert len(lines) == count, len(lines)
+    for n, line in enumerate(lines):
+        if fmt == "combined":
+            m = COMBINED.match(line)
+            assert m, line
+            fields = m.groupdict()
+            assert fields["line"] == f"GET /user/{n} HTTP/1.1" and fields["status"] == "200"
+            assert fields["bytes"] == str(len('{"id":"%d"}' % n)) and fields["rid"] == f"r-{n}"
+            assert fields["ua"] == ('odd\\"agent\\\\x' if n == 150 else f"bench/{n}")
+            assert fields["client"] == "127.0.0.1" and fields["referer"] == "-"
+            assert 0 <= int(fields["duration"]) < 5_000_000
+        else:
+            record = json.loads(line)
+            assert record["path"] == f"/user/{n}" and record["method"] == "GET" and record["status"] == 200
+            assert record["bytes"] == len('{"id":"%d"}' % n) and record["request_id"] == f"r-{n}"
+            assert record["user_agent"] == ('odd"agent\\x' if n == 150 else f"bench/{n}")
+            assert record["client"] == "127.0.0.1" and record["http_version"] == "1.1"
+            assert 0 <= record["duration"] < 5 and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z",
+                                                                 record["time"])
+    assert server.stop() == 0
+
+
+def test_sigterm_right_after_traffic_loses_no_line(serve, tmp_path: Path):
+    """Lines still waiting for the writer thread when SIGTERM arrives are written at the stop."""
+    log = tmp_path / "access.log"
+    server = serve(APP, args=["--access-log", str(log)])
+    count = 200
+    _sent_requests(server.port, count, lambda n: b"t/%d" % n)
+    assert server.stop() == 0  # at once: the writer's next batch is not due yet
+    lines = log.read_text().splitlines()
+    assert [COMBINED.match(line).group("line") for line in lines] == [  # type: ignore[union-attr]
+        f"GET /user/{n} HTTP/1.1" for n in range(count)]
