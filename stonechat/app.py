@@ -762,7 +762,11 @@ class ServedApp:
             self.metrics.start()
         if health is not None:
             health.mark_started()
-        if self.settings.blocking_warn_ms > 0:
+        if self.settings.blocking_warn_ms > 0 and any(not r.is_async and not r.threaded and r.cached is None
+                                                      for r in self.dispatcher.routes):
+            # Only a sync handler on the loop can stall it (const routes answered from their
+            # cache here on): an app without one (all async, or an ASGI app mounted at "/") has
+            # no thread waking up every half threshold to watch nothing.
             self.watchdog = BlockingWatchdog(self.dispatcher, self.settings.blocking_warn_ms / 1000.0)
             self.watchdog.start()
 

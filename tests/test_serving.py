@@ -39,6 +39,11 @@ def block():
 def quick():
     return "quick"
 
+@app.get("/threads")
+async def threads():
+    import threading
+    return ",".join(sorted(t.name for t in threading.enumerate()))
+
 @app.get("/hang")
 def hang():
     time.sleep(1.2)
@@ -202,6 +207,29 @@ def test_watchdog_names_the_route_while_it_still_blocks(serve):
     final = server.wait_for_output("blocked the event loop for")
     assert "GET /hang" in final.split("blocked the event loop for")[0].splitlines()[-1]
     assert final.count("is blocking the event loop") == 1  # once per stall, not once per look
+
+
+ASYNC_ONLY = r'''
+import threading
+from stonechat import Robyn
+
+app = Robyn(__file__)
+
+@app.get("/threads")
+async def threads():
+    return ",".join(sorted(t.name for t in threading.enumerate()))
+
+if __name__ == "__main__":
+    app.start()
+'''
+
+
+def test_watchdog_thread_only_when_a_sync_handler_runs_on_the_loop(serve):
+    with_sync = serve(app_source())
+    assert "stonechat-watchdog" in httpx.get(with_sync.url + "/threads", timeout=10).text.split(",")
+    async_only = serve(ASYNC_ONLY)
+    # nothing to watch: no thread waking up twice per threshold beside the loop
+    assert "stonechat-watchdog" not in httpx.get(async_only.url + "/threads", timeout=10).text.split(",")
 
 
 def test_blocking_warn_threshold_setting(serve):

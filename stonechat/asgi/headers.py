@@ -23,26 +23,49 @@ class HeaderError(ValueError):
 # recognised (ASGI says names are lower-case; this keeps a sloppy app's "Content-Length" out).
 _UPPER_FIRSTS = frozenset(b"CTKDS")
 
+# What each (name, value) pair an app sent becomes: the line to write, b"" for a header the
+# server frames itself, or the int of a Content-Length. Apps send the same pairs over and over
+# (a route's Content-Type, a handful of lengths), so a pair costs a dict lookup instead of the
+# checks and the encoding; the table is emptied when full, which bounds it whatever apps send.
+_LINES: dict[tuple, Any] = {}
+_LINES_MAX = 1024
+
+
+def _line(name: Any, value: Any) -> Any:
+    """What one header becomes (see ``_LINES``); HeaderError for CR or LF in it."""
+    if name.__class__ is not bytes or value.__class__ is not bytes:  # ASGI says bytes; take a bytearray too
+        name, value = bytes(memoryview(name)), bytes(memoryview(value))
+    if name in _DROPPED or (name[:1] and name[0] in _UPPER_FIRSTS and name.lower() in _DROPPED):
+        if name.lower() == b"content-length" and value.isdigit():
+            return int(value)
+        return b""
+    if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value:
+        raise HeaderError(f"invalid character (CR or LF) in response header {name!r}")
+    return b"%s: %s\r\n" % (name, value)
+
 
 def block_from_asgi(headers: Iterable[Any]) -> tuple[bytes, int]:
     """The server's header block for an ASGI header list, and the Content-Length the app gave
     (-1 if none): a HEAD answer needs it, since its body is empty."""
+    lines = _LINES
     parts: list[bytes] = []
     length = -1
-    for name, value in headers:
-        if name in _DROPPED or (name[:1] and name[0] in _UPPER_FIRSTS and name.lower() in _DROPPED):
-            if name.lower() == b"content-length" and value.isdigit():
-                length = int(value)
-            continue
-        parts += (name, b": ", value, b"\r\n")
-    block = b"".join(parts)
-    # One pass each over the block instead of tests per header: every line ends in exactly one
-    # CR LF unless a name or value smuggles another one in (response splitting).
-    lines = len(parts) >> 2
-    if block.count(b"\n") != lines or block.count(b"\r") != lines:
-        bad = next(bytes(n) for n, v in headers if b"\r" in n or b"\n" in n or b"\r" in v or b"\n" in v)
-        raise HeaderError(f"invalid character (CR or LF) in response header {bad!r}")
-    return block, length
+    for pair in headers:
+        try:
+            line = lines.get(pair)
+        except TypeError:  # a pair that cannot be a key (a list, bytearrays): encoded each time
+            line = _line(*pair)
+        else:
+            if line is None:
+                line = _line(*pair)
+                if len(lines) >= _LINES_MAX:
+                    lines.clear()
+                lines[pair] = line
+        if line.__class__ is int:
+            length = line
+        elif line:
+            parts.append(line)
+    return b"".join(parts), length
 
 
 _PARSED: dict[bytes, list[tuple[bytes, bytes]]] = {}

@@ -26,11 +26,11 @@ from typing import Any, Awaitable, Optional, Union
 
 from ..core.conversion import TEXT
 from ..server.interface import HTTPRequest, HTTPResponse
-from .eager import start_task
+from .eager import EagerStarter
 from .headers import block_from_asgi
 from .lifespan import ASGILifespan
 from .mount_websocket import WebSocketCycle
-from .scope import ASGI, ClientDisconnected, get_running_loop, internal_error, scope_paths
+from .scope import ASGI, ClientDisconnected, internal_error, scope_paths
 
 logger = logging.getLogger("stonechat.asgi")
 
@@ -49,7 +49,7 @@ class MountSpec:
 class Mount:
     """One ASGI application at a prefix, compiled for one ``served()`` (``App._build``)."""
 
-    __slots__ = ("prefix", "app", "name", "state", "background", "close_timeout", "background_timeout")
+    __slots__ = ("prefix", "app", "name", "state", "background", "close_timeout", "background_timeout", "starter")
 
     def __init__(self, prefix: str, app: Any, name: str, settings: Any) -> None:
         self.prefix = prefix  # "" for the root, else "/api" (no trailing slash)
@@ -59,6 +59,7 @@ class Mount:
         self.background: set[asyncio.Task] = set()  # calls still running after their response
         self.close_timeout = settings.ws_close_timeout
         self.background_timeout = min(settings.drain_timeout, settings.shutdown_handler_timeout / 2)
+        self.starter = EagerStarter()  # each call's first step, on a task made ahead (eager.py)
 
     def handle(self, raw: HTTPRequest) -> Union[HTTPResponse, Awaitable[Any]]:
         if raw.websocket:
@@ -130,11 +131,11 @@ class _HTTPCycle:
         self.waiter: Optional[asyncio.Future] = None  # a receive() waiting for the end
 
     def start(self) -> Union[HTTPResponse, Awaitable[Any]]:
-        loop = get_running_loop()
+        mount = self.mount
+        loop = mount.starter.running_loop()
         if loop is None:
             return self._start_in_loop()
         self.loop = loop
-        mount = self.mount
         raw = self.raw
         path, raw_path, root = scope_paths(mount.prefix, raw)
         client = raw.client
@@ -150,8 +151,8 @@ class _HTTPCycle:
         }
         if mount.state:
             scope["state"] = mount.state.copy()
-        task = start_task(loop, self._run(scope))
-        if not self.finished:
+        task = mount.starter.start(loop, self._run(scope))
+        if task is not None and not self.finished:
             mount.keep(task)
         response = self.response
         if response is not None:

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Optional, Union
 from ..core.conversion import TEXT
 from ..server.interface import NO_MESSAGE, ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept
 from .headers import block_from_asgi
-from .scope import ASGI, ClientDisconnected, address, get_running_loop, internal_error, scope_paths
+from .scope import ASGI, ClientDisconnected, address, internal_error, scope_paths
 
 logger = logging.getLogger("stonechat.asgi")
 
@@ -49,7 +49,7 @@ class WebSocketCycle:
         self.timer: Optional[asyncio.TimerHandle] = None
 
     def start(self) -> Awaitable[Any]:
-        loop = get_running_loop()
+        loop = self.mount.starter.running_loop()
         if loop is None:
             return self._start_in_loop()
         self.loop = loop

@@ -7,14 +7,11 @@ request that came in through an ASGI server (``app.py``), whose ``root_path`` a 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 from urllib.parse import unquote
 
 from ..core.conversion import TEXT
 from ..server.interface import HTTPRequest, HTTPResponse
-
-get_running_loop = asyncio._get_running_loop  # None when no loop runs (TestClient calls handle() so)
 
 # Shared by every scope: ASGI 3, HTTP/WebSocket spec 2.5 (send raises OSError once the client is
 # gone: 2.4; close and disconnect reasons: 2.3/2.5).
@@ -63,5 +60,4 @@ def address(value: Any) -> Any:
     return value
 
 
-__all__ = ["ASGI", "ASGIRequest", "ClientDisconnected", "address", "get_running_loop", "internal_error",
-           "scope_paths"]
+__all__ = ["ASGI", "ASGIRequest", "ClientDisconnected", "address", "internal_error", "scope_paths"]

@@ -180,6 +180,17 @@ async def raw_app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     path = scope["path"]
+    if path.endswith("/self-cancel"):
+        asyncio.current_task().cancel()  # then answers at once: the cancel must not reach another request
+    elif path.endswith("/scoped-wait"):
+        import anyio
+        with anyio.fail_after(5):  # a cancel scope held across an await: the same task must exit it
+            await asyncio.sleep(0.01)
+    if path.endswith("/bad-header"):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-bad", b"a\r\nset-cookie: evil=1")]})
+        await send({"type": "http.response.body", "body": b"split"})
+        return
     if path.endswith("/raise"):
         raise ValueError("raw app raised")
     if path.endswith("/silent"):
@@ -270,6 +281,20 @@ def test_scope_paths_as_starlette_reads_them(client, server):
     assert client.get("/star/").json()["path"] == "/star/"
     r = client.get("/star", follow_redirects=False)  # Starlette's own redirect to the slash
     assert r.status_code == 307 and r.headers["location"].endswith("/star/")
+
+
+def test_calls_that_answer_at_once_and_calls_that_wait_share_a_connection(client):
+    # One keep-alive connection: answers at once run on a spare task that is kept, a call that
+    # waits keeps that task as its own (eager.py); each must see only its own cancels and scopes.
+    paths = ["/a", "/self-cancel", "/scoped-wait", "/b", "/self-cancel", "/self-cancel", "/scoped-wait", "/c"]
+    answers = [client.get(path) for path in paths]
+    assert [(r.status_code, r.text) for r in answers] == [(200, f"raw {path}") for path in paths]
+
+
+def test_a_header_with_cr_lf_is_never_written(client):
+    for _ in range(2):  # the second time too: a refused header is not remembered as a line
+        answer = client.get("/bad-header")
+        assert answer.status_code == 500 and "set-cookie" not in answer.headers and "x-bad" not in answer.headers
 
 
 def test_stonechat_routes_first_then_the_longest_prefix(client):
