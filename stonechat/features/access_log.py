@@ -3,14 +3,17 @@ format (plus duration and request id) or as JSON lines, to stdout or a file.
 
 It is a sink of ``core/observation.py`` and knows nothing of the server. Per request the loop
 thread only appends a tuple of the request's raw fields (not the request: neither it nor its
-body is kept alive after its answer) to a deque; a writer thread formats what gathered every
-``FLUSH_INTERVAL`` seconds in one pass (the time formatted once a second, one probe of the
-batch for bytes that need escaping) and writes it in one call, so the loop makes no system
-call per request, never waits for a disk, and does a tenth of a line's work.
+body is kept alive after its answer); once per loop iteration the tuples gathered in it are
+formatted in one pass (the time formatted once a second, one probe of the batch for bytes that
+need escaping), and a writer thread writes what gathered every ``FLUSH_INTERVAL`` seconds in one
+call. So the loop makes no system call per request and never waits for a disk, and it never
+waits for the writer either: formatting on the writer thread would make the loop wait for the
+GIL (up to its 5 ms switch interval) whenever a large batch is formatted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -111,7 +114,9 @@ class AccessLog:
             raise ValueError(f"access_log_format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
         self.destination = destination
         self.format = fmt
-        self.entries: deque[Any] = deque()  # formatted lines (bytes) and answered()'s raw tuples
+        self.entries: deque[bytes] = deque()  # formatted batches, for the writer thread
+        self.pending: list[Any] = []  # this loop iteration's answered() tuples and lines
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.thread: Optional[threading.Thread] = None
         self.stop_event = threading.Event()
         self.out: Optional[BinaryIO] = None
@@ -120,6 +125,7 @@ class AccessLog:
         self._second = -1
         self._stamp = b""
         self._iso_second = -1
+        self._batch_stamp: tuple[float, bytes] = (-1, b"")  # the batch path's second and its text
         self._iso = ""
         # the batch path's texts: few distinct values each (clients: one per connection)
         self._clients = _Texts(lambda c: _client_bytes(c[0]) if c.__class__ is tuple else b"-")
@@ -132,22 +138,45 @@ class AccessLog:
     # -- the loop thread (sink of core/observation.py) -------------------------------------
 
     def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
+        pending = self.pending
+        if not pending:
+            self._schedule()
         if request is None:  # refused while arriving (413, 431...): rare, formatted at once
-            self.entries.append(self._line(None, status, sent, seconds, time.time(), None))
+            pending.append(self._line(None, status, sent, seconds, time.time(), None))
             return
-        # The raw fields, formatted by the writer thread (_format_batch): the answer's moment
-        # is ``started + seconds`` on the perf_counter clock, made a wall time there.
-        self.entries.append((request.started + seconds, status, sent, seconds, request.method, request.target,
-                             request.http_version, request.client, request.headers, request.observed))
+        # The raw fields, formatted at the end of this loop iteration (_format_batch): the
+        # answer's moment is ``started + seconds`` on the perf_counter clock, made a wall time there.
+        pending.append((request.started + seconds, status, sent, seconds, request.method, request.target,
+                        request.http_version, request.client, request.headers, request.observed))
 
     def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
-        self.entries.append(self._line(request, 101, 0, seconds, time.time(), (code, by, received, sent)))
+        if not self.pending:
+            self._schedule()
+        self.pending.append(self._line(request, 101, 0, seconds, time.time(), (code, by, received, sent)))
+
+    def _schedule(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon(self.format_pending)
+
+    def format_pending(self) -> None:
+        """Format the tuples gathered in this loop iteration, for the writer thread."""
+        pending = self.pending
+        count = len(pending)
+        if count:
+            # a slice, then deleting it: an append from another thread in between is kept
+            items = pending[:count]
+            del pending[:count]
+            self.entries.append(self._format_batch(items))
 
     # -- the writer thread -----------------------------------------------------------------
 
     def start(self) -> None:
         if self.thread is not None:
             return
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:  # not started on a loop: each line is formatted when written
+            self.loop = None
         if self.destination in STDOUT:
             sys.stdout.flush()
             self.out, self.owns_out = sys.stdout.buffer, False
@@ -166,6 +195,7 @@ class AccessLog:
         if thread is not None:
             self.stop_event.set()
             thread.join(5.0)
+        self.format_pending()
         self._write_batch()
         if self.owns_out and self.out is not None:
             self.out.close()
@@ -181,13 +211,15 @@ class AccessLog:
     def _write_batch(self) -> None:
         entries = self.entries
         out = self.out
+        if self.loop is None and self.pending:  # no loop to format them: here, then
+            self.format_pending()
         if not entries or out is None:
             return
-        items = []
+        batches = []
         pop = entries.popleft
         while entries:
-            items.append(pop())
-        out.write(self._format_batch(items))
+            batches.append(pop())
+        out.write(b"".join(batches))
         out.flush()
 
     def _format_batch(self, items: list) -> bytes:
@@ -221,8 +253,7 @@ class AccessLog:
         sent_texts = _SENT_TEXTS
         spaced = _SPACED
         dash = b"-"
-        second = -1
-        stamp = b""
+        second, stamp = self._batch_stamp  # kept from the last batch: batches are small
         for item in items:
             if item.__class__ is bytes:
                 out.append(item)
@@ -248,6 +279,7 @@ class AccessLog:
             add_probe((target, ua, referer))
         if b"".join(probe).translate(None, _SAFE_BYTES):
             raise _NeedsEscaping
+        self._batch_stamp = (second, stamp)
         return b"".join(out)
 
     def _json_batch(self, items: list, wall: float) -> bytes:
@@ -261,8 +293,7 @@ class AccessLog:
         wanted = _WANTED
         numbers = _NUMBERS
         padded = _PADDED3
-        second = -1
-        stamp = b""
+        second, stamp = self._batch_stamp  # kept from the last batch: batches are small
         for item in items:
             if item.__class__ is bytes:
                 out.append(item)
@@ -291,6 +322,7 @@ class AccessLog:
             add_probe((target, ua, referer))
         if b"".join(probe).translate(None, _SAFE_BYTES):
             raise _NeedsEscaping
+        self._batch_stamp = (second, stamp)
         return b"".join(out)
 
     def _combined(self, request: Any, status: int, sent: int, seconds: float, at: float, ws: Any) -> bytes:
