@@ -13,7 +13,7 @@ goes on with the call if the call waits, so anyio cancel scopes and task groups,
 last; nothing ever moves from one task to another. That task is a *spare*: made ahead, parked
 on a future (``_parked``). A call that finishes in its first step leaves the spare parked for the
 next call, so the usual request makes no Task, schedules no step and takes no loop turn; a call
-that waits keeps the spare as its own task (woken with the rest of the call, ``_Rest``) and the
+that waits keeps the spare as its own task (woken with the rest of the call, the server's ``Suspended`` relay) and the
 next call gets a new spare. Each call's step runs in a fresh copy of the caller's context, as a
 new task's would. Entering and leaving the spare around the step are asyncio's own
 ``_enter_task``/``_leave_task``, the calls a Task makes around each of its steps.
@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import types
-from contextvars import Context, copy_context
+from contextvars import copy_context
 from threading import get_ident
 from typing import Any, Generator, Optional
+
+from ..server.eager import Suspended as _Rest  # the rest of a call that waited, relayed to the spare
 
 try:
     from asyncio.tasks import _enter_task, _leave_task  # type: ignore[attr-defined]
@@ -47,51 +49,6 @@ _FINISHED: Any = object()
 def _primed_point() -> Generator[None, None, None]:
     """Where a new spare's coroutine is left before the loop first steps it (see ``_Spare``)."""
     yield
-
-
-class _Rest:
-    """The rest of a call whose first step ran on the spare and stopped at ``pending``: awaited
-    by the spare, it passes every future the call waits on up to the task and every outcome back
-    down, in the call's own context, as if the task had run the call from its start."""
-
-    __slots__ = ("coro", "context", "pending", "cancel_first")
-
-    def __init__(self, coro: Any, context: Context, pending: Any) -> None:
-        self.coro = coro
-        self.context = context
-        self.pending = pending
-        self.cancel_first = False
-
-    def cancel(self) -> None:
-        """The spare was cancelled before it took the call over: deliver it as a Task would at
-        this suspension (cancel the awaited future, else throw at resumption)."""
-        pending = self.pending
-        cancel = getattr(pending, "cancel", None)
-        if cancel is None or not getattr(pending, "_asyncio_future_blocking", False) or not cancel():
-            self.cancel_first = True
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        coro = self.coro
-        run = self.context.run
-        pending = self.pending
-        if self.cancel_first:
-            try:
-                pending = run(coro.throw, asyncio.CancelledError())
-            except StopIteration as stop:
-                return stop.value
-        while True:
-            try:
-                yield pending
-            except BaseException as exc:  # thrown in by the task (a cancel, GeneratorExit): relay
-                try:
-                    pending = run(coro.throw, exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    pending = run(coro.send, None)
-                except StopIteration as stop:
-                    return stop.value
 
 
 class _Spare:
