@@ -30,7 +30,7 @@ from ..core.registry import WebSocketSpec, WebSocketStyle
 from ..core.request import Request
 from ..core.response import Response
 from ..core.routing import Router, param_names
-from ..server.interface import ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, WebSocketConnection
+from ..server.interface import NO_MESSAGE, ConnectionClosed, HTTPRequest, HTTPResponse, WebSocketAccept, WebSocketConnection
 from ..pubsub.workers import WorkerMesh
 from .rooms import RoomHub
 from .api import (
@@ -359,9 +359,16 @@ class WebSocketDispatcher:
         is_async = call.is_async
         base = call.args(ws, bound[call])
         msg_name = next((name for name, kind, _ in call.plan if kind == 1), None)
-        receive = conn.receive
+        # The connection's plain-call halves (receive_nowait, write_message) rather than its
+        # receive()/send() coroutines: no coroutine object per message when a message waits or
+        # the write needs no drain, the usual case (as WebSocketAdapter does).
+        receive_nowait = conn.receive_nowait
+        next_message = conn.next_message
+        write_message = conn.write_message
         while True:
-            message = await receive()  # ConnectionClosed ends the session
+            message = receive_nowait()  # ConnectionClosed ends the session
+            if message is NO_MESSAGE:
+                message = await next_message()
             if msg_name is not None:
                 base[msg_name] = message
             try:
@@ -380,7 +387,9 @@ class WebSocketDispatcher:
             if result is not None and not conn.closed:
                 if not isinstance(result, (str, bytes)):
                     result = orjson.dumps(result).decode()
-                await conn.send(result)
+                write_message(result)
+                if conn.write_paused:
+                    await conn.drain()
 
 
 __all__ = ["WebSocketDispatcher"]
