@@ -63,7 +63,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Protocol, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Protocol, Union
 
 
 class HTTPRequest:
@@ -363,7 +363,7 @@ class WebSocketAccept:
 
     __slots__ = ("session", "headers", "subprotocol")
 
-    def __init__(self, session: Callable[[WebSocketConnection], Awaitable[None]], headers: bytes = b"",
+    def __init__(self, session: Callable[[WebSocketConnection], Coroutine[Any, Any, None]], headers: bytes = b"",
                  subprotocol: Optional[str] = None) -> None:
         self.session = session
         self.headers = headers

@@ -170,6 +170,127 @@ async def _call(call: _Call, kwargs: dict) -> Any:
     return result
 
 
+class _PlainCalls:
+    """A plain-def message handler called from the connection's data_received as each message
+    arrives (``deliver_to``): no task wake-up, no coroutine and no future per message, as the
+    C++ servers do it. It runs in the session task's context (contextvars as in a task).
+
+    It hands the session task back the cases that must wait: a handler that returned an
+    awaitable, a reply the client does not drain (``write_paused``: reading then pauses as the
+    messages queue, which is the backpressure), a closed connection. The task does that one
+    wait and arms it again; messages that queued meanwhile go through ``handle`` in order."""
+
+    __slots__ = ("conn", "fn", "base", "msg_name", "name", "endpoint", "context", "wake")
+
+    def __init__(self, conn: Any, call: _Call, base: dict, msg_name: Optional[str], endpoint: str) -> None:
+        self.conn = conn
+        self.fn = call.fn
+        self.name = call.name
+        self.base = base
+        self.msg_name = msg_name
+        self.endpoint = endpoint
+        self.context = conn.context
+        self.wake: Optional[asyncio.Future[Any]] = None
+
+    def handle(self, message: Union[str, bytes], run: Any = None) -> Any:
+        """Call the handler on ``message`` and write its reply; ``None`` when done, else what
+        the task must await (an awaitable the handler returned, or ``_DRAIN``)."""
+        conn = self.conn
+        base = self.base
+        if self.msg_name is not None:
+            base[self.msg_name] = message
+        try:
+            result = self.fn(**base) if run is None else run(self.fn, **base)
+        except WebSocketException as exc:
+            if not conn.closed:
+                conn.close_nowait(exc.code, exc.reason)
+            return None
+        except WebSocketDisconnect:
+            return None
+        except Exception:
+            logger.exception("WebSocket message handler %s on %s failed", self.name, self.endpoint)
+            return None
+        if result.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(result):
+            return result
+        if result is not None and not conn.closed:
+            if not isinstance(result, (str, bytes)):
+                result = orjson.dumps(result).decode()
+            conn.write_message(result)
+            if conn.write_paused:
+                return _DRAIN
+        return None
+
+    # What the connection calls, in the place of a future's methods:
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, message: Union[str, bytes]) -> None:
+        try:
+            wait = self.handle(message, self.context.run)
+        except ConnectionClosed as exc:
+            self.set_exception(exc)
+            return
+        if wait is None and not self.conn.closed:
+            self.conn.deliver_to(self)  # the next message too
+        else:
+            self._hand_back(wait)
+
+    def set_exception(self, exc: BaseException) -> None:
+        wake, self.wake = self.wake, None
+        if wake is not None and not wake.done():
+            wake.set_exception(exc)
+
+    def _hand_back(self, wait: Any) -> None:
+        wake, self.wake = self.wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(wait)
+
+    async def run(self) -> None:
+        """The session task's part: messages that queued, the waits handed back."""
+        conn = self.conn
+        try:
+            while True:
+                message = conn.receive_nowait()  # ConnectionClosed ends the session
+                if message is NO_MESSAGE:
+                    self.wake = conn.loop.create_future()
+                    conn.deliver_to(self)
+                    wait = await self.wake
+                else:
+                    wait = self.handle(message)
+                if wait is _DRAIN:
+                    await conn.drain()
+                elif wait is not None:
+                    await self._finish(wait)
+        finally:
+            if conn.waiter is self:
+                conn.deliver_to(None)
+            self.wake = None
+
+    async def _finish(self, awaitable: Any) -> None:
+        conn = self.conn
+        try:
+            result = await awaitable
+        except WebSocketException as exc:
+            if not conn.closed:
+                conn.close_nowait(exc.code, exc.reason)
+            return
+        except WebSocketDisconnect:
+            return
+        except Exception:
+            logger.exception("WebSocket message handler %s on %s failed", self.name, self.endpoint)
+            return
+        if result is not None and not conn.closed:
+            if not isinstance(result, (str, bytes)):
+                result = orjson.dumps(result).decode()
+            conn.write_message(result)
+            if conn.write_paused:
+                await conn.drain()
+
+
+_DRAIN = object()  # _PlainCalls.handle: the reply waits for the client to read
+
+
 class WebSocketDispatcher:
     """The app's WebSocket routes; ``Dispatcher.handle`` hands it every upgrade request."""
 
@@ -359,6 +480,9 @@ class WebSocketDispatcher:
         is_async = call.is_async
         base = call.args(ws, bound[call])
         msg_name = next((name for name, kind, _ in call.plan if kind == 1), None)
+        if not is_async and getattr(conn, "deliver_to", None) is not None:
+            await _PlainCalls(conn, call, base, msg_name, ep.endpoint).run()
+            return
         # The connection's plain-call halves (receive_nowait, write_message) rather than its
         # receive()/send() coroutines: no coroutine object per message when a message waits or
         # the write needs no drain, the usual case (as WebSocketAdapter does).

@@ -23,6 +23,7 @@ Deadlines (ping interval, pong timeout, idle timeout) are checked once a second 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import struct
 from collections import deque
@@ -55,7 +56,7 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
         "deflate", "frame_kind",
         # close bookkeeping
         "close_code", "close_reason", "closed_by", "close_sent", "close_received",
-        "close_timer", "closed_future", "close_callbacks", "session_task", "pending_end",
+        "close_timer", "closed_future", "close_callbacks", "session_task", "context", "pending_end",
         # keepalive / idle
         "last_rx", "last_message", "ping_payload", "ping_sent_at", "ping_count",
         "__weakref__",
@@ -119,7 +120,9 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
             self.loop.call_soon(self.connection_lost, None)
         # The session coroutine is the task itself (no wrapper frame: every message resumes
         # the task through each frame it awaits in); how it ended is read by _session_done.
-        task = self.session_task = asyncio.ensure_future(accept.session(self), loop=self.loop)
+        # Its context is kept: a handler that deliver_to() runs from data_received runs in it.
+        self.context = contextvars.copy_context()
+        task = self.session_task = self.loop.create_task(accept.session(self), context=self.context)  # type: ignore[call-arg]  # (3.11 has it)
         task.add_done_callback(self._session_done)
         if tail:
             self.data_received(tail)
@@ -408,6 +411,14 @@ class WebSocketProtocol(FlowControl, asyncio.Protocol):
             raise RuntimeError("receive() is already being awaited by another task")
         waiter = self.waiter = self.loop.create_future()
         return waiter
+
+    def deliver_to(self, handler: Any) -> None:
+        """Hand the next message to ``handler.set_result(message)`` right from data_received
+        (``None``: back to queueing). ``handler`` stands where next_message()'s future would:
+        it says ``done()`` False while it wants messages, gets ``set_exception`` when the
+        connection closes, and calls deliver_to again for each further message it wants. A
+        plain-def message handler is called this way, with no task wake-up per message."""
+        self.waiter = handler
 
     def _maybe_resume_reading(self) -> None:
         if (len(self.queue) if self.queue else 0) <= self.MAX_QUEUED // 2 and self.queued_bytes <= self.max_size // 2:
