@@ -100,7 +100,7 @@ class Metrics:
         self.latency = Histogram("stonechat_http_request_duration_seconds",
                                  "Time from the first byte of a request to the last byte of its answer",
                                  ["route", "method"], buckets=BUCKETS, registry=reg)
-        self.in_flight = Gauge("stonechat_http_requests_in_flight", "Requests received and not answered yet",
+        self.in_flight = Gauge("stonechat_http_requests_in_flight", "Requests being read or answered",
                                registry=reg, multiprocess_mode="livesum")
         self.ws_open = Gauge("stonechat_websocket_connections", "Open WebSocket connections",
                              ["endpoint"], registry=reg, multiprocess_mode="livesum")
