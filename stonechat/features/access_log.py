@@ -2,13 +2,14 @@
 format (plus duration and request id) or as JSON lines, to stdout or a file.
 
 It is a sink of ``core/observation.py`` and knows nothing of the server. Per request the loop
-thread only appends a tuple of the request's raw fields (not the request: neither it nor its
-body is kept alive after its answer); once per loop iteration the tuples gathered in it are
-formatted in one pass (the time formatted once a second, one probe of the batch for bytes that
-need escaping), and a writer thread writes what gathered every ``FLUSH_INTERVAL`` seconds in one
-call. So the loop makes no system call per request and never waits for a disk, and it never
-waits for the writer either: formatting on the writer thread would make the loop wait for the
-GIL (up to its 5 ms switch interval) whenever a large batch is formatted.
+thread appends the line's pieces to one list (most from small tables: the client's head of the
+line, made once a second, method, version, status, size), keeping nothing of the request alive
+after its answer; once per loop iteration the pieces gathered in it are joined (call_soon) and
+probed once for bytes that need escaping (rare: then only the raw fields are escaped, in place).
+A writer thread writes what gathered every ``FLUSH_INTERVAL`` seconds in one call. So the loop
+makes no system call per request and never waits for a disk, and it never waits for the writer
+either: formatting on the writer thread would make the loop wait for the GIL (up to its 5 ms
+switch interval) whenever a large batch is formatted.
 """
 
 from __future__ import annotations
@@ -38,12 +39,18 @@ STDOUT = ("-", "stdout")
 _UNSAFE = re.compile(rb'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 _NUMBERS = [b"%d" % n for n in range(1024)]  # statuses and small bodies, formatted once
 _METHODS = {m: m.encode() for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE")}
-# The batch path's pieces, each with the separator that follows it (fewer pieces to join).
-_PADDED3 = [b"%03d" % n for n in range(1000)]
-_SENT_TEXTS = [b'%d "' % n for n in range(1024)]  # body bytes, then the Referer's opening quote
-_SPACED = [b"%d " % n for n in range(1000)]  # microseconds, then the space before the request id
 _SAFE_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))  # need no escaping, in either format
-_WANTED = frozenset((b"user-agent", b"referer", REQUEST_ID_HEADER))
+_DASH = b"-"
+
+# A line is STRIDE pieces in AccessLog.parts; RAW are the places of the fields as the client sent
+# them (target, then Referer and User-Agent), the only ones that may need escaping.
+_COMBINED_STRIDE, _COMBINED_RAW = 11, (2, 6, 8)
+_JSON_STRIDE, _JSON_RAW = 14, (7, 9, 11)
+# The pieces' tables, each with the separator that follows it (fewer pieces per line).
+_SENT_TEXTS = [b'%d "' % n for n in range(1024)]  # body bytes, then the Referer's opening quote
+_JSON_SENT = [b'%d,"duration":' % n for n in range(1024)]
+# milliseconds of the JSON time; 1000 is there for a float that rounds up to the next second
+_JSON_MILLIS = [b'%03dZ","status":' % min(n, 999) for n in range(1001)]
 
 
 class _Texts(dict):  # type: ignore[type-arg]
@@ -59,15 +66,6 @@ class _Texts(dict):  # type: ignore[type-arg]
             self.clear()
         value = self[key] = self.make(key)
         return value
-
-
-def _micros(us: int) -> bytes:
-    """A whole number of microseconds, from tables for the usual sizes (``%d`` costs more)."""
-    if us < 1000:
-        return _NUMBERS[us] if us >= 0 else b"0"
-    if us < 1_000_000:
-        return _NUMBERS[us // 1000] + _PADDED3[us % 1000]
-    return b"%d" % us
 
 
 @functools.lru_cache(maxsize=1024)
@@ -114,8 +112,8 @@ class AccessLog:
             raise ValueError(f"access_log_format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
         self.destination = destination
         self.format = fmt
-        self.entries: deque[bytes] = deque()  # formatted batches, for the writer thread
-        self.pending: list[Any] = []  # this loop iteration's answered() tuples and lines
+        self.entries: deque[bytes] = deque()  # joined batches, for the writer thread
+        self.parts: list[bytes] = []  # this loop iteration's lines, STRIDE pieces each
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.thread: Optional[threading.Thread] = None
         self.stop_event = threading.Event()
@@ -125,48 +123,135 @@ class AccessLog:
         self._second = -1
         self._stamp = b""
         self._iso_second = -1
-        self._batch_stamp: tuple[float, bytes] = (-1, b"")  # the batch path's second and its text
         self._iso = ""
-        # the batch path's texts: few distinct values each (clients: one per connection)
-        self._clients = _Texts(lambda c: _client_bytes(c[0]) if c.__class__ is tuple else b"-")
-        self._method_texts = _Texts(lambda m: (_METHODS.get(m) or m.encode()) + b" ", 64)
-        self._version_texts = _Texts(lambda v: b' HTTP/' + v.encode() + b'" ', 16)
-        self._status_texts = _Texts(lambda st: b"%d " % st, 1024)
-        self._json_methods = _Texts(lambda m: _METHODS.get(m) or m.encode(), 64)
-        self._json_versions = _Texts(lambda v: v.encode(), 16)
+        # The current wall-clock second on the perf_counter clock (answers are timed on it):
+        # the batch path's time text changes when an answer's moment reaches next_second.
+        self.second_started = 0.0
+        self.next_second = -1.0
+        self.time_text = b""
+        if fmt == "combined":
+            self.answered = self._answered_combined  # type: ignore[method-assign]
+            self.stride, self.raw_places = _COMBINED_STRIDE, _COMBINED_RAW
+        else:
+            self.answered = self._answered_json  # type: ignore[method-assign]
+            self.stride, self.raw_places = _JSON_STRIDE, _JSON_RAW
+        # the pieces' tables: few distinct values each (clients: one per connection); the
+        # combined format's line head (client and time) is remade every second
+        self.heads: dict[Any, bytes] = {}
+        self.methods = _Texts(lambda m: (_METHODS.get(m) or m.encode()) + b" ", 64)
+        self.versions = _Texts(lambda v: b' HTTP/' + v.encode() + b'" ', 16)
+        self.statuses = _Texts(lambda st: b"%d " % st, 1024)
+        self.json_clients = _Texts(lambda c: (_client_bytes(c[0]) if c.__class__ is tuple else b"-")
+                                   + b'","method":"')
+        self.json_methods = _Texts(lambda m: (_METHODS.get(m) or m.encode()) + b'","path":"', 64)
+        self.json_versions = _Texts(lambda v: b'","http_version":"' + v.encode() + b'","user_agent":"', 16)
+        self.json_statuses = _Texts(lambda st: b'%d,"bytes":' % st, 1024)
 
     # -- the loop thread (sink of core/observation.py) -------------------------------------
 
     def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
-        pending = self.pending
-        if not pending:
+        """Replaced in ``__init__`` by the format's own (below)."""
+
+    def _answered_combined(self, request: Any, status: int, sent: int, seconds: float) -> None:
+        parts = self.parts
+        if not parts:
             self._schedule()
         if request is None:  # refused while arriving (413, 431...): rare, formatted at once
-            pending.append(self._line(None, status, sent, seconds, time.time(), None))
+            self._add_line(self._line(None, status, sent, seconds, time.time(), None))
             return
-        # The raw fields, formatted at the end of this loop iteration (_format_batch): the
-        # answer's moment is ``started + seconds`` on the perf_counter clock, made a wall time there.
-        pending.append((request.started + seconds, status, sent, seconds, request.method, request.target,
-                        request.http_version, request.client, request.headers, request.observed))
+        at = request.started + seconds  # the answer's moment, on the perf_counter clock
+        if at >= self.next_second:
+            self._new_second(at)
+        fields = dict(request.headers)  # one call in C, whatever the number of headers
+        rid = request.observed
+        if rid is None and REQUEST_ID_HEADER in fields:
+            rid = _clients_id(request.headers)
+        client = request.client
+        parts.extend((self.heads.get(client) or self._head(client), self.methods[request.method], request.target,
+                      self.versions[request.http_version], self.statuses[status],
+                      _SENT_TEXTS[sent] if sent < 1024 else b'%d "' % sent, fields.get(b"referer", _DASH), b'" "',
+                      fields.get(b"user-agent", _DASH), b'" %d ' % (seconds * 1e6),  # microseconds: Apache's %D
+                      b"-\n" if rid is None else rid + b"\n"))
+
+    def _answered_json(self, request: Any, status: int, sent: int, seconds: float) -> None:
+        parts = self.parts
+        if not parts:
+            self._schedule()
+        if request is None:
+            self._add_line(self._line(None, status, sent, seconds, time.time(), None))
+            return
+        at = request.started + seconds
+        if at >= self.next_second:
+            self._new_second(at)
+        fields = dict(request.headers)
+        rid = request.observed
+        if rid is None and REQUEST_ID_HEADER in fields:
+            rid = _clients_id(request.headers)
+        parts.extend((self.time_text, _JSON_MILLIS[int((at - self.second_started) * 1000)],
+                      self.json_statuses[status], _JSON_SENT[sent] if sent < 1024 else b'%d,"duration":' % sent,
+                      b'%.6f,"client":"' % seconds, self.json_clients[request.client],
+                      self.json_methods[request.method], request.target, self.json_versions[request.http_version],
+                      fields.get(b"user-agent", _DASH), b'","referer":"', fields.get(b"referer", _DASH),
+                      b'","request_id":"', b'-"}\n' if rid is None else rid + b'"}\n'))
 
     def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
-        if not self.pending:
+        if not self.parts:
             self._schedule()
-        self.pending.append(self._line(request, 101, 0, seconds, time.time(), (code, by, received, sent)))
+        self._add_line(self._line(request, 101, 0, seconds, time.time(), (code, by, received, sent)))
+
+    def _add_line(self, line: bytes) -> None:
+        """A line formatted already, as one line's pieces (its own raw fields escaped)."""
+        self.parts.extend((line,) + (b"",) * (self.stride - 1))
+
+    def _new_second(self, at: float) -> None:
+        """``at`` (perf_counter) is in a new wall-clock second: its time text, its line heads."""
+        offset = time.time() - perf_counter()
+        second = int(at + offset)
+        self.second_started = second - offset
+        self.next_second = self.second_started + 1.0
+        if self.format == "combined":
+            self.time_text = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)).encode()
+            self.heads.clear()
+        else:
+            self.time_text = time.strftime('{"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(second)).encode()
+
+    def _head(self, client: Any) -> bytes:
+        """The combined line up to the request line: client, identity, user, time."""
+        if len(self.heads) >= 4096:
+            self.heads.clear()
+        head = self.heads[client] = b'%s - - [%s] "' % (
+            _client_bytes(client[0]) if client.__class__ is tuple else b"-", self.time_text)
+        return head
 
     def _schedule(self) -> None:
         if self.loop is not None:
             self.loop.call_soon(self.format_pending)
 
     def format_pending(self) -> None:
-        """Format the tuples gathered in this loop iteration, for the writer thread."""
-        pending = self.pending
-        count = len(pending)
+        """Join the lines gathered in this loop iteration, for the writer thread."""
+        parts = self.parts
+        count = len(parts)
         if count:
             # a slice, then deleting it: an append from another thread in between is kept
-            items = pending[:count]
-            del pending[:count]
-            self.entries.append(self._format_batch(items))
+            pieces = parts[:count]
+            del parts[:count]
+            # One probe for the batch: the raw fields, each line's at the same places among
+            # its pieces, need no escaping when all their bytes are printable ASCII but the
+            # quote and the backslash. Else (rare) they are escaped, where they need it.
+            stride = self.stride
+            raw = b"".join([b"".join(pieces[place::stride]) for place in self.raw_places])
+            text = self._escaped(pieces) if raw.translate(None, _SAFE_BYTES) else b"".join(pieces)
+            self.entries.append(text)
+
+    def _escaped(self, pieces: list[bytes]) -> bytes:
+        """The batch again, each raw field that needs it escaped (Apache's way, or JSON's)."""
+        escape = _escape if self.format == "combined" else _json_escape
+        for start in range(0, len(pieces), self.stride):
+            for place in self.raw_places:
+                value = pieces[start + place]
+                if value.translate(None, _SAFE_BYTES):
+                    pieces[start + place] = escape(value)
+        return b"".join(pieces)
 
     # -- the writer thread -----------------------------------------------------------------
 
@@ -211,7 +296,7 @@ class AccessLog:
     def _write_batch(self) -> None:
         entries = self.entries
         out = self.out
-        if self.loop is None and self.pending:  # no loop to format them: here, then
+        if self.loop is None and self.parts:  # no loop to join them: here, then
             self.format_pending()
         if not entries or out is None:
             return
@@ -221,109 +306,6 @@ class AccessLog:
             batches.append(pop())
         out.write(b"".join(batches))
         out.flush()
-
-    def _format_batch(self, items: list) -> bytes:
-        """Lines already formatted (bytes) pass as they are; the raw tuples of ``answered`` are
-        formatted here. If a batch's target, User-Agent or Referer has a byte that needs escaping
-        (rare), the batch is formatted again line by line, escaping."""
-        fast = self._combined_batch if self.format == "combined" else self._json_batch
-        wall = time.time() - perf_counter()  # perf_counter moments -> wall time, now
-        try:
-            return fast(items, wall)
-        except _NeedsEscaping:
-            pass
-        lines = []
-        for item in items:
-            if item.__class__ is bytes:
-                lines.append(item)
-            else:
-                lines.append(self._line(_Fields(item), item[1], item[2], item[3], item[0] + wall, None))
-        return b"".join(lines)
-
-    def _combined_batch(self, items: list, wall: float) -> bytes:
-        out: list[bytes] = []
-        extend = out.extend
-        probe: list[bytes] = []
-        add_probe = probe.extend
-        clients = self._clients
-        methods = self._method_texts
-        versions = self._version_texts
-        statuses = self._status_texts
-        wanted = _WANTED
-        sent_texts = _SENT_TEXTS
-        spaced = _SPACED
-        dash = b"-"
-        second, stamp = self._batch_stamp  # kept from the last batch: batches are small
-        for item in items:
-            if item.__class__ is bytes:
-                out.append(item)
-                continue
-            at, status, sent, seconds, method, target, version, client, headers, rid = item
-            ua = referer = dash
-            for name, value in headers:
-                if name in wanted:
-                    if name == b"user-agent":
-                        ua = value
-                    elif name == b"referer":
-                        referer = value
-                    elif rid is None:
-                        rid = value if valid_request_id(value) else b"-"
-            at += wall
-            if at - second >= 1.0 or at < second:
-                second = int(at)
-                stamp = time.strftime(' - - [%d/%b/%Y:%H:%M:%S +0000] "', time.gmtime(second)).encode()
-            us = int(seconds * 1e6)
-            extend((clients[client], stamp, methods[method], target, versions[version], statuses[status],
-                    sent_texts[sent] if sent < 1024 else b'%d "' % sent, b'-" "' if referer is dash else referer + b'" "',
-                    ua, b'" ', spaced[us] if us < 1000 else _micros(us) + b" ", rid or b"-", b"\n"))
-            add_probe((target, ua, referer))
-        if b"".join(probe).translate(None, _SAFE_BYTES):
-            raise _NeedsEscaping
-        self._batch_stamp = (second, stamp)
-        return b"".join(out)
-
-    def _json_batch(self, items: list, wall: float) -> bytes:
-        out: list[bytes] = []
-        extend = out.extend
-        probe: list[bytes] = []
-        add_probe = probe.extend
-        clients = self._clients
-        methods = self._json_methods
-        versions = self._json_versions
-        wanted = _WANTED
-        numbers = _NUMBERS
-        padded = _PADDED3
-        second, stamp = self._batch_stamp  # kept from the last batch: batches are small
-        for item in items:
-            if item.__class__ is bytes:
-                out.append(item)
-                continue
-            at, status, sent, seconds, method, target, version, client, headers, rid = item
-            ua = referer = b"-"
-            for name, value in headers:
-                if name in wanted:
-                    if name == b"user-agent":
-                        ua = value
-                    elif name == b"referer":
-                        referer = value
-                    elif rid is None:
-                        rid = value if valid_request_id(value) else b"-"
-            at += wall
-            if at - second >= 1.0 or at < second:
-                second = int(at)
-                stamp = time.strftime('{"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(second)).encode()
-            us = int(seconds * 1e6)
-            extend((stamp, padded[int((at - second) * 1000) % 1000], b'Z","status":', numbers[status] if status < 1024
-                    else b"%d" % status, b',"bytes":', numbers[sent] if sent < 1024 else b"%d" % sent,
-                    b',"duration":', _micros(us // 1_000_000), b".", padded[us // 1000 % 1000], padded[us % 1000],
-                    b',"client":"', clients[client], b'","method":"', methods[method], b'","path":"', target,
-                    b'","http_version":"', versions[version], b'","user_agent":"', ua, b'","referer":"', referer,
-                    b'","request_id":"', rid or b"-", b'"}\n'))
-            add_probe((target, ua, referer))
-        if b"".join(probe).translate(None, _SAFE_BYTES):
-            raise _NeedsEscaping
-        self._batch_stamp = (second, stamp)
-        return b"".join(out)
 
     def _combined(self, request: Any, status: int, sent: int, seconds: float, at: float, ws: Any) -> bytes:
         """One line, built by joining pieces: per request this is the log's main cost, and a
@@ -384,18 +366,17 @@ class AccessLog:
         return orjson.dumps(record) + b"\n"
 
 
-class _NeedsEscaping(Exception):
-    """A batch holds a byte the fast path cannot write as it is."""
+def _clients_id(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The client's X-Request-ID (the first), when valid; ``-`` when not (never logged then)."""
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            return value if valid_request_id(value) else b"-"
+    return b"-"
 
 
-class _Fields:
-    """``answered``'s tuple read as the request the per-line formatters take."""
-
-    __slots__ = ("method", "target", "http_version", "client", "headers", "observed")
-
-    def __init__(self, item: tuple) -> None:
-        (_, _, _, _, self.method, self.target, self.http_version, self.client, self.headers,
-         self.observed) = item
+def _json_escape(raw: bytes) -> bytes:
+    """A raw field as the inside of a JSON string (bytes read as latin-1, as ``_json`` does)."""
+    return orjson.dumps(raw.decode("latin-1"))[1:-1]
 
 
 def check_destination(destination: str) -> None:

@@ -17,7 +17,8 @@ import os
 import shutil
 import sys
 import tempfile
-from bisect import bisect_left
+from bisect import bisect_right
+from collections import defaultdict
 from typing import Any, Callable, Optional
 
 from ..core.observation import UNMATCHED
@@ -26,7 +27,7 @@ from ..core.response import Response
 logger = logging.getLogger("stonechat")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-FLUSH_INTERVAL = 1.0  # seconds: how stale another worker's counts may be in a scrape
+FLUSH_INTERVAL = 1.0  # seconds: how stale another worker's counts may be in a scrape, what durations wait
 # seconds; the default buckets of prometheus_client, finer at the low end where an API lives
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -99,7 +100,7 @@ class Metrics:
         self.latency = Histogram("stonechat_http_request_duration_seconds",
                                  "Time from the first byte of a request to the last byte of its answer",
                                  ["route", "method"], buckets=BUCKETS, registry=reg)
-        self.in_flight = Gauge("stonechat_http_requests_in_flight", "Requests received and not answered yet",
+        self.in_flight = Gauge("stonechat_http_requests_in_flight", "Requests being read or answered",
                                registry=reg, multiprocess_mode="livesum")
         self.ws_open = Gauge("stonechat_websocket_connections", "Open WebSocket connections",
                              ["endpoint"], registry=reg, multiprocess_mode="livesum")
@@ -110,47 +111,48 @@ class Metrics:
         self.lifecycle = Gauge("stonechat_lifecycle_step_seconds",
                                "How long each startup/shutdown handler or lifespan took (the slowest worker's)",
                                ["event", "step"], registry=reg, multiprocess_mode="max")
-        # Per request only plain integers change (prometheus_client takes a lock and a few
-        # calls per update, which would double what metrics cost): per label set, [answers,
-        # latency sum, then one count per bucket], moved into the metrics by ``flush``.
-        self.tallies: dict[tuple[str, str, int], list] = {}
+        # Per request only a list grows: the request's duration is appended to its label set's
+        # (prometheus_client takes a lock and a few calls per update, which would double what
+        # metrics cost). ``flush`` counts them into the metrics, a label set at a time.
+        self.durations: defaultdict[tuple[str, str, int], list[float]] = defaultdict(list)
         self.in_flight_now: Callable[[], int] = lambda: 0  # set by the app: the observer's count
         self.labels: dict[bytes, str] = getattr(route_label, "cache", {})  # its cache, read inline
-        self.bounds = BUCKETS
         self.timer: Optional[asyncio.TimerHandle] = None
 
     # -- the loop thread -------------------------------------------------------------------
 
     def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
         if request is None:
-            key: tuple[str, str, int] = (UNMATCHED, "-", status)
+            self.durations[(UNMATCHED, "-", status)].append(seconds)
         else:
-            key = (self.labels.get(request.path) or self.route_label(request), request.method, status)
-        tally = self.tallies.get(key)
-        if tally is None:
-            tally = self.tallies[key] = [0, 0.0] + [0] * (len(self.bounds) + 1)
-        tally[0] += 1
-        tally[1] += seconds
-        tally[2 + bisect_left(self.bounds, seconds)] += 1  # the first bucket with seconds <= bound
+            self.durations[(self.labels.get(request.path) or self.route_label(request), request.method,
+                            status)].append(seconds)
 
     def flush(self) -> None:
-        """Move the tallies into the prometheus metrics: before every scrape this worker
-        answers and, under ``--processes``, every second (the other workers' scrapes read it)."""
+        """Count the durations gathered into the prometheus metrics: before every scrape this
+        worker answers, and every second (which keeps the lists short and, under
+        ``--processes``, the other workers' scrapes current)."""
         self.in_flight.set(self.in_flight_now())
-        tallies, self.tallies = self.tallies, {}
-        for (route, method, status), tally in tallies.items():
-            self.requests.labels(route, method, str(status)).inc(tally[0])
+        durations, self.durations = self.durations, defaultdict(list)
+        for (route, method, status), seconds in durations.items():
+            self.requests.labels(route, method, str(status)).inc(len(seconds))
             histogram = self.latency.labels(route, method)
-            # prometheus_client's own fields: Histogram.observe() has no batch form
-            histogram._sum.inc(tally[1])
-            for i, count in enumerate(tally[2:]):
-                if count:
-                    histogram._buckets[i].inc(count)
+            # prometheus_client's own fields: Histogram.observe() has no batch form. Sorted,
+            # each bucket's count is a bisection: no Python step per request.
+            seconds.sort()
+            histogram._sum.inc(sum(seconds))
+            below = 0
+            for bucket, bound in zip(histogram._buckets, BUCKETS):
+                upto = bisect_right(seconds, bound, below)  # the bucket holds seconds <= bound
+                if upto > below:
+                    bucket.inc(upto - below)
+                below = upto
+            if below < len(seconds):
+                histogram._buckets[-1].inc(len(seconds) - below)  # +Inf
 
     def start(self) -> None:
-        """At startup, on the serving loop: the periodic flush, under ``--processes``."""
-        if self.multiprocess:
-            self.timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._tick)
+        """At startup, on the serving loop: the flush every second."""
+        self.timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self._tick)
 
     def _tick(self) -> None:
         try:

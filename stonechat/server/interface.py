@@ -381,7 +381,8 @@ class Observer(Protocol):
     then; read once per connection). ``response_sent`` is called when the last byte of the
     answer is written, with the body bytes written and the seconds since the request's first
     byte (for a request the server refused while reading it, e.g. 413, ``request`` is
-    ``None``). ``in_flight`` is kept by the server: requests received and not answered yet.
+    ``None``). ``in_flight`` is kept by the server: requests from their first byte until they are
+    answered (or dropped while they arrived): the requests being read and being answered.
     A WebSocket reports ``websocket_opened`` after its 101 and ``websocket_closed`` once, with
     the close code, who closed, the messages received and sent, and the seconds it was open.
     """

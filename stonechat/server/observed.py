@@ -12,7 +12,8 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any, AsyncIterator, Optional, Union
 
-from .http import _SHUTTING_DOWN, HttpProtocol, _ParsedRequest
+from .http import (_CONTENT_LENGTHS, _CONTENT_LENGTHS_UPTO, _SHUTTING_DOWN, _STATUS_LINES, HttpProtocol, _join,
+                   _ParsedRequest, _status_line)
 from .interface import NO_BODY_STATUSES, FileBody, HTTPRequest, HTTPResponse, Observer, WebSocketAccept
 from .state import ServerState
 from .websocket.frames import FrameReader
@@ -20,8 +21,12 @@ from .websocket.protocol import CLOSED, WebSocketProtocol
 
 
 def protocol_for(app: Any) -> type[HttpProtocol]:
-    """The connection protocol class for ``app``: observing only when it has an observer."""
-    return ObservedHttpProtocol if getattr(app, "observer", None) is not None else HttpProtocol
+    """The connection protocol class for ``app``: observing only when it has an observer, and
+    adding the observer's header lines to answers only when it may set them."""
+    observer = getattr(app, "observer", None)
+    if observer is None:
+        return HttpProtocol
+    return ObservedHttpProtocol if observer.request_received is None else _HeaderedHttpProtocol
 
 
 class _CountedStream:
@@ -105,38 +110,70 @@ class ObservedHttpProtocol(HttpProtocol):
 
     Every request received is reported answered exactly once: by its response, by its 101,
     as 503 when the drain deadline refuses it, or as 499 (nginx's "client closed request")
-    when the connection is lost before it was answered."""
+    when the connection is lost before it was answered. Which ones are owed needs no list:
+    HTTP/1.1 answers go in order, so they are the requests still queued (``pending``) and the
+    one the connection's task answers (``answering``); one answered without the task is
+    written in the same call that took it off the queue.
+
+    ``in_flight`` counts a request from its first byte (``on_message_begin``: no call more
+    per request) until it is reported, or dropped while it arrived (refused, timed out, the
+    connection lost): the requests being read and being answered."""
 
     websocket_protocol = ObservedWebSocketProtocol
-    __slots__ = ("observer", "owed", "received")
+    __slots__ = ("observer", "report", "answering")
 
     def __init__(self, state: ServerState) -> None:
         super().__init__(state)
         self.observer: Observer = state.app.observer  # type: ignore[attr-defined]
-        self.owed: list[HTTPRequest] = []  # received, not answered yet (in order)
-        self.received = self.observer.request_received  # None: nothing to do (interface.Observer)
+        self.report = self.observer.response_sent
+        self.answering: Optional[HTTPRequest] = None  # handed to the connection's task, not reported yet
+
+    def _reported(self, request: HTTPRequest, status: int, sent: int) -> None:
+        if request is self.answering:
+            self.answering = None
+        self.observer.in_flight -= 1
+        self.report(request, status, sent, perf_counter() - request.started)
 
     def _answered(self, request: HTTPRequest, status: int, sent: int) -> None:
-        try:
-            self.owed.remove(request)
-        except ValueError:
-            return  # reported already
-        observer = self.observer
-        observer.in_flight -= 1
-        observer.response_sent(request, status, sent, perf_counter() - request.started)
+        """A stream or a file, written by the connection's task (it always has them)."""
+        if request is self.answering:  # else reported already, as 499 (connection_lost)
+            self._reported(request, status, sent)
+
+    def _drop_arriving(self) -> None:
+        """Before the plain protocol lets go of a request still arriving: not in flight any more
+        (a streamed one is queued already: it is answered, and reported, as the others)."""
+        if self.request is not None and self.request is not self.streamed:
+            self.observer.in_flight -= 1
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._drop_arriving()
+        self.request = None
         super().connection_lost(exc)
-        owed, self.owed = self.owed, []
-        observer = self.observer
+        owed = list(self.pending)
+        self.pending.clear()  # answered from now on as far as the observer knows: no second report
+        answering = self.answering
+        if answering is not None and answering not in owed:
+            owed.insert(0, answering)
         for request in owed:
-            observer.in_flight -= 1
-            observer.response_sent(request, 499, 0, perf_counter() - request.started)
+            self._reported(request, 499, 0)
+
+    def _fail(self, reject: Any) -> None:
+        self._drop_arriving()
+        HttpProtocol._fail(self, reject)
+
+    def _timeout(self, status: int, message: str) -> None:
+        self._drop_arriving()
+        HttpProtocol._timeout(self, status, message)
 
     def _refuse_pending(self) -> None:
-        for request in list(self.pending):
-            self._answered(request, 503, 0 if request.method == "HEAD" else len(_SHUTTING_DOWN))
+        self._drop_arriving()  # its 503 is written, not reported: it was not received
+        for request in self.pending:  # the plain method writes their 503s next
+            self._reported(request, 503, 0 if request.method == "HEAD" else len(_SHUTTING_DOWN))
         super()._refuse_pending()
+
+    def _hand_over(self, request: HTTPRequest, awaitable: Any) -> None:
+        self.answering = request
+        HttpProtocol._hand_over(self, request, awaitable)
 
     # The overrides below call HttpProtocol's methods by name: cheaper than super() per request.
 
@@ -162,47 +199,45 @@ class ObservedHttpProtocol(HttpProtocol):
         request.started = perf_counter()
         request.reply_headers = b""  # request_received may set them
         request.observed = None
-
-    def on_message_complete(self) -> None:
-        request = self.request
-        HttpProtocol.on_message_complete(self)
-        if request is not None:
-            self.owed.append(request)
-            self.observer.in_flight += 1
-            received = self.received
-            if received is not None:
-                received(request)
-
-    plain_keep_alive = False  # _keep_alive_header below adds the observer's header lines
-
-    def _keep_alive_header(self, request: Optional[HTTPRequest], keep_alive: bool) -> tuple[bool, bytes]:
-        """HttpProtocol's, with the header lines the observer asked for (``reply_headers``)
-        after the Connection header, on every answer to a received request."""
-        if request is None:
-            return False, b"connection: close\r\n"
-        if not keep_alive or self.state.stopping:
-            return False, b"connection: close\r\n" + request.reply_headers
-        if request.http_version == "1.0":
-            return True, b"connection: keep-alive\r\n" + request.reply_headers
-        return True, request.reply_headers
+        self.observer.in_flight += 1
 
     def _write_response(self, request: Optional[HTTPRequest], response: HTTPResponse, keep_alive: bool) -> None:
-        HttpProtocol._write_response(self, request, response, keep_alive)
+        # HttpProtocol._write_response's body, not a call to it: one Python call less per
+        # answer; tests/server/test_observed.py checks the two agree. Then the report.
         status = response.status
-        if request is None:
-            self.observer.response_sent(None, status, len(response.body), 0.0)
-            return
-        owed = self.owed
-        if owed and owed[0] is request:
-            del owed[0]
-        elif request in owed:
-            owed.remove(request)
+        if (keep_alive and self.plain_keep_alive and request is not None and request.http_version == "1.1"
+                and not self.state.stopping):
+            connection = b""  # _keep_alive_header's common answer, without the call
         else:
-            return  # reported already
-        observer = self.observer
-        observer.in_flight -= 1
-        observer.response_sent(request, status, 0 if status in NO_BODY_STATUSES or request.method == "HEAD"
-                               else len(response.body), perf_counter() - request.started)
+            keep_alive, connection = self._keep_alive_header(request, keep_alive)
+        status_line = _STATUS_LINES.get(status) or _status_line(status)
+        if status in NO_BODY_STATUSES:
+            head = b"%s%s%s%s\r\n" % (status_line, response.headers, self.state.date_block, connection)
+            self.transport.write(head)
+        else:
+            body = response.body
+            if request is not None and request.method == "HEAD":
+                self.transport.write(b"%s%scontent-length: %d\r\n%s%s\r\n" % (
+                    status_line, response.headers, len(body), self.state.date_block, connection))
+            else:
+                # One join of ready pieces: cheaper than formatting the head with ``%`` each time.
+                size = len(body)
+                self.transport.write(_join((
+                    status_line, response.headers,
+                    _CONTENT_LENGTHS[size] if size < _CONTENT_LENGTHS_UPTO else b"content-length: %d\r\n" % size,
+                    self.state.date_block, connection, b"\r\n", body)))
+        if keep_alive:
+            self.idle_since = self.state.now
+        else:
+            self._after_close_response(request, True)
+        if request is None:  # refused while it arrived (dropped from in_flight already)
+            self.report(None, status, len(response.body), 0.0)
+            return
+        if request is self.answering:
+            self.answering = None
+        self.observer.in_flight -= 1
+        self.report(request, status, 0 if status in NO_BODY_STATUSES or request.method == "HEAD"
+                    else len(response.body), perf_counter() - request.started)
 
     async def _write_stream(self, request: HTTPRequest, response: HTTPResponse) -> None:
         assert response.stream is not None
@@ -224,14 +259,46 @@ class ObservedHttpProtocol(HttpProtocol):
             self._answered(request, response.status, sent)
 
     def _start_websocket(self, request: HTTPRequest, accept: WebSocketAccept) -> None:
+        if request is self.answering:
+            self.answering = None
+        self.observer.in_flight -= 1  # answered by its 101: the session reports from now on
+        super()._start_websocket(request, accept)
+
+
+class _HeaderedHttpProtocol(ObservedHttpProtocol):
+    """For an observer with ``request_received`` (request ids: it may add header lines to
+    answers, ``request.reply_headers``). Apart, so that without it no request pays for a call
+    when it has arrived, and every keep-alive answer takes ``HttpProtocol``'s inline Connection
+    header."""
+
+    __slots__ = ("received",)
+
+    def __init__(self, state: ServerState) -> None:
+        super().__init__(state)
+        self.received = self.observer.request_received
+
+    def on_message_complete(self) -> None:
+        request = self.request
+        HttpProtocol.on_message_complete(self)
+        if request is not None:
+            self.received(request)  # type: ignore[misc]
+    plain_keep_alive = False  # _keep_alive_header below adds the observer's header lines
+
+    def _keep_alive_header(self, request: Optional[HTTPRequest], keep_alive: bool) -> tuple[bool, bytes]:
+        """HttpProtocol's, with the header lines the observer asked for (``reply_headers``)
+        after the Connection header, on every answer to a received request."""
+        if request is None:
+            return False, b"connection: close\r\n"
+        if not keep_alive or self.state.stopping:
+            return False, b"connection: close\r\n" + request.reply_headers
+        if request.http_version == "1.0":
+            return True, b"connection: keep-alive\r\n" + request.reply_headers
+        return True, request.reply_headers
+
+    def _start_websocket(self, request: HTTPRequest, accept: WebSocketAccept) -> None:
         if request.reply_headers:
             accept = WebSocketAccept(accept.session, accept.headers + request.reply_headers, accept.subprotocol)
-        try:
-            self.owed.remove(request)  # answered by its 101: the session reports from now on
-            self.observer.in_flight -= 1
-        except ValueError:
-            pass
-        super()._start_websocket(request, accept)
+        ObservedHttpProtocol._start_websocket(self, request, accept)
 
 
 __all__ = ["ObservedHttpProtocol", "ObservedWebSocketProtocol", "protocol_for"]

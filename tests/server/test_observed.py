@@ -1,5 +1,5 @@
-"""The observing protocol repeats ``HttpProtocol.on_message_begin``'s body instead of calling
-it (one Python call less per request): the two must not drift apart."""
+"""The observing protocol repeats ``HttpProtocol.on_message_begin``'s and ``_write_response``'s
+bodies instead of calling them (one Python call less per request each): they must not drift apart."""
 
 from __future__ import annotations
 
@@ -22,3 +22,10 @@ def test_on_message_begin_repeats_the_plain_protocols_body_first():
     observed = _statements(ObservedHttpProtocol.on_message_begin)
     assert plain and observed[:len(plain)] == plain
     assert len(observed) > len(plain)  # then the observing part
+
+
+def test_write_response_repeats_the_plain_protocols_body_first():
+    plain = _statements(HttpProtocol._write_response)
+    observed = _statements(ObservedHttpProtocol._write_response)
+    assert plain and observed[:len(plain)] == plain
+    assert len(observed) > len(plain)  # then the report
