@@ -189,7 +189,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         "body_parts", "in_body", "head_started", "idle_since", "body_progress", "body_started",
         "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "connection_field", "expect_continue", "chunked", "linger_deadline", "linger_heard",
-        "streamed",
+        "streamed", "counting", "uncounted_read",
         "runner", "job", "wake", "context", "stray_cancel",
     )
 
@@ -221,6 +221,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.linger_deadline = 0.0   # set by a lingering close: when to stop waiting
         self.linger_heard = 0.0      # when the client last sent something we then dropped
         self.streamed: Optional[HTTPRequest] = None  # a request whose body streams to the app, until its end
+        self.counting = True  # whether the head budget is kept (see the note above on_message_begin)
+        self.uncounted_read = self.settings.max_head_size * 4 // 5
 
     # -- connection events ---------------------------------------------------------------
 
@@ -284,6 +286,12 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             if self.linger_deadline:
                 self.linger_heard = self.loop.time()  # dropped; the client is still sending
             return
+        # (budget: see the note above on_message_begin)
+        if self.request is not None and not self.in_body:  # a head continues from the last read
+            if not self.counting:
+                self._count_head()
+        else:
+            self.counting = len(data) > self.uncounted_read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -316,6 +324,13 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
     # request line and headers, then of ``max_body_size`` for the body and trailers. Each
     # callback subtracts what it got and compares with 0, rather than adding to a count and
     # looking the limit up in the settings every time.
+    #
+    # A head cannot overrun its budget inside a read of at most ``uncounted_read`` bytes (4/5
+    # of ``max_head_size``): it counts its target once, and per field ``name + value + 4``,
+    # which is at most 5/4 of the field's bytes on the wire (``n:v\r\n`` is 4 bytes and
+    # more). So the head budget is kept (``counting``) only for a larger read, or for a head
+    # that continues from an earlier read (``_count_head`` catches up on what came before):
+    # the common head, whole in one small read, pays no arithmetic per field.
 
     def on_message_begin(self) -> None:
         # Every other field is set once the head is parsed (on_headers_complete), the body at
@@ -350,18 +365,37 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
-        self.budget = budget = self.budget - len(url)
-        if budget < 0:
-            raise _Reject(414, "Request line too long")
+        if self.counting:
+            self.budget = budget = self.budget - len(url)
+            if budget < 0:
+                raise _Reject(414, "Request line too long")
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.budget = budget = self.budget - len(name) - len(value) - 4
+    def _count_head(self) -> None:
+        """The head in progress continues in this read: its budget from what it has so far,
+        counted from now on (see the note above on_message_begin)."""
+        request = self.request
+        assert request is not None
+        budget = self.settings.max_head_size - sum(map(len, self.url_parts))
+        for name, value in request.headers:
+            budget -= len(name) + len(value) + 4
+        self.budget = budget
+        self.counting = True
+
+    def _count_field(self, name: bytes, value: bytes) -> bool:
+        """Counts a field against the budget (431, or 413 for a trailer); True for a trailer,
+        which is then ignored."""
+        self.budget = budget = self.budget - (len(name) + len(value) + 4)
         if self.in_body:  # a trailer field of a chunked body: bounded, then ignored
             if budget < 0:
                 raise _Reject(413, "Request body too large")
-            return
+            return True
         if budget < 0:
             raise _Reject(431, "Request header fields too large")
+        return False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if (self.counting or self.in_body) and self._count_field(name, value):
+            return
         # (the count of fields is checked in on_headers_complete: budget bounds the memory)
         name = name.lower()
         # (comparisons, not a set: hashing each fresh lower-case name costs more than these)
