@@ -185,7 +185,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     __slots__ = (
         "state", "settings", "app", "parser", "client", "server_addr",
-        "scheme", "pending", "task", "request", "url_parts", "budget",
+        "scheme", "pending", "task", "request", "url", "budget",
         "body_parts", "in_body", "head_started", "idle_since", "body_progress", "body_started",
         "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "connection_field", "expect_continue", "chunked", "linger_deadline", "linger_heard",
@@ -209,6 +209,9 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.stray_cancel = False
         self.context = contextvars.copy_context()  # each request's steps run in a fresh copy
         self.request: Optional[HTTPRequest] = None
+        # The body of the request being read, in pieces: one list for the connection, emptied
+        # by on_message_complete (a request with no body never touches it).
+        self.body_parts: list[bytes] = []
         self._reset_message()
         self.head_started: Optional[float] = None
         self.idle_since = state.now
@@ -341,30 +344,30 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         request.server = self.server_addr
         request.scheme = self.scheme
         # The parse state of one request, fresh (as _reset_message, inline: once per request).
-        self.url_parts: list[bytes] = []
+        self.url = b""
         self.budget = self.settings.max_head_size
         self.host_count = 0
         self.connection_field = False
         self.expect_continue = False
         self.chunked = False
-        self.body_parts: list[bytes] = []
         self.in_body = False
         if self.head_started is None:
             self.head_started = self.state.now
 
     def _reset_message(self) -> None:
         """The parse state of one request, fresh: for the first request and every next one."""
-        self.url_parts = []
+        self.url = b""  # the request target as received so far (on_url may come in pieces)
         self.budget = self.settings.max_head_size
         self.host_count = 0
         self.connection_field = False
         self.expect_continue = False
         self.chunked = False
-        self.body_parts = []
         self.in_body = False
 
     def on_url(self, url: bytes) -> None:
-        self.url_parts.append(url)
+        # (b"" + url is url itself: no copy for a target in one piece; one in pieces, one per
+        # read, is bounded by max_head_size and the header timeout)
+        self.url += url
         if self.counting:
             self.budget = budget = self.budget - len(url)
             if budget < 0:
@@ -375,7 +378,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         counted from now on (see the note above on_message_begin)."""
         request = self.request
         assert request is not None
-        budget = self.settings.max_head_size - sum(map(len, self.url_parts))
+        budget = self.settings.max_head_size - len(self.url)
         for name, value in request.headers:
             budget -= len(name) + len(value) + 4
         self.budget = budget
@@ -446,9 +449,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         if self.chunked and version == "1.0":
             # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
             raise _Reject(400, "Bad request: Transfer-Encoding is not allowed in HTTP/1.0")
-        parts = self.url_parts
-        target = parts[0] if len(parts) == 1 else b"".join(parts)
-        request.target = target
+        request.target = target = self.url
         request.query = b""
         if target[:1] == b"/":
             # Bytes tested by their int value (63 "?", 35 "#"): ``b"?" in target`` first tries
@@ -538,6 +539,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         parts = self.body_parts
         if parts:
             request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.clear()
         else:
             request.body = b""
         self.in_body = False
