@@ -428,7 +428,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         if len(request.headers) > self.settings.max_header_count:
             raise _Reject(431, "Too many request header fields")
         method = parser.get_method()
-        request.method = _METHODS.get(method) or method.decode("ascii", "replace")
+        # (GET by one comparison: the lookup would hash the fresh bytes first)
+        request.method = "GET" if method == b"GET" else _METHODS.get(method) or method.decode("ascii", "replace")
         request.keep_alive = keep_alive = parser.should_keep_alive()
         if keep_alive and not self.connection_field:
             # Only HTTP/1.1 keeps a connection without a Connection field (llhttp accepts the
@@ -565,7 +566,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 if self.send_continue:
                     self.send_continue = False
                     self.transport.write(_CONTINUE)
-                self._maybe_resume_reading()
+                if self.read_paused:
+                    self._maybe_resume_reading()
                 return
             request = self.pending.popleft()
             if request.websocket:
