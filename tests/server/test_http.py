@@ -614,6 +614,14 @@ def test_many_small_fields_in_one_read_keep_the_count_limit(server):
     expect_reject(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * 30 + b"\r\n", 431)
 
 
+def test_target_in_pieces_over_reads(conn):
+    # The parser hands the target over in one piece per read: the pieces are joined in order.
+    for piece in (b"GET /fa", b"st/ab", b"cd?x=", b"1 HTTP/1.1\r\nHost: test\r\n\r\n"):
+        conn.send(piece)
+        time.sleep(0.05)
+    assert conn.read().body == b"abcd"
+
+
 def test_target_split_on_query_and_fragment(conn):
     conn.send(req("GET", "/fast/abc?x=1"))
     assert conn.read().body == b"abc"
