@@ -9,7 +9,9 @@
 #   bench/server_instructions.sh uvicorn 18332 1000 64 -- .venv/bin/python -m uvicorn starlette_app:app \
 #       --host 127.0.0.1 --port 18332 --loop uvloop --http httptools --ws websockets-sansio --log-level warning --no-access-log
 #
-# (the server command runs in bench/apps; BENCH_PORT is set to PORT; output in $TMPDIR/server-instructions)
+# (the server command runs in bench/apps; BENCH_PORT is set to PORT; output in $TMPDIR/server-instructions;
+# SCENARIOS="PATH:METHOD ..." replaces the five scenarios, e.g. "/sync:GET /sync/json:GET" for the
+# sync handlers of apps/http_app.py)
 set -e
 name=$1 port=$2 n=$3 c=$4; shift 5
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,7 +27,7 @@ for _ in $(seq 1 600); do
     kill -0 "$server" 2> /dev/null || { echo "the server exited:"; tail -5 "$outdir/$name.log"; exit 1; }
     "$py" "$here/keepalive_client.py" "$port" 1 1 / > /dev/null 2>&1 && break; sleep 0.5
 done
-scenarios="/:GET /json:GET /user/12345:GET /q?name=bench:GET /echo:POST"
+scenarios=${SCENARIOS:-"/:GET /json:GET /user/12345:GET /q?name=bench:GET /echo:POST"}
 for s in $scenarios; do "$py" "$here/keepalive_client.py" "$port" 300 "$c" "${s%%:*}" "${s##*:}" > /dev/null; done
 callgrind_control --zero "$server" > /dev/null 2>&1
 for s in $scenarios; do

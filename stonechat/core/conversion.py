@@ -31,6 +31,7 @@ from .response import FileResponse, Response, StreamingResponse
 
 TEXT = TEXT_PLAIN  # one home: server/interface.py
 JSON = b"content-type: application/json\r\n"
+_new_response = object.__new__
 OCTET = b"content-type: application/octet-stream\r\n"
 
 # The server writes these itself; a handler's values for them are dropped.
@@ -85,20 +86,30 @@ class Converter:
 
     def __call__(self, value: Any) -> HTTPResponse:
         cls = value.__class__
+        # The two common answers are made field by field: calling the class costs more than
+        # four attribute stores (it goes through type.__call__ to a Python __init__).
         if cls is str:
-            return HTTPResponse(self.status, self.text_block, value.encode())
-        if cls is dict or cls is list:
+            response = _new_response(HTTPResponse)
+            response.body = value.encode()
+            response.headers = self.text_block
+        elif cls is dict or cls is list:
+            response = _new_response(HTTPResponse)
             try:
-                return HTTPResponse(self.status, self.json_block, orjson.dumps(value))
+                response.body = orjson.dumps(value)
             except TypeError:  # something orjson does not know inside, e.g. a Pydantic model
-                return HTTPResponse(self.status, self.json_block, json_bytes(value))
-        if cls is Response:
+                response.body = json_bytes(value)
+            response.headers = self.json_block
+        elif cls is Response:
             return self.response(value)
-        if cls is bytes:
+        elif cls is bytes:
             return HTTPResponse(self.status, self.octet_block, value)
-        if value is None:  # Robyn answers the text "None"
+        elif value is None:  # Robyn answers the text "None"
             return HTTPResponse(self.status, self.text_block, b"None")
-        return self._other(value)
+        else:
+            return self._other(value)
+        response.status = self.status
+        response.stream = None
+        return response
 
     def _other(self, value: Any) -> HTTPResponse:
         if isinstance(value, HTTPResponse):  # already on the wire (a cached or error answer)

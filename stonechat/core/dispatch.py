@@ -43,7 +43,7 @@ class Route:
 
     __slots__ = ("spec", "method", "endpoint", "call", "is_async", "threaded", "const", "convert",
                  "before", "after", "param_names", "cached", "fast", "plain_async", "name", "background",
-                 "stream_body")
+                 "stream_body", "to_wire")
 
     def __init__(self, spec: Any, call: Callable, is_async: bool, threaded: bool, convert: Converter) -> None:
         self.spec = spec  # a core/registry.RouteSpec (or a stand-in for the 404/405 routes)
@@ -54,6 +54,7 @@ class Route:
         self.threaded = threaded
         self.const: bool = spec.const
         self.convert = convert
+        self.to_wire = convert.__call__  # what the fast path calls: a bound method costs less than an instance call
         self.param_names = param_names(spec.endpoint)
         self.before: list[tuple[Callable, bool, int]] = []
         self.after: list[tuple[Callable, bool, int]] = []
@@ -81,6 +82,7 @@ class Dispatcher:
                  excluded_paths: frozenset, blocking_warn_s: float, executor: Any,
                  websocket: Any = None, mounts: Any = None, background: Any = None) -> None:
         self.router = router
+        self.static_routes = router.static  # (the router fills this same dict)
         self.routes = routes
         self.defaults = defaults
         self.errors = errors
@@ -110,7 +112,13 @@ class Dispatcher:
             answer = self.websocket.handle(raw)
             if answer is not None:
                 return answer
-        methods, values = self.router.match(raw.path)
+        # A static path is one dict lookup, made here: the router's own match is a Python
+        # call more (it tries a trailing "/", percent-decoding and the trie after this).
+        methods = self.static_routes.get(raw.path)
+        if methods is not None:
+            values: Any = None
+        else:
+            methods, values = self.router.match(raw.path)
         if methods is None:
             if self.websocket is not None and self.websocket.has_path(raw.path):
                 return HTTPResponse(426, TEXT + b"upgrade: websocket\r\nsec-websocket-version: 13\r\n",
@@ -139,8 +147,18 @@ class Dispatcher:
             cached = route.cached
             if cached is not None:
                 return cached
+            # (_call_sync, inline: once per request)
+            self.running_since = started = perf_counter()
+            self.running = route
             try:
-                response = route.convert(self._call_sync(route, request))
+                try:
+                    result = route.call(request)
+                finally:
+                    self.running = None
+                    elapsed = perf_counter() - started
+                    if elapsed > self.blocking_warn_s:
+                        self._warn_blocking(route, elapsed)
+                response = route.to_wire(result)
                 return response if response.stream is None else self._file_answer(raw, response)
             except Exception as exc:
                 return self._error(route, exc)

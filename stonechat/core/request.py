@@ -55,10 +55,11 @@ class Request:
         # (appended, defaults) from the app, merged into ``headers`` on first read
         self.extra_headers: Optional[tuple[dict, dict]] = None
 
-    @classmethod
-    def _from_server(cls, raw: Any, path_params: dict) -> "Request":
-        """The per-request constructor: no parsing here, only references."""
-        request = _ServerRequest() if cls is Request else cls.__new__(cls)
+    @staticmethod
+    def _from_server(raw: Any, path_params: dict) -> "Request":
+        """The per-request constructor: no parsing here, only references. (A static method:
+        called on the class, it is the plain function, with no bound method made per call.)"""
+        request = _ServerRequest()
         request._raw = raw
         request.method = raw.method
         request.path_params = path_params

@@ -185,11 +185,11 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     __slots__ = (
         "state", "settings", "app", "parser", "client", "server_addr",
-        "scheme", "pending", "task", "request", "url_parts", "budget",
+        "scheme", "pending", "task", "request", "url", "budget",
         "body_parts", "in_body", "head_started", "idle_since", "body_progress", "body_started",
         "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "connection_field", "expect_continue", "chunked", "linger_deadline", "linger_heard",
-        "streamed",
+        "streamed", "counting", "uncounted_read",
         "runner", "job", "wake", "context", "stray_cancel",
     )
 
@@ -209,6 +209,9 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.stray_cancel = False
         self.context = contextvars.copy_context()  # each request's steps run in a fresh copy
         self.request: Optional[HTTPRequest] = None
+        # The body of the request being read, in pieces: one list for the connection, emptied
+        # by on_message_complete (a request with no body never touches it).
+        self.body_parts: list[bytes] = []
         self._reset_message()
         self.head_started: Optional[float] = None
         self.idle_since = state.now
@@ -221,6 +224,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.linger_deadline = 0.0   # set by a lingering close: when to stop waiting
         self.linger_heard = 0.0      # when the client last sent something we then dropped
         self.streamed: Optional[HTTPRequest] = None  # a request whose body streams to the app, until its end
+        self.counting = True  # whether the head budget is kept (see the note above on_message_begin)
+        self.uncounted_read = self.settings.max_head_size * 4 // 5
 
     # -- connection events ---------------------------------------------------------------
 
@@ -284,6 +289,12 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             if self.linger_deadline:
                 self.linger_heard = self.loop.time()  # dropped; the client is still sending
             return
+        # (budget: see the note above on_message_begin)
+        if self.request is not None and not self.in_body:  # a head continues from the last read
+            if not self.counting:
+                self._count_head()
+        else:
+            self.counting = len(data) > self.uncounted_read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -316,6 +327,13 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
     # request line and headers, then of ``max_body_size`` for the body and trailers. Each
     # callback subtracts what it got and compares with 0, rather than adding to a count and
     # looking the limit up in the settings every time.
+    #
+    # A head cannot overrun its budget inside a read of at most ``uncounted_read`` bytes (4/5
+    # of ``max_head_size``): it counts its target once, and per field ``name + value + 4``,
+    # which is at most 5/4 of the field's bytes on the wire (``n:v\r\n`` is 4 bytes and
+    # more). So the head budget is kept (``counting``) only for a larger read, or for a head
+    # that continues from an earlier read (``_count_head`` catches up on what came before):
+    # the common head, whole in one small read, pays no arithmetic per field.
 
     def on_message_begin(self) -> None:
         # Every other field is set once the head is parsed (on_headers_complete), the body at
@@ -326,42 +344,61 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         request.server = self.server_addr
         request.scheme = self.scheme
         # The parse state of one request, fresh (as _reset_message, inline: once per request).
-        self.url_parts: list[bytes] = []
+        self.url = b""
         self.budget = self.settings.max_head_size
         self.host_count = 0
         self.connection_field = False
         self.expect_continue = False
         self.chunked = False
-        self.body_parts: list[bytes] = []
         self.in_body = False
         if self.head_started is None:
             self.head_started = self.state.now
 
     def _reset_message(self) -> None:
         """The parse state of one request, fresh: for the first request and every next one."""
-        self.url_parts = []
+        self.url = b""  # the request target as received so far (on_url may come in pieces)
         self.budget = self.settings.max_head_size
         self.host_count = 0
         self.connection_field = False
         self.expect_continue = False
         self.chunked = False
-        self.body_parts = []
         self.in_body = False
 
     def on_url(self, url: bytes) -> None:
-        self.url_parts.append(url)
-        self.budget = budget = self.budget - len(url)
-        if budget < 0:
-            raise _Reject(414, "Request line too long")
+        # (b"" + url is url itself: no copy for a target in one piece; one in pieces, one per
+        # read, is bounded by max_head_size and the header timeout)
+        self.url += url
+        if self.counting:
+            self.budget = budget = self.budget - len(url)
+            if budget < 0:
+                raise _Reject(414, "Request line too long")
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.budget = budget = self.budget - len(name) - len(value) - 4
+    def _count_head(self) -> None:
+        """The head in progress continues in this read: its budget from what it has so far,
+        counted from now on (see the note above on_message_begin)."""
+        request = self.request
+        assert request is not None
+        budget = self.settings.max_head_size - len(self.url)
+        for name, value in request.headers:
+            budget -= len(name) + len(value) + 4
+        self.budget = budget
+        self.counting = True
+
+    def _count_field(self, name: bytes, value: bytes) -> bool:
+        """Counts a field against the budget (431, or 413 for a trailer); True for a trailer,
+        which is then ignored."""
+        self.budget = budget = self.budget - (len(name) + len(value) + 4)
         if self.in_body:  # a trailer field of a chunked body: bounded, then ignored
             if budget < 0:
                 raise _Reject(413, "Request body too large")
-            return
+            return True
         if budget < 0:
             raise _Reject(431, "Request header fields too large")
+        return False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if (self.counting or self.in_body) and self._count_field(name, value):
+            return
         # (the count of fields is checked in on_headers_complete: budget bounds the memory)
         name = name.lower()
         # (comparisons, not a set: hashing each fresh lower-case name costs more than these)
@@ -391,7 +428,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         if len(request.headers) > self.settings.max_header_count:
             raise _Reject(431, "Too many request header fields")
         method = parser.get_method()
-        request.method = _METHODS.get(method) or method.decode("ascii", "replace")
+        # (GET by one comparison: the lookup would hash the fresh bytes first)
+        request.method = "GET" if method == b"GET" else _METHODS.get(method) or method.decode("ascii", "replace")
         request.keep_alive = keep_alive = parser.should_keep_alive()
         if keep_alive and not self.connection_field:
             # Only HTTP/1.1 keeps a connection without a Connection field (llhttp accepts the
@@ -412,9 +450,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         if self.chunked and version == "1.0":
             # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
             raise _Reject(400, "Bad request: Transfer-Encoding is not allowed in HTTP/1.0")
-        parts = self.url_parts
-        target = parts[0] if len(parts) == 1 else b"".join(parts)
-        request.target = target
+        request.target = target = self.url
         request.query = b""
         if target[:1] == b"/":
             # Bytes tested by their int value (63 "?", 35 "#"): ``b"?" in target`` first tries
@@ -504,6 +540,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         parts = self.body_parts
         if parts:
             request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+            parts.clear()
         else:
             request.body = b""
         self.in_body = False
@@ -529,7 +566,8 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 if self.send_continue:
                     self.send_continue = False
                     self.transport.write(_CONTINUE)
-                self._maybe_resume_reading()
+                if self.read_paused:
+                    self._maybe_resume_reading()
                 return
             request = self.pending.popleft()
             if request.websocket:

@@ -186,13 +186,12 @@ class ObservedHttpProtocol(HttpProtocol):
         request.server = self.server_addr
         request.scheme = self.scheme
         # The parse state of one request, fresh (as _reset_message, inline: once per request).
-        self.url_parts: list[bytes] = []
+        self.url = b""
         self.budget = self.settings.max_head_size
         self.host_count = 0
         self.connection_field = False
         self.expect_continue = False
         self.chunked = False
-        self.body_parts: list[bytes] = []
         self.in_body = False
         if self.head_started is None:
             self.head_started = self.state.now

@@ -580,6 +580,48 @@ def test_head_size_limit_is_exact(server):
     expect_reject(server, head(fits + 1), 431)
 
 
+@pytest.mark.parametrize("first", [1, 20, 600, 6000])
+def test_head_size_limit_is_exact_across_reads(server, first):
+    # The budget of a head split over several reads (each far under the limit) is kept as
+    # exactly as that of a head in one read: the reads after the first count what came before.
+    def head(pad: int) -> bytes:
+        return (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 200) for i in range(20))
+                + b"X-Pad: " + b"p" * pad + b"\r\n\r\n")
+    fields = sum(len(b"X-F%d" % i) + 200 + 4 for i in range(20))
+    fits = 8192 - len(b"/") - (len(b"Host") + len(b"x") + 4) - fields - (len(b"X-Pad") + 4)
+    for pad, status in ((fits, 200), (fits + 1, 431)):
+        data = head(pad)
+        c = Conn(server.port)
+        try:
+            for piece in (data[:first], data[first:first + 1500], data[first + 1500:]):
+                c.send(piece)  # apart: the server reads each piece on its own
+                time.sleep(0.05)
+            r = c.read()
+            assert r.status == status, (pad, r.status, r.body)
+        finally:
+            c.close()
+
+
+def test_many_small_fields_in_one_read_keep_the_count_limit(server):
+    # Fields as short as a field can be (``n:\r\n``) in one small read: the count limit
+    # (30 here) still answers 431, and 30 of them pass.
+    c = Conn(server.port)
+    try:
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * 29 + b"\r\n")
+        assert c.read().status == 200
+    finally:
+        c.close()
+    expect_reject(server, b"GET / HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * 30 + b"\r\n", 431)
+
+
+def test_target_in_pieces_over_reads(conn):
+    # The parser hands the target over in one piece per read: the pieces are joined in order.
+    for piece in (b"GET /fa", b"st/ab", b"cd?x=", b"1 HTTP/1.1\r\nHost: test\r\n\r\n"):
+        conn.send(piece)
+        time.sleep(0.05)
+    assert conn.read().body == b"abcd"
+
+
 def test_target_split_on_query_and_fragment(conn):
     conn.send(req("GET", "/fast/abc?x=1"))
     assert conn.read().body == b"abc"
