@@ -53,11 +53,12 @@ import re
 from collections import deque
 from http import HTTPStatus
 from types import CoroutineType
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import httptools
 
-from .eager import Suspended, cancel_requested, enter_task, forget_cancels, leave_task, primed_point, primed_task
+from .eager import (DONE, Outcome, Suspended, cancel_requested, enter_task, forget_cancels, leave_task, primed_point,
+                    primed_task, start_relay)
 from .flow import FlowControl
 from .interface import (BODY_STREAM_HIGH, NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, BodyError, BodyStream, FileBody,
                         HTTPRequest, HTTPResponse, HTTPResponseThen, WebSocketAccept, plain_response)
@@ -190,7 +191,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "connection_field", "expect_continue", "chunked", "linger_deadline", "linger_heard",
         "streamed", "counting", "uncounted_read",
-        "runner", "job", "wake", "context", "stray_cancel",
+        "runner", "job", "wake", "context", "stray_cancel", "relay", "outcome",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -208,6 +209,9 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.wake: Optional[asyncio.Future[None]] = None
         self.stray_cancel = False
         self.context = contextvars.copy_context()  # each request's steps run in a fresh copy
+        # The connection's relay and where it leaves values (eager.py), made at its first coroutine.
+        self.relay: Optional[Callable[[Any], Any]] = None
+        self.outcome: Optional[Outcome] = None
         self.request: Optional[HTTPRequest] = None
         # The body of the request being read, in pieces: one list for the connection, emptied
         # by on_message_complete (a request with no body never touches it).
@@ -606,14 +610,18 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             except RuntimeError:  # another task is current: let ours run it from the start
                 self._hand_over(request, coro)
                 return
+        relay = self.relay
+        if relay is None:
+            self.outcome = Outcome()
+            relay = self.relay = start_relay(self.outcome)
         context = self.context.copy()
         try:
-            pending = context.run(coro.send, None)
-        except StopIteration as stop:
-            result = stop.value
-            if cancel_requested(runner):
-                # it cancelled its task and returned before seeing it: the task wakes for nothing
-                self.stray_cancel = True
+            try:
+                pending = context.run(relay, coro)
+            except StopIteration:  # the relay is spent (an exception ended it): a fresh one
+                assert self.outcome is not None
+                relay = self.relay = start_relay(self.outcome)
+                pending = context.run(relay, coro)
         except asyncio.CancelledError:
             self._write_response(request, plain_response(503, _SHUTTING_DOWN.decode()), False)
             return
@@ -622,11 +630,20 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
             return
         else:
-            self._hand_over(request, Suspended(coro, context, pending))
-            return
+            if pending is not DONE:
+                # the relay's generator (``relay`` is its send) goes on with the coroutine
+                self._hand_over(request, Suspended(relay.__self__, context, pending,  # type: ignore[attr-defined]
+                                                   self.outcome))
+                return
         finally:
             if not in_runner:
                 leave_task(loop, runner)
+        outcome = self.outcome
+        assert outcome is not None
+        result, outcome.value = outcome.value, None
+        if cancel_requested(runner):
+            # it cancelled its task and returned before seeing it: the task wakes for nothing
+            self.stray_cancel = True
         if self.streamed is request:
             # answered before its body ended: the rest of it is dropped with the connection
             request.keep_alive = False
