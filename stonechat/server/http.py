@@ -11,9 +11,10 @@ whose application result is ready at once (a sync handler) is written straight a
 coroutine (an async handler) gets its first step at once too (``eager.py``): most return without
 suspending and are written straight away as well, with no Task made and no loop turn. One that
 suspends, or any other awaitable, goes to the connection's task, and the queue waits for it.
-That task is made once per connection, at its first coroutine, and parks between requests; it
-is the current task during every eager step, so handlers always see the one task that would
-continue them (``current_task()``, timeouts, cancellation on disconnect). A protocol
+That task (``_Runner``) is made at a connection's first coroutine, or taken over from a closed
+connection that left it parked, and parks between requests; it is the current task during every
+eager step, so handlers always see the one task that would continue them (``current_task()``,
+timeouts, cancellation on disconnect). A protocol
 error stops parsing; everything queued before it is still answered, then the error response,
 then the connection closes. Timeouts are checked once a second by ``ServerState.tick`` rather
 than with a timer per request, which keeps the per-request path free of allocations.
@@ -53,11 +54,12 @@ import re
 from collections import deque
 from http import HTTPStatus
 from types import CoroutineType
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import httptools
 
-from .eager import Suspended, cancel_requested, enter_task, forget_cancels, leave_task, primed_point, primed_task
+from .eager import (DONE, Outcome, Suspended, cancel_requested, enter_task, forget_cancels, leave_task, primed_point,
+                    primed_task, start_relay)
 from .flow import FlowControl
 from .interface import (BODY_STREAM_HIGH, NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, BodyError, BodyStream, FileBody,
                         HTTPRequest, HTTPResponse, HTTPResponseThen, WebSocketAccept, plain_response)
@@ -176,6 +178,76 @@ class _Cancelled:
         yield
 
 
+# How many parked runners closed connections may leave for the next ones (ServerState.spare_runners).
+SPARE_RUNNERS = 256
+
+
+class _Runner:
+    """A connection's task (``task``, made at its first coroutine), the connection it serves now
+    (``conn``) and the future it parks on between requests (``wake``).
+
+    Why it outlives its connection: making, starting and ending a Task costs ~28k instructions
+    (its name, the weak set of all tasks, a loop step to start it and one to end it), more than
+    a whole request, and a keep-alive connection may carry only a few requests. A runner whose
+    connection closes while it is parked (nothing of that connection left to answer, no cancel
+    pending) stays parked in ``ServerState.spare_runners`` and serves the next connection that
+    runs a coroutine. The same Task then answers several connections one after the other, as it
+    answers one connection's requests one after the other."""
+
+    __slots__ = ("task", "conn", "wake")
+
+    def __init__(self, conn: "HttpProtocol") -> None:
+        self.conn: Optional[HttpProtocol] = conn
+        self.wake: Optional[asyncio.Future[None]] = None
+        self.task = primed_task(conn.loop, _serve_connections(self))
+
+
+async def _serve_connections(runner: _Runner) -> None:
+    """A runner's task: parks until its connection has a request to await (``job``), answers
+    it, parks again. Ends when cancelled with its connection closed (``connection_lost``, unless
+    the runner is kept as a spare), or when cancelled from outside while parked (the loop closing)."""
+    waiting: Any = primed_point()  # primed_task runs us up to this await
+    while True:
+        if waiting is not None:
+            try:
+                await waiting
+            except asyncio.CancelledError:
+                conn = runner.conn
+                if conn is None or conn.closing or (conn.job is None and not conn.stray_cancel):
+                    runner.conn = runner.wake = None
+                    if conn is not None:
+                        conn._drop_job()
+                        if conn.runner is runner:
+                            conn.runner = None
+                    return
+                job = conn.job
+                if job is None:
+                    # cancelled during an eager step that then returned: nothing to cancel
+                    conn.stray_cancel = False
+                    forget_cancels(runner.task)
+                elif isinstance(job[1], Suspended):
+                    job[1].cancel()  # for the handler, at the await it suspended on
+                else:
+                    conn._drop_job()
+                    conn.job = (job[0], _Cancelled())
+            runner.wake = waiting = None
+        conn = runner.conn
+        assert conn is not None  # a spare is not woken: it is only ever cancelled
+        if conn.closing:
+            conn._drop_job()
+            return
+        job = conn.job
+        if job is None:
+            waiting = runner.wake = conn.loop.create_future()
+            continue
+        conn.job = None
+        await conn._run(*job)
+        if conn.closing:
+            return
+        if conn.job is None and conn.runner is runner:
+            forget_cancels(runner.task)  # the next request starts with none, as a new task would
+
+
 class HttpProtocol(FlowControl, asyncio.Protocol):
     # What a successful upgrade hands the connection to (observed.py: a counting subclass).
     websocket_protocol = WebSocketProtocol
@@ -190,7 +262,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "connection_field", "expect_continue", "chunked", "linger_deadline", "linger_heard",
         "streamed", "counting", "uncounted_read",
-        "runner", "job", "wake", "context", "stray_cancel",
+        "runner", "job", "context", "stray_cancel", "relay", "outcome",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -200,14 +272,16 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.app = state.app
         self.parser = httptools.HttpRequestParser(self)
         self.pending: deque[HTTPRequest] = deque()
-        # The connection's task (``runner``) while it answers a request; None while the queue
-        # may go on. ``job`` is what it is to await next, ``wake`` the future it parks on.
+        # The connection's task (``runner.task``) while it answers a request; None while the
+        # queue may go on. ``job`` is what it is to await next.
         self.task: Optional[asyncio.Task[None]] = None
-        self.runner: Optional[asyncio.Task[None]] = None
+        self.runner: Optional[_Runner] = None
         self.job: Optional[tuple[HTTPRequest, Any]] = None
-        self.wake: Optional[asyncio.Future[None]] = None
         self.stray_cancel = False
         self.context = contextvars.copy_context()  # each request's steps run in a fresh copy
+        # The connection's relay and where it leaves values (eager.py), made at its first coroutine.
+        self.relay: Optional[Callable[[Any], Any]] = None
+        self.outcome: Optional[Outcome] = None
         self.request: Optional[HTTPRequest] = None
         # The body of the request being read, in pieces: one list for the connection, emptied
         # by on_message_complete (a request with no body never touches it).
@@ -249,8 +323,11 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.closing = True
         self.state.connections.discard(self)
-        if self.runner is not None:
-            self.runner.cancel()  # the request it runs is cancelled; parked, it just ends
+        runner = self.runner
+        if runner is not None:
+            self.runner = None
+            if not self._spare(runner):
+                runner.task.cancel()  # the request it runs is cancelled; parked, it just ends
         if self.streamed is not None:
             self.streamed.body_stream.fail(BodyError(400, "the client closed the connection before the body ended"))
         self.wake_writers()  # a streaming response stops at its next chunk
@@ -598,22 +675,27 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         coroutine over only if it suspends (see eager.py)."""
         runner = self.runner
         if runner is None:
-            runner = self.runner = primed_task(self.loop, self._serve_suspended())
+            runner = self.runner = self._take_runner()
+        task = runner.task
         loop = self.loop
         if not in_runner:
             try:
-                enter_task(loop, runner)
+                enter_task(loop, task)
             except RuntimeError:  # another task is current: let ours run it from the start
                 self._hand_over(request, coro)
                 return
+        relay = self.relay
+        if relay is None:
+            self.outcome = Outcome()
+            relay = self.relay = start_relay(self.outcome)
         context = self.context.copy()
         try:
-            pending = context.run(coro.send, None)
-        except StopIteration as stop:
-            result = stop.value
-            if cancel_requested(runner):
-                # it cancelled its task and returned before seeing it: the task wakes for nothing
-                self.stray_cancel = True
+            try:
+                pending = context.run(relay, coro)
+            except StopIteration:  # the relay is spent (an exception ended it): a fresh one
+                assert self.outcome is not None
+                relay = self.relay = start_relay(self.outcome)
+                pending = context.run(relay, coro)
         except asyncio.CancelledError:
             self._write_response(request, plain_response(503, _SHUTTING_DOWN.decode()), False)
             return
@@ -622,11 +704,20 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
             return
         else:
-            self._hand_over(request, Suspended(coro, context, pending))
-            return
+            if pending is not DONE:
+                # the relay's generator (``relay`` is its send) goes on with the coroutine
+                self._hand_over(request, Suspended(relay.__self__, context, pending,  # type: ignore[attr-defined]
+                                                   self.outcome))
+                return
         finally:
             if not in_runner:
-                leave_task(loop, runner)
+                leave_task(loop, task)
+        outcome = self.outcome
+        assert outcome is not None
+        result, outcome.value = outcome.value, None
+        if cancel_requested(task):
+            # it cancelled its task and returned before seeing it: the task wakes for nothing
+            self.stray_cancel = True
         if self.streamed is request:
             # answered before its body ended: the rest of it is dropped with the connection
             request.keep_alive = False
@@ -643,54 +734,37 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     def _hand_over(self, request: HTTPRequest, awaitable: Any) -> None:
         """The connection's task awaits ``awaitable`` and answers with it; the queue waits."""
-        if self.runner is None:
-            self.runner = primed_task(self.loop, self._serve_suspended())
+        runner = self.runner
+        if runner is None:
+            runner = self.runner = self._take_runner()
         self.job = (request, awaitable)
-        self.task = self.runner
-        wake = self.wake
+        self.task = runner.task
+        wake = runner.wake
         if wake is not None and not wake.done():
             wake.set_result(None)
 
-    async def _serve_suspended(self) -> None:
-        """The connection's task: parks until a request needs awaiting (``job``), answers it,
-        parks again; ends with the connection (``connection_lost`` cancels it), or when
-        cancelled from outside while parked (the loop closing)."""
-        waiting: Any = primed_point()  # primed_task runs us up to this await
-        while True:
-            if waiting is not None:
-                try:
-                    await waiting
-                except asyncio.CancelledError:
-                    if self.closing or (self.job is None and not self.stray_cancel):
-                        self._drop_job()
-                        self.runner = None
-                        return
-                    runner = self.runner
-                    assert runner is not None
-                    job = self.job
-                    if job is None:
-                        # cancelled during an eager step that then returned: nothing to cancel
-                        self.stray_cancel = False
-                        forget_cancels(runner)
-                    elif isinstance(job[1], Suspended):
-                        job[1].cancel()  # for the handler, at the await it suspended on
-                    else:
-                        self._drop_job()
-                        self.job = (job[0], _Cancelled())
-                self.wake = waiting = None
-            if self.closing:
-                self._drop_job()
-                return
-            job = self.job
-            if job is None:
-                waiting = self.wake = self.loop.create_future()
-                continue
-            self.job = None
-            await self._run(*job)
-            if self.closing:
-                return
-            if self.job is None and self.runner is not None:
-                forget_cancels(self.runner)  # the next request starts with none, as a new task would
+    def _take_runner(self) -> _Runner:
+        """A runner a closed connection left parked (``_Runner``), else a new one."""
+        spares = self.state.spare_runners
+        while spares:
+            runner = spares.pop()
+            wake = runner.wake
+            if wake is not None and not wake.done():  # still parked (not cancelled since)
+                runner.conn = self
+                return runner
+        return _Runner(self)
+
+    def _spare(self, runner: _Runner) -> bool:
+        """Keep the runner of this closed connection for the next one, if it is parked with
+        nothing of ours to answer and no cancel pending (its wake future then is not done)."""
+        wake = runner.wake
+        spares = self.state.spare_runners
+        if (wake is None or wake.done() or self.job is not None or self.task is not None or self.stray_cancel
+                or self.state.stopping or len(spares) >= SPARE_RUNNERS):
+            return False
+        runner.conn = None
+        spares.append(runner)
+        return True
 
     def _drop_job(self) -> None:
         """The connection is gone before its task took the job over: close what it held."""
@@ -963,6 +1037,11 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.upgrade_tail = None
         protocol = self.websocket_protocol(self.state, self.transport, request)
         self.closing = True  # this HTTP protocol is done with the connection
+        runner = self.runner
+        if runner is not None and self.task is None:  # parked (an eager step accepted): left for the next
+            self.runner = None
+            if not self._spare(runner):
+                runner.task.cancel()
         self.transport.set_protocol(protocol)
         protocol.start(accept, tail)
         self.resume_reading()

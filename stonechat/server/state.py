@@ -2,7 +2,8 @@
 
 The settings, the application, the event loop, a clock refreshed once a second (with the
 ``Date`` header block made from it), the live HTTP connections and WebSockets, the number
-of WebSockets per client IP (``ws_max_connections_per_ip``), and where the stop is (``stopping``,
+of WebSockets per client IP (``ws_max_connections_per_ip``), the parked tasks closed HTTP
+connections left for the next ones (``spare_runners``), and where the stop is (``stopping``,
 ``drain_over``: read by the connections only off their fast path). One ticker a second enforces
 every connection's deadlines, so no per-request or per-message timer exists.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from email.utils import formatdate
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from .interface import Application, HTTPRequest
 from .settings import ServerSettings
@@ -59,6 +60,8 @@ class ServerState:
         # The application's streams_body(request), or None: no route streams (interface.py)
         self.streams_body: Optional[Callable[[HTTPRequest], bool]] = getattr(app, "streams_body", None)
         self._ticker: Optional[asyncio.TimerHandle] = None
+        # Parked tasks that closed connections left for the next ones (http.py ``_Runner``).
+        self.spare_runners: list[Any] = []
 
     # -- WebSockets and their per-IP counts ----------------------------------------------------
 

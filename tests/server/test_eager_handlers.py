@@ -274,3 +274,46 @@ def test_an_error_takes_the_500_path(http, path):
         r = http.get(path)
         assert r.status_code == 500 and r.text == "Internal server error"
     assert http.get("/task-eager").status_code == 200
+
+
+def test_tasks_left_by_closed_connections_serve_the_next_ones(server, http):
+    # A connection's task, parked when the connection closes, serves a later connection
+    # (server/http.py _Runner): every task semantic holds there too.
+    for _ in range(4):
+        with httpx.Client(base_url=server.url, timeout=20) as c:
+            seen = c.get("/task").json()
+            assert seen["before"] is not None and seen["before"] == seen["after"]
+            assert c.get("/task-eager").json()["task"] is not None
+            assert c.get("/timeout-suspends").text == "timed out"
+            assert c.get("/set-var").json()["seen"] == "unset"
+            assert c.get("/get-var").json()["seen"] == "unset"
+        time.sleep(0.05)  # the server sees the close: the next connection takes that task
+
+
+def test_a_task_with_a_stray_cancel_is_not_handed_on(server, http):
+    # A handler cancels its task and returns, then the client leaves: that cancel must not
+    # reach a request of another connection.
+    for _ in range(3):
+        with httpx.Client(base_url=server.url, timeout=20) as c:
+            assert c.get("/self-cancel").text == "returned first"
+        time.sleep(0.05)
+        with httpx.Client(base_url=server.url, timeout=20) as c:
+            assert c.get("/timeout-suspends").text == "timed out"
+            seen = c.get("/task").json()
+            assert seen["before"] is not None and seen["before"] == seen["after"]
+
+
+@pytest.mark.parametrize("round_", [1, 2, 3])
+def test_a_handed_on_task_is_cancelled_with_its_new_connection(server, http, round_):
+    tag = f"handed-{round_}"
+    with httpx.Client(base_url=server.url, timeout=20) as c:
+        assert c.get("/task-eager").status_code == 200  # leaves a parked task behind
+    time.sleep(0.05)
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /task-eager HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.sendall(f"GET /hang?tag={tag} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        wait_event(http, f"hang started {tag}")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    wait_event(http, f"hang cancelled {tag}")
+    assert http.get("/task").json()["before"] is not None
