@@ -170,10 +170,14 @@ async def _call(call: _Call, kwargs: dict) -> Any:
     return result
 
 
-class _PlainCalls:
-    """A plain-def message handler called from the connection's data_received as each message
-    arrives (``deliver_to``): no task wake-up, no coroutine and no future per message, as the
-    C++ servers do it. It runs in the session task's context (contextvars as in a task).
+class _MessageCalls:
+    """The callback API's message handler, called on each message and its reply written.
+
+    A plain-def handler on the server's own connections is called from the connection's
+    data_received as each message arrives (``deliver_to``, ``run``): no task wake-up, no
+    coroutine and no future per message, as the C++ servers do it. It runs in the session
+    task's context (contextvars as in a task). Otherwise (``async def``, or a connection of
+    app.asgi or the test client) ``run_in_task`` calls it from the session task.
 
     It hands the session task back the cases that must wait: a handler that returned an
     awaitable, a reply the client does not drain (``write_paused``: reading then pauses as the
@@ -189,7 +193,7 @@ class _PlainCalls:
         self.base = base
         self.msg_name = msg_name
         self.endpoint = endpoint
-        self.context = conn.context
+        self.context: Any = getattr(conn, "context", None)  # only read by set_result (deliver_to)
         self.wake: Optional[asyncio.Future[Any]] = None
 
     def handle(self, message: Union[str, bytes], run: Any = None) -> Any:
@@ -267,6 +271,21 @@ class _PlainCalls:
                 conn.deliver_to(None)
             self.wake = None
 
+    async def run_in_task(self) -> None:
+        """Every message handled in the session task: for an ``async def`` handler, and for a
+        connection that cannot ``deliver_to`` (app.asgi's, the test client's). The receive
+        and write halves are plain calls: no coroutine per message but the handler's own."""
+        conn = self.conn
+        while True:
+            message = conn.receive_nowait()  # ConnectionClosed ends the session
+            if message is NO_MESSAGE:
+                message = await conn.next_message()
+            wait = self.handle(message)
+            if wait is _DRAIN:
+                await conn.drain()
+            elif wait is not None:
+                await self._finish(wait)
+
     async def _finish(self, awaitable: Any) -> None:
         conn = self.conn
         try:
@@ -288,7 +307,7 @@ class _PlainCalls:
                 await conn.drain()
 
 
-_DRAIN = object()  # _PlainCalls.handle: the reply waits for the client to read
+_DRAIN = object()  # _MessageCalls.handle: the reply waits for the client to read
 
 
 class WebSocketDispatcher:
@@ -481,39 +500,9 @@ class WebSocketDispatcher:
         base = call.args(ws, bound[call])
         msg_name = next((name for name, kind, _ in call.plan if kind == 1), None)
         if not is_async and getattr(conn, "deliver_to", None) is not None:
-            await _PlainCalls(conn, call, base, msg_name, ep.endpoint).run()
+            await _MessageCalls(conn, call, base, msg_name, ep.endpoint).run()
             return
-        # The connection's plain-call halves (receive_nowait, write_message) rather than its
-        # receive()/send() coroutines: no coroutine object per message when a message waits or
-        # the write needs no drain, the usual case (as WebSocketAdapter does).
-        receive_nowait = conn.receive_nowait
-        next_message = conn.next_message
-        write_message = conn.write_message
-        while True:
-            message = receive_nowait()  # ConnectionClosed ends the session
-            if message is NO_MESSAGE:
-                message = await next_message()
-            if msg_name is not None:
-                base[msg_name] = message
-            try:
-                result = fn(**base)
-                if is_async or (result.__class__ not in _PLAIN_RESULTS and inspect.isawaitable(result)):
-                    result = await result
-            except WebSocketException as exc:
-                if not conn.closed:
-                    conn.close_nowait(exc.code, exc.reason)
-                continue
-            except WebSocketDisconnect:
-                continue
-            except Exception:
-                logger.exception("WebSocket message handler %s on %s failed", call.name, ep.endpoint)
-                continue
-            if result is not None and not conn.closed:
-                if not isinstance(result, (str, bytes)):
-                    result = orjson.dumps(result).decode()
-                write_message(result)
-                if conn.write_paused:
-                    await conn.drain()
+        await _MessageCalls(conn, call, base, msg_name, ep.endpoint).run_in_task()
 
 
 __all__ = ["WebSocketDispatcher"]
