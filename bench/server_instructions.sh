@@ -16,17 +16,9 @@ set -e
 name=$1 port=$2 n=$3 c=$4; shift 5
 here=$(cd "$(dirname "$0")" && pwd)
 py=${PYTHON:-$here/../.venv/bin/python}
-outdir=${TMPDIR:-/tmp}/server-instructions; mkdir -p "$outdir"; rm -f "$outdir/$name".*
 argv=("$@")
-[ -e "${argv[0]}" ] && argv[0]=$(cd "$(dirname "${argv[0]}")" && pwd)/$(basename "${argv[0]}")  # a relative interpreter path
-cd "$here/apps"
-BENCH_PORT=$port valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$outdir/$name.%p" "${argv[@]}" \
-    > "$outdir/$name.log" 2>&1 &
-server=$!
-for _ in $(seq 1 600); do
-    kill -0 "$server" 2> /dev/null || { echo "the server exited:"; tail -5 "$outdir/$name.log"; exit 1; }
-    "$py" "$here/keepalive_client.py" "$port" 1 1 / > /dev/null 2>&1 && break; sleep 0.5
-done
+. "$here/callgrind_server.sh"
+callgrind_server "$name" "$port" "$py" "$here/keepalive_client.py" "$port" 1 1 /
 scenarios=${SCENARIOS:-"/:GET /json:GET /user/12345:GET /q?name=bench:GET /echo:POST"}
 for s in $scenarios; do "$py" "$here/keepalive_client.py" "$port" 300 "$c" "${s%%:*}" "${s##*:}" > /dev/null; done
 callgrind_control --zero "$server" > /dev/null 2>&1

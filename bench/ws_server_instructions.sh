@@ -13,17 +13,9 @@ set -e
 name=$1 port=$2 path=$3 n=$4; shift 5
 here=$(cd "$(dirname "$0")" && pwd)
 py=${PYTHON:-$here/../.venv/bin/python}
-outdir=${TMPDIR:-/tmp}/server-instructions; mkdir -p "$outdir"; rm -f "$outdir/$name".*
 argv=("$@")
-[ -e "${argv[0]}" ] && argv[0]=$(cd "$(dirname "${argv[0]}")" && pwd)/$(basename "${argv[0]}")  # a relative interpreter path
-cd "$here/apps"
-BENCH_PORT=$port valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$outdir/$name.%p" "${argv[@]}" \
-    > "$outdir/$name.log" 2>&1 &
-server=$!
-for _ in $(seq 1 600); do
-    kill -0 "$server" 2> /dev/null || { echo "the server exited:"; tail -5 "$outdir/$name.log"; exit 1; }
-    "$py" "$here/ws_echo_client.py" "$port" "$path" 1 > /dev/null 2>&1 && break; sleep 0.5
-done
+. "$here/callgrind_server.sh"
+callgrind_server "$name" "$port" "$py" "$here/ws_echo_client.py" "$port" "$path" 1
 "$py" "$here/ws_echo_client.py" "$port" "$path" 500 > /dev/null
 callgrind_control --zero "$server" > /dev/null 2>&1
 "$py" "$here/ws_echo_client.py" "$port" "$path" "$n" > /dev/null
