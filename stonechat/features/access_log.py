@@ -162,20 +162,15 @@ class AccessLog:
         at = request.started + seconds  # the answer's moment, on the perf_counter clock
         if at >= self.next_second:
             self._new_second(at)
-        ua = referer = _DASH
+        fields = dict(request.headers)  # one call in C, whatever the number of headers
         rid = request.observed
-        for name, value in request.headers:  # a scan: cheaper than dict(headers) for usual heads
-            if name == b"user-agent":
-                ua = value
-            elif name == b"referer":
-                referer = value
-            elif name == REQUEST_ID_HEADER and rid is None:
-                rid = value if valid_request_id(value) else _DASH
+        if rid is None and REQUEST_ID_HEADER in fields:
+            rid = _clients_id(request.headers)
         client = request.client
         parts.extend((self.heads.get(client) or self._head(client), self.methods[request.method], request.target,
                       self.versions[request.http_version], self.statuses[status],
-                      _SENT_TEXTS[sent] if sent < 1024 else b'%d "' % sent, referer, b'" "',
-                      ua, b'" %d ' % (seconds * 1e6),  # microseconds: Apache's %D
+                      _SENT_TEXTS[sent] if sent < 1024 else b'%d "' % sent, fields.get(b"referer", _DASH), b'" "',
+                      fields.get(b"user-agent", _DASH), b'" %d ' % (seconds * 1e6),  # microseconds: Apache's %D
                       b"-\n" if rid is None else rid + b"\n"))
 
     def _answered_json(self, request: Any, status: int, sent: int, seconds: float) -> None:
@@ -188,20 +183,15 @@ class AccessLog:
         at = request.started + seconds
         if at >= self.next_second:
             self._new_second(at)
-        ua = referer = _DASH
+        fields = dict(request.headers)
         rid = request.observed
-        for name, value in request.headers:
-            if name == b"user-agent":
-                ua = value
-            elif name == b"referer":
-                referer = value
-            elif name == REQUEST_ID_HEADER and rid is None:
-                rid = value if valid_request_id(value) else _DASH
+        if rid is None and REQUEST_ID_HEADER in fields:
+            rid = _clients_id(request.headers)
         parts.extend((self.time_text, _JSON_MILLIS[int((at - self.second_started) * 1000)],
                       self.json_statuses[status], _JSON_SENT[sent] if sent < 1024 else b'%d,"duration":' % sent,
                       b'%.6f,"client":"' % seconds, self.json_clients[request.client],
                       self.json_methods[request.method], request.target, self.json_versions[request.http_version],
-                      ua, b'","referer":"', referer,
+                      fields.get(b"user-agent", _DASH), b'","referer":"', fields.get(b"referer", _DASH),
                       b'","request_id":"', b'-"}\n' if rid is None else rid + b'"}\n'))
 
     def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
@@ -374,6 +364,14 @@ class AccessLog:
             record["websocket"] = {"close_code": code, "closed_by": by, "messages_in": received,
                                    "messages_out": sent_messages}
         return orjson.dumps(record) + b"\n"
+
+
+def _clients_id(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The client's X-Request-ID (the first), when valid; ``-`` when not (never logged then)."""
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            return value if valid_request_id(value) else b"-"
+    return b"-"
 
 
 def _json_escape(raw: bytes) -> bytes:
