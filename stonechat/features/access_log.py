@@ -148,6 +148,11 @@ class AccessLog:
         self.time_text = b""
         # request.client -> that connection's last line: [key, its text...] (see the docstring)
         self.connections: dict[Any, list[Any]] = {}
+        # the last text made after the client, with its key ([None] before the first)
+        self.shape: list[Any] = [None]
+        # a client host's text (combined: to the time), from request.client[0]
+        self.heads = _Texts(lambda host: (_DASH if host is None else _client_bytes(host))
+                            + (b" - - [" if fmt == "combined" else b""))
         self.durations = _duration_table(fmt)
         if fmt == "combined":
             self.answered = self._answered_combined  # type: ignore[method-assign]
@@ -175,19 +180,33 @@ class AccessLog:
             last = self._new_combined(request.client, key)
         # [key, text, its time text, the client's id + "\n" or None, text after the head, head of client]
         text = last[1] if last[2] is self.time_text else self._restamped(last)
-        micros = floor(seconds * 1e6)  # Apache's %D: whole microseconds
-        end = self.durations[micros] if micros < _TABLED_MICROS else b"%d -\n" % micros
+        try:
+            end = self.durations[floor(seconds * 1e6)]  # Apache's %D: whole microseconds
+        except IndexError:  # a slow answer
+            end = b"%d -\n" % floor(seconds * 1e6)
         if rid is None:
             rid = last[3]
             if rid is None:
-                self.parts += (text, end)
+                self.parts.append(text + end)
                 return
         else:
             rid += b"\n"
-        self.parts += (text, end[:-2], rid)
+        self.parts.append(text + end[:-2] + rid)
 
     def _new_combined(self, client: Any, key: tuple[Any, ...]) -> list[Any]:
-        """The text of a connection's line up to the duration, for a new key."""
+        """A connection's line up to the duration, for a new key: the text after the client
+        is the last one made when its key is the same (most often so on a new connection)."""
+        shape = self.shape
+        if shape[0] != key:
+            shape = self.shape = self._combined_shape(key)
+        head = self.heads[client[0] if client.__class__ is tuple else None]
+        last = [key, head + self.time_text + shape[1], self.time_text, shape[2], shape[1], head]
+        self._keep(client, last)
+        return last
+
+    @staticmethod
+    def _combined_shape(key: tuple[Any, ...]) -> list[Any]:
+        """[key, the line from the time's end to the duration, the client's id + "\\n" or None]."""
         target, status, sent, method, version, headers = key
         fields = dict(headers)  # one call in C, whatever the number of headers
         referer = fields.get(b"referer", _DASH)
@@ -195,18 +214,14 @@ class AccessLog:
         if (target + referer + ua).translate(None, _SAFE_BYTES):  # rare: bytes to escape
             target, referer, ua = _escape(target), _escape(referer), _escape(ua)
         rid = _clients_id(headers) if REQUEST_ID_HEADER in fields else _DASH
-        middle = b"".join((_METHODS.get(method) or method.encode(), b" ", target, b" HTTP/", version.encode(),
-                           b'" ', _NUMBERS[status] if status < 1024 else b"%d" % status, b" ",
+        middle = b"".join((b'] "', _METHODS.get(method) or method.encode(), b" ", target, b" HTTP/",
+                           version.encode(), b'" ', _NUMBERS[status] if status < 1024 else b"%d" % status, b" ",
                            _NUMBERS[sent] if sent < 1024 else b"%d" % sent, b' "', referer, b'" "', ua, b'" '))
-        head = b"%s - - [" % (_client_bytes(client[0]) if client.__class__ is tuple else _DASH)
-        last = [key, head + self.time_text + b'] "' + middle, self.time_text,
-                None if rid is _DASH else rid + b"\n", middle, head]
-        self._keep(client, last)
-        return last
+        return [key, middle, None if rid is _DASH else rid + b"\n"]
 
     def _restamped(self, last: list[Any]) -> bytes:
         """A combined line's text again, in the current second."""
-        text = last[1] = last[5] + self.time_text + b'] "' + last[4]
+        text = last[1] = last[5] + self.time_text + last[4]
         last[2] = self.time_text
         return text
 
@@ -235,7 +250,20 @@ class AccessLog:
             self.parts += (self.time_text, millis, last[1], duration, last[3], rid + b'"}\n')
 
     def _new_json(self, client: Any, key: tuple[Any, ...]) -> list[Any]:
-        """The texts of a connection's JSON line around its time and duration, for a new key."""
+        """A connection's texts around the JSON line's time and duration, for a new key (the
+        ones after the client are the last made when its key is the same)."""
+        shape = self.shape
+        if shape[0] != key:
+            shape = self.shape = self._json_shape(key)
+        head = self.heads[client[0] if client.__class__ is tuple else None]
+        last = [key, shape[1], head + shape[2], head + shape[3]]
+        self._keep(client, last)
+        return last
+
+    @staticmethod
+    def _json_shape(key: tuple[Any, ...]) -> list[Any]:
+        """[key, status and bytes, after the client to the end (the client's id or "-"), after
+        the client to the id]."""
         target, status, sent, method, version, headers = key
         fields = dict(headers)
         referer = fields.get(b"referer", _DASH)
@@ -243,13 +271,10 @@ class AccessLog:
         if (target + referer + ua).translate(None, _SAFE_BYTES):
             target, referer, ua = _json_escape(target), _json_escape(referer), _json_escape(ua)
         rid = _clients_id(headers) if REQUEST_ID_HEADER in fields else _DASH
-        rest = b"".join(((_client_bytes(client[0]) if client.__class__ is tuple else _DASH), b'","method":"',
-                         _METHODS.get(method) or method.encode(), b'","path":"', target, b'","http_version":"',
-                         version.encode(), b'","user_agent":"', ua, b'","referer":"', referer,
-                         b'","request_id":"'))
-        last = [key, b'%d,"bytes":%d,"duration":' % (status, sent), rest + rid + b'"}\n', rest]
-        self._keep(client, last)
-        return last
+        rest = b"".join((b'","method":"', _METHODS.get(method) or method.encode(), b'","path":"', target,
+                         b'","http_version":"', version.encode(), b'","user_agent":"', ua, b'","referer":"',
+                         referer, b'","request_id":"'))
+        return [key, b'%d,"bytes":%d,"duration":' % (status, sent), rest + rid + b'"}\n', rest]
 
     def _keep(self, client: Any, last: list[Any]) -> None:
         if len(self.connections) >= _CONNECTIONS_KEPT:
