@@ -133,7 +133,7 @@ class AccessLog:
         self.format = fmt
         self.parts: list[bytes] = []  # the lines' pieces since the last write
         self.thread: Optional[threading.Thread] = None
-        self.stop_event = threading.Event()
+        self.stopping = False  # set by stop(): the writer thread ends after its next sleep
         self.out: Optional[BinaryIO] = None
         self.owns_out = False
         self._line = self._combined if fmt == "combined" else self._json
@@ -308,7 +308,7 @@ class AccessLog:
             # processes whole in one shared file
             self.out = open(self.destination, "ab", buffering=1 << 20)
             self.owns_out = True
-        self.stop_event.clear()
+        self.stopping = False
         self.thread = threading.Thread(target=self._write_loop, name="stonechat-access-log", daemon=True)
         self.thread.start()
 
@@ -316,7 +316,7 @@ class AccessLog:
         """Write what is left and close the file (at shutdown, after the drain)."""
         thread, self.thread = self.thread, None
         if thread is not None:
-            self.stop_event.set()
+            self.stopping = True
             thread.join(5.0)
         self._write_batch()
         if self.owns_out and self.out is not None:
@@ -324,7 +324,10 @@ class AccessLog:
         self.out = None
 
     def _write_loop(self) -> None:
-        while not self.stop_event.wait(FLUSH_INTERVAL):
+        # A plain sleep, not an Event's wait (a Condition's Python code, at every wake-up): the
+        # stop waits for the current one to end, at most FLUSH_INTERVAL.
+        while not self.stopping:
+            time.sleep(FLUSH_INTERVAL)
             try:
                 self._write_batch()
             except Exception:
