@@ -337,3 +337,70 @@ def test_sigterm_right_after_traffic_loses_no_line(serve, tmp_path: Path):
     lines = log.read_text().splitlines()
     assert [COMBINED.match(line).group("line") for line in lines] == [  # type: ignore[union-attr]
         f"GET /user/{n} HTTP/1.1" for n in range(count)]
+
+
+def _ask(s: socket.socket, request: bytes) -> None:
+    """One request on an open connection, its answer read (framed by Content-Length)."""
+    s.sendall(request)
+    received = b""
+    while b"\r\n\r\n" not in received or len(received) < received.index(b"\r\n\r\n") + 4 + int(
+            re.search(rb"content-length: (\d+)", received.lower()).group(1)):  # type: ignore[union-attr]
+        chunk = s.recv(65536)
+        assert chunk, "the server closed the connection"
+        received += chunk
+
+
+@pytest.mark.parametrize("fmt", ["combined", "json"])
+def test_a_connections_repeated_and_changed_requests_each_get_their_own_line(serve, tmp_path: Path, fmt: str):
+    """A connection's line is made again from its previous one when the request repeats (same
+    request line, headers, status and size): every change of any of them shows in its line,
+    a repeat across a second boundary has its own time, and a second connection its own line."""
+    log = tmp_path / "access.log"
+    server = serve(APP, args=["--access-log", str(log), "--access-log-format", fmt])
+    get = b"GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n"
+    asked = [  # (request, expected: line, status, bytes, referer, user agent, request id)
+        (get % (b"/user/1", b"User-Agent: a/1\r\n"), ("GET /user/1 HTTP/1.1", 200, 10, "-", "a/1", "-")),
+        (get % (b"/user/1", b"User-Agent: a/1\r\n"), ("GET /user/1 HTTP/1.1", 200, 10, "-", "a/1", "-")),
+        (get % (b"/user/22", b"User-Agent: a/1\r\n"), ("GET /user/22 HTTP/1.1", 200, 11, "-", "a/1", "-")),
+        (get % (b"/user/22", b"User-Agent: b/2\r\n"), ("GET /user/22 HTTP/1.1", 200, 11, "-", "b/2", "-")),
+        (get % (b"/user/22", b"User-Agent: b/2\r\nReferer: http://r.test/\r\n"),
+         ("GET /user/22 HTTP/1.1", 200, 11, "http://r.test/", "b/2", "-")),
+        (get % (b"/user/22", b"User-Agent: b/2\r\nX-Request-ID: id-7\r\n"),
+         ("GET /user/22 HTTP/1.1", 200, 11, "-", "b/2", "id-7")),
+        (get % (b"/user/22", b"User-Agent: b/2\r\n"), ("GET /user/22 HTTP/1.1", 200, 11, "-", "b/2", "-")),
+        (get % (b"/missing", b"User-Agent: b/2\r\n"), ("GET /missing HTTP/1.1", 404, None, "-", "b/2", "-")),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nUser-Agent: b/2\r\nContent-Length: 3\r\n\r\nabc",
+         ("POST /echo HTTP/1.1", 200, 3, "-", "b/2", "-")),
+        (get % (b"/user/1?q=\"x", b"User-Agent: a/1\r\n"), ('GET /user/1?q="x HTTP/1.1', 200, 10, "-", "a/1", "-")),
+    ]
+    with socket.create_connection(("127.0.0.1", server.port)) as s, \
+            socket.create_connection(("127.0.0.1", server.port)) as other:
+        s.settimeout(10)
+        other.settimeout(10)
+        for request, _ in asked:
+            _ask(s, request)
+        _ask(other, asked[0][0])  # a new connection, the same request
+        time.sleep(1.2)
+        _ask(s, asked[-1][0])  # the same again, in a later second
+    expected = [e for _, e in asked] + [asked[0][1], asked[-1][1]]
+    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], len(expected))
+    assert len(lines) == len(expected), lines
+    times = []
+    for line, (request_line, status, size, referer, ua, rid) in zip(lines, expected):
+        if fmt == "combined":
+            m = COMBINED.match(line)
+            assert m, line
+            f = m.groupdict()
+            got = (f["line"].replace('\\"', '"'), int(f["status"]), int(f["bytes"]), f["referer"], f["ua"], f["rid"])
+            times.append(time.mktime(time.strptime(f["time"], "%d/%b/%Y:%H:%M:%S +0000")))
+            assert f["client"] == "127.0.0.1"
+        else:
+            r = json.loads(line)
+            got = (f'{r["method"]} {r["path"]} HTTP/{r["http_version"]}', r["status"], r["bytes"], r["referer"],
+                   r["user_agent"], r["request_id"])
+            times.append(time.mktime(time.strptime(r["time"][:19], "%Y-%m-%dT%H:%M:%S")) + float(r["time"][19:-1]))
+            assert r["client"] == "127.0.0.1"
+        assert got[:2] == (request_line, status) and got[3:] == (referer, ua, rid), line
+        assert size is None or got[2] == size, line
+    assert times[-1] - times[-2] >= 1.0  # the repeat after the pause has its own time
+    assert server.stop() == 0
