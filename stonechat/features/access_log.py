@@ -241,8 +241,10 @@ class AccessLog:
         if last is None or last[0] != key:
             last = self._new_json(request.client, key)
         # [key, status and bytes, the rest to the end (the client's id or "-"), the rest to the id]
-        micros = floor(seconds * 1e6)
-        duration = self.durations[micros] if micros < _TABLED_MICROS else b'%.6f,"client":"' % seconds
+        try:
+            duration = self.durations[floor(seconds * 1e6)]
+        except IndexError:  # a slow answer
+            duration = b'%.6f,"client":"' % seconds
         millis = _JSON_MILLIS[floor((at - self.second_started) * 1000)]
         if rid is None:
             self.parts += (self.time_text, millis, last[1], duration, last[2])
