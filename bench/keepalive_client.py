@@ -4,6 +4,9 @@
 instructions for. Standard library only; responses are framed by Content-Length.
 
     python3 bench/keepalive_client.py PORT N C [PATH [METHOD]]   # PATH /q... adds x-token, POST a 1 KiB body
+
+A ``{n}`` in PATH is replaced by each request's number (``/user/{n}``: every request a new
+target, for costs that a repeated request might hide, e.g. the access log's).
 """
 
 import selectors
@@ -23,6 +26,15 @@ def main():
         body = b"x" * 1024
         extra += b"content-type: text/plain\r\ncontent-length: 1024\r\n"
     request = b"%s %s HTTP/1.1\r\nhost: 127.0.0.1\r\n%s\r\n%s" % (method.encode(), path.encode(), extra, body)
+    if "{n}" in path:
+        template = request.replace(b"%", b"%%").replace(b"{n}", b"%d")
+        numbered = iter(range(10 ** 9))
+
+        def request_for() -> bytes:
+            return template % next(numbered)
+    else:
+        def request_for() -> bytes:
+            return request
     sel = selectors.DefaultSelector()
     pending = {}
     sent = done = 0
@@ -32,7 +44,7 @@ def main():
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ)
         pending[s] = b""
-        s.send(request)
+        s.send(request_for())
         sent += 1
     deadline = time.monotonic() + 600
     while done < n and time.monotonic() < deadline:
@@ -55,7 +67,7 @@ def main():
                 buf = buf[end + 4 + length:]
                 done += 1
                 if sent < n:
-                    s.send(request)
+                    s.send(request_for())
                     sent += 1
             pending[s] = buf
     for s in pending:

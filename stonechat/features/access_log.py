@@ -2,23 +2,21 @@
 format (plus duration and request id) or as JSON lines, to stdout or a file.
 
 It is a sink of ``core/observation.py`` and knows nothing of the server. Per request the loop
-thread appends ready bytes to one list (a combined line in one piece, a JSON one in five or
-six), and a writer thread joins and writes what gathered every ``FLUSH_INTERVAL`` seconds in
-one call: the loop makes no system call per request and never waits for a disk.
+thread appends a line's pieces, ready bytes, to one list, and a writer thread joins and
+writes what gathered every ``FLUSH_INTERVAL`` seconds in one call: the loop makes no system
+call per request and never waits for a disk.
 
-The pieces are ready because nearly all of a line repeats from the connection's previous
-request: a keep-alive client usually sends the same headers every time, and often the same
-request line. So each connection (its ``request.client``, one tuple per connection) keeps its
-last request's *key* (target, status, bytes, method, version, headers) and the line's text
-for it, up to the duration: the client, the time, the request line, status, bytes, Referer
-and User-Agent, escaped. A request whose key equals it (one tuple comparison in C) appends
-that text and its duration's, from a table; any other builds the text again (reading the
-headers as a dict, escaping what needs it) and keeps it; a new connection first tries the
-last text made (for any connection: the same request from many clients). Reading the headers,
-formatting the numbers, a dozen pieces and their join were most of the log's cost (about
-9,700 instructions a line); a repeated request's combined line costs about 3,600, a JSON one
-4,700 (its milliseconds, more pieces). The time's second is in the combined text: it is
-rebuilt when the second changes (one concatenation per connection per second).
+Most of a line's text depends on its connection, not on the request: the client, and the
+headers a keep-alive client sends the same every time (User-Agent, Referer, its request id).
+So each connection (its ``request.client``, one tuple per connection) keeps those texts,
+escaped, with the headers they came from: a request whose headers equal them (one list
+comparison in C) takes them as they are; any other reads its headers as a dict and keeps the
+new texts. The rest of a line comes from small tables (method, version, status, size and
+the duration in whole microseconds, each with the separator after it) and the target, probed
+for bytes to escape: eight pieces a combined line, ten a JSON one, nothing formatted per
+request. Nothing is cached on the request line itself: a log is only as cheap here as it is
+for every request, not just for a benchmark's repeated one. The combined line's head carries
+the time's second: a connection's texts are remade when the second changes.
 
 The list holds only bytes (shared ones, nearly all), nothing of the request; so the join can
 wait for the writer: one C call per batch, not a call scheduled on the loop every iteration.
@@ -61,7 +59,12 @@ _TABLED_MICROS = 10_000
 # The JSON time's milliseconds and the next field's name; 1000 is there for a float that rounds
 # up to the next second, and the last entry, also read as [-1], for one a hair below its second.
 _JSON_MILLIS = [b'%03dZ","status":' % min(n, 999) for n in range(1001)] + [b'000Z","status":']
-_CONNECTIONS_KEPT = 4096  # connections' last lines kept, at most (then they are all forgotten)
+_CONNECTIONS_KEPT = 4096  # connections' texts kept, at most (then they are all forgotten)
+# Per-request pieces from tables, each with the separator that follows it (fewer pieces a line).
+_STATUS_TEXTS = [b"%d " % n for n in range(1000)]  # the status, then the size
+_SENT_TEXTS = [b'%d "' % n for n in range(1024)]  # body bytes, then the Referer's opening quote
+_JSON_STATUSES = [b'%d,"bytes":' % n for n in range(1000)]
+_JSON_SENT = [b'%d,"duration":' % n for n in range(1024)]
 
 
 class _Texts(dict):  # type: ignore[type-arg]
@@ -148,13 +151,12 @@ class AccessLog:
         self.second_started = 0.0
         self.next_second = -1.0
         self.time_text = b""
-        # request.client -> that connection's last line: [key, its text...] (see the docstring)
+        # request.client -> that connection's texts: [headers, time text, ...] (see the docstring)
         self.connections: dict[Any, list[Any]] = {}
-        # the last text made after the client, with its key ([None] before the first)
-        self.shape: list[Any] = [None]
-        # a client host's text (combined: to the time), from request.client[0]
-        self.heads = _Texts(lambda host: (_DASH if host is None else _client_bytes(host))
-                            + (b" - - [" if fmt == "combined" else b""))
+        self.hosts = _Texts(lambda host: _DASH if host is None else _client_bytes(host))
+        self.methods = _Texts(lambda m: (_METHODS.get(m) or m.encode()) + (b" " if fmt == "combined" else b'","path":"'), 64)
+        self.versions = _Texts(lambda v: (b' HTTP/' + v.encode() + b'" ') if fmt == "combined"
+                               else (b'","http_version":"' + v.encode() + b'","user_agent":"'), 16)
         self.durations = _duration_table(fmt)
         if fmt == "combined":
             self.answered = self._answered_combined  # type: ignore[method-assign]
@@ -176,56 +178,35 @@ class AccessLog:
         rid = request.observed
         if rid is not None and headers and headers[-1][1] is rid:
             headers = headers[:-1]  # the id the app added: new every time, not the client's
-        key = (request.target, status, sent, request.method, request.http_version, headers)
-        last = self.connections.get(request.client)
-        if last is None or last[0] != key:
-            last = self._new_combined(request.client, key)
-        # [key, text, its time text, the client's id + "\n" or None, text after the head, head of client]
-        text = last[1] if last[2] is self.time_text else self._restamped(last)
+        # [headers, time text, client to the request line, Referer and User-Agent, client's id or None]
+        conn = self.connections.get(request.client)
+        if conn is None or conn[1] is not self.time_text or conn[0] != headers:
+            conn = self._combined_connection(request.client, headers)
+        target = request.target
+        if target.translate(None, _SAFE_BYTES):  # rare: bytes to escape
+            target = _escape(target)
+        micros = floor(seconds * 1e6)  # Apache's %D: whole microseconds
         try:
-            end = self.durations[floor(seconds * 1e6)]  # Apache's %D: whole microseconds
+            end = self.durations[micros]
         except IndexError:  # a slow answer
-            end = b"%d -\n" % floor(seconds * 1e6)
+            end = b"%d -\n" % micros
         if rid is None:
-            rid = last[3]
-            if rid is None:
-                self.parts.append(text + end)
-                return
-        else:
-            rid += b"\n"
-        self.parts.append(text + end[:-2] + rid)
+            rid = conn[4]
+        if rid is not None:
+            end = end[:-2] + rid + b"\n"
+        self.parts += (conn[2], self.methods[request.method], target, self.versions[request.http_version],
+                       _STATUS_TEXTS[status] if status < 1000 else b"%d " % status,
+                       _SENT_TEXTS[sent] if sent < 1024 else b'%d "' % sent, conn[3], end)
 
-    def _new_combined(self, client: Any, key: tuple[Any, ...]) -> list[Any]:
-        """A connection's line up to the duration, for a new key: the text after the client
-        is the last one made when its key is the same (most often so on a new connection)."""
-        shape = self.shape
-        if shape[0] != key:
-            shape = self.shape = self._combined_shape(key)
-        head = self.heads[client[0] if client.__class__ is tuple else None]
-        last = [key, head + self.time_text + shape[1], self.time_text, shape[2], shape[1], head]
-        self._keep(client, last)
-        return last
-
-    @staticmethod
-    def _combined_shape(key: tuple[Any, ...]) -> list[Any]:
-        """[key, the line from the time's end to the duration, the client's id + "\\n" or None]."""
-        target, status, sent, method, version, headers = key
-        fields = dict(headers)  # one call in C, whatever the number of headers
-        referer = fields.get(b"referer", _DASH)
-        ua = fields.get(b"user-agent", _DASH)
-        if (target + referer + ua).translate(None, _SAFE_BYTES):  # rare: bytes to escape
-            target, referer, ua = _escape(target), _escape(referer), _escape(ua)
-        rid = _clients_id(headers) if REQUEST_ID_HEADER in fields else _DASH
-        middle = b"".join((b'] "', _METHODS.get(method) or method.encode(), b" ", target, b" HTTP/",
-                           version.encode(), b'" ', _NUMBERS[status] if status < 1024 else b"%d" % status, b" ",
-                           _NUMBERS[sent] if sent < 1024 else b"%d" % sent, b' "', referer, b'" "', ua, b'" '))
-        return [key, middle, None if rid is _DASH else rid + b"\n"]
-
-    def _restamped(self, last: list[Any]) -> bytes:
-        """A combined line's text again, in the current second."""
-        text = last[1] = last[5] + self.time_text + last[4]
-        last[2] = self.time_text
-        return text
+    def _combined_connection(self, client: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
+        """A connection's texts for these headers in this second: its line's head (client,
+        time) and its Referer and User-Agent, escaped, and the client's valid request id."""
+        referer, ua, rid = _header_fields(headers, _escape)
+        host = self.hosts[client[0] if client.__class__ is tuple else None]
+        conn = [headers, self.time_text, b"".join((host, b" - - [", self.time_text, b'] "')),
+                b"".join((referer, b'" "', ua, b'" ')), rid]
+        self._keep(client, conn)
+        return conn
 
     def _answered_json(self, request: Any, status: int, sent: int, seconds: float) -> None:
         if request is None:
@@ -238,52 +219,38 @@ class AccessLog:
         rid = request.observed
         if rid is not None and headers and headers[-1][1] is rid:
             headers = headers[:-1]
-        key = (request.target, status, sent, request.method, request.http_version, headers)
-        last = self.connections.get(request.client)
-        if last is None or last[0] != key:
-            last = self._new_json(request.client, key)
-        # [key, status and bytes, the rest to the end (the client's id or "-"), the rest to the id]
+        # [headers, the client to the method, User-Agent to the request id, the same with the
+        # client's id (or "-") and the line's end]
+        conn = self.connections.get(request.client)
+        if conn is None or conn[0] != headers:
+            conn = self._json_connection(request.client, headers)
+        target = request.target
+        if target.translate(None, _SAFE_BYTES):
+            target = _json_escape(target)
+        micros = floor(seconds * 1e6)
         try:
-            duration = self.durations[floor(seconds * 1e6)]
+            duration = self.durations[micros]
         except IndexError:  # a slow answer
-            duration = b'%.6f,"client":"' % seconds
-        millis = _JSON_MILLIS[floor((at - self.second_started) * 1000)]
-        if rid is None:
-            self.parts += (self.time_text, millis, last[1], duration, last[2])
-        else:
-            self.parts += (self.time_text, millis, last[1], duration, last[3], rid + b'"}\n')
+            duration = b'%d.%06d,"client":"' % divmod(micros, 1_000_000)
+        self.parts += (self.time_text, _JSON_MILLIS[floor((at - self.second_started) * 1000)],
+                       _JSON_STATUSES[status] if status < 1000 else b'%d,"bytes":' % status,
+                       _JSON_SENT[sent] if sent < 1024 else b'%d,"duration":' % sent, duration, conn[1],
+                       self.methods[request.method], target, self.versions[request.http_version],
+                       conn[3] if rid is None else conn[2] + rid + b'"}\n')
 
-    def _new_json(self, client: Any, key: tuple[Any, ...]) -> list[Any]:
-        """A connection's texts around the JSON line's time and duration, for a new key (the
-        ones after the client are the last made when its key is the same)."""
-        shape = self.shape
-        if shape[0] != key:
-            shape = self.shape = self._json_shape(key)
-        head = self.heads[client[0] if client.__class__ is tuple else None]
-        last = [key, shape[1], head + shape[2], head + shape[3]]
-        self._keep(client, last)
-        return last
+    def _json_connection(self, client: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
+        """A connection's texts for these headers (the JSON line's time is not among them)."""
+        referer, ua, rid = _header_fields(headers, _json_escape)
+        host = self.hosts[client[0] if client.__class__ is tuple else None]
+        fields = b"".join((ua, b'","referer":"', referer, b'","request_id":"'))
+        conn = [headers, host + b'","method":"', fields, fields + (rid or _DASH) + b'"}\n']
+        self._keep(client, conn)
+        return conn
 
-    @staticmethod
-    def _json_shape(key: tuple[Any, ...]) -> list[Any]:
-        """[key, status and bytes, after the client to the end (the client's id or "-"), after
-        the client to the id]."""
-        target, status, sent, method, version, headers = key
-        fields = dict(headers)
-        referer = fields.get(b"referer", _DASH)
-        ua = fields.get(b"user-agent", _DASH)
-        if (target + referer + ua).translate(None, _SAFE_BYTES):
-            target, referer, ua = _json_escape(target), _json_escape(referer), _json_escape(ua)
-        rid = _clients_id(headers) if REQUEST_ID_HEADER in fields else _DASH
-        rest = b"".join((b'","method":"', _METHODS.get(method) or method.encode(), b'","path":"', target,
-                         b'","http_version":"', version.encode(), b'","user_agent":"', ua, b'","referer":"',
-                         referer, b'","request_id":"'))
-        return [key, b'%d,"bytes":%d,"duration":' % (status, sent), rest + rid + b'"}\n', rest]
-
-    def _keep(self, client: Any, last: list[Any]) -> None:
+    def _keep(self, client: Any, conn: list[Any]) -> None:
         if len(self.connections) >= _CONNECTIONS_KEPT:
             self.connections.clear()
-        self.connections[client] = last
+        self.connections[client] = conn
 
     def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
         self.parts.append(self._line(request, 101, 0, seconds, time.time(), (code, by, received, sent)))
@@ -416,6 +383,18 @@ def _clients_id(headers: list[tuple[bytes, bytes]]) -> bytes:
         if name == REQUEST_ID_HEADER:
             return value if valid_request_id(value) else b"-"
     return b"-"
+
+
+def _header_fields(headers: list[tuple[bytes, bytes]], escape: Any) -> tuple[bytes, bytes, Optional[bytes]]:
+    """(Referer, User-Agent, the client's request id or None) of a request's headers, the two
+    escaped with ``escape`` when they need it (``-`` for one absent; an invalid id is None)."""
+    fields = dict(headers)  # one call in C, whatever the number of headers
+    referer = fields.get(b"referer", _DASH)
+    ua = fields.get(b"user-agent", _DASH)
+    if (referer + ua).translate(None, _SAFE_BYTES):  # rare: bytes to escape
+        referer, ua = escape(referer), escape(ua)
+    rid = _clients_id(headers) if REQUEST_ID_HEADER in fields else None
+    return referer, ua, None if rid is None or rid == _DASH else rid
 
 
 def _json_escape(raw: bytes) -> bytes:
