@@ -18,7 +18,6 @@ import shutil
 import sys
 import tempfile
 from bisect import bisect_right
-from collections import defaultdict
 from typing import Any, Callable, Optional
 
 from ..core.observation import UNMATCHED
@@ -29,6 +28,7 @@ logger = logging.getLogger("stonechat")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_INTERVAL = 1.0  # seconds: how stale another worker's counts may be in a scrape, what durations wait
 # seconds; the default buckets of prometheus_client, finer at the low end where an API lives
+MAX_PATHS = 4096  # distinct request paths ``Metrics.slots`` remembers (as RouteLabels.MAX_CACHED)
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -114,27 +114,56 @@ class Metrics:
         # Per request only a list grows: the request's duration is appended to its label set's
         # (prometheus_client takes a lock and a few calls per update, which would double what
         # metrics cost). ``flush`` counts them into the metrics, a label set at a time.
-        self.durations: defaultdict[tuple[str, str, int], list[float]] = defaultdict(list)
-        self.in_flight_now: Callable[[], int] = lambda: 0  # set by the app: the observer's count
+        # ``series``: (route, method, status) → the durations not counted yet. ``slots`` finds
+        # the same list from what the request has: path → method → status. Three lookups whose
+        # keys hash at once (the method is one of a few interned strings, the status a small
+        # int) cost less than the route label's lookup plus a tuple to build, hash and compare.
+        self.series: dict[tuple[str, str, int], list[float]] = {}
+        self.slots: dict[bytes, dict[str, dict[int, list[float]]]] = {}
+        self.in_flight_now: Callable[[], int] = lambda: 0  # set by the app: the server's count
         self.labels: dict[bytes, str] = getattr(route_label, "cache", {})  # its cache, read inline
         self.timer: Optional[asyncio.TimerHandle] = None
 
     # -- the loop thread -------------------------------------------------------------------
 
     def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
+        try:
+            self.slots[request.path][request.method][status].append(seconds)
+        except (KeyError, AttributeError):  # a new path, method or status; or no request (None)
+            self._series_for(request, status).append(seconds)
+
+    def _series_for(self, request: Any, status: int) -> list[float]:
+        """The durations list of the request's label set, made at its first answer, and found
+        from then on by ``answered``'s lookups (as many paths as the route labels cache: past
+        that a path is looked up here every time, as a label is)."""
         if request is None:
-            self.durations[(UNMATCHED, "-", status)].append(seconds)
+            route, method = UNMATCHED, "-"
         else:
-            self.durations[(self.labels.get(request.path) or self.route_label(request), request.method,
-                            status)].append(seconds)
+            route, method = self.labels.get(request.path) or self.route_label(request), request.method
+        key = (route, method, status)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = []
+        if request is not None:
+            slots = self.slots
+            by_method = slots.get(request.path)
+            if by_method is None:
+                if len(slots) >= MAX_PATHS:
+                    return series
+                by_method = slots[request.path] = {}
+            by_method.setdefault(method, {})[status] = series
+        return series
 
     def flush(self) -> None:
         """Count the durations gathered into the prometheus metrics: before every scrape this
         worker answers, and every second (which keeps the lists short and, under
         ``--processes``, the other workers' scrapes current)."""
         self.in_flight.set(self.in_flight_now())
-        durations, self.durations = self.durations, defaultdict(list)
-        for (route, method, status), seconds in durations.items():
+        for (route, method, status), waiting in self.series.items():
+            if not waiting:
+                continue
+            seconds = waiting.copy()
+            waiting.clear()  # in place: the slots hold the same list
             self.requests.labels(route, method, str(status)).inc(len(seconds))
             histogram = self.latency.labels(route, method)
             # prometheus_client's own fields: Histogram.observe() has no batch form. Sorted,
