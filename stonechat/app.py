@@ -733,7 +733,11 @@ class ServedApp:
             return None
         observation = Observation(sinks, settings.request_id)
         if self.metrics is not None:
-            self.metrics.in_flight_now = lambda: observation.in_flight
+            # the server's count (server/interface.py Observer), once it serves
+            def in_flight_now(current: Any = None) -> int:
+                count = getattr(observation, "requests_in_flight", None)
+                return count(current) if count is not None else 0
+            self.metrics.in_flight_now = in_flight_now
         return observation
 
     def stopping(self) -> None:

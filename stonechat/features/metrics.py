@@ -21,6 +21,7 @@ from bisect import bisect_right
 from typing import Any, Callable, Optional
 
 from ..core.observation import UNMATCHED
+from ..core.request import Request
 from ..core.response import Response
 
 logger = logging.getLogger("stonechat")
@@ -60,13 +61,13 @@ def prepare_processes() -> str:
     return made
 
 
-def endpoint(current: Callable[[], Optional["Metrics"]]) -> Callable[[], Response]:
+def endpoint(current: Callable[[], Optional["Metrics"]]) -> Callable[[Request], Response]:
     """The handler of the scrape route: the metrics of the app's current build."""
-    def metrics_endpoint() -> Response:
+    def metrics_endpoint(request: Request) -> Response:
         metrics = current()
         if metrics is None:
             return Response(503, {"content-type": "text/plain"}, "metrics not ready\n")
-        body, content_type = metrics.render()
+        body, content_type = metrics.render(request._raw)
         return Response(200, {"content-type": content_type}, body)
     return metrics_endpoint
 
@@ -80,6 +81,10 @@ def forget_process(pid: int) -> None:
 def forget_directory(directory: str) -> None:
     """The workers are gone: remove the directory ``prepare_processes`` made."""
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def _not_counted(current: Any = None) -> int:
+    return 0
 
 
 class Metrics:
@@ -120,7 +125,8 @@ class Metrics:
         # int) cost less than the route label's lookup plus a tuple to build, hash and compare.
         self.series: dict[tuple[str, str, int], list[float]] = {}
         self.slots: dict[bytes, dict[str, dict[int, list[float]]]] = {}
-        self.in_flight_now: Callable[[], int] = lambda: 0  # set by the app: the server's count
+        # set by the app: the server's count; given the scrape's own request (it counts as one)
+        self.in_flight_now: Callable[[Any], int] = _not_counted
         self.labels: dict[bytes, str] = getattr(route_label, "cache", {})  # its cache, read inline
         self.timer: Optional[asyncio.TimerHandle] = None
 
@@ -154,11 +160,11 @@ class Metrics:
             by_method.setdefault(method, {})[status] = series
         return series
 
-    def flush(self) -> None:
+    def flush(self, current: Any = None) -> None:
         """Count the durations gathered into the prometheus metrics: before every scrape this
         worker answers, and every second (which keeps the lists short and, under
         ``--processes``, the other workers' scrapes current)."""
-        self.in_flight.set(self.in_flight_now())
+        self.in_flight.set(self.in_flight_now(current))
         for (route, method, status), waiting in self.series.items():
             if not waiting:
                 continue
@@ -213,10 +219,11 @@ class Metrics:
         for event, step, seconds in self.lifecycle_timings():
             self.lifecycle.labels(event, step).set(seconds)
 
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
+    def render(self, current: Any = None) -> tuple[bytes, str]:
+        """The exposition text and its content type; ``current``: the scrape's request (the
+        server's ``HTTPRequest``), in flight itself."""
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-        self.flush()
+        self.flush(current)
         registry = self.registry
         if registry is None:
             from prometheus_client import multiprocess

@@ -381,14 +381,17 @@ class Observer(Protocol):
     then; read once per connection). ``response_sent`` is called when the last byte of the
     answer is written, with the body bytes written and the seconds since the request's first
     byte (for a request the server refused while reading it, e.g. 413, ``request`` is
-    ``None``). ``in_flight`` is kept by the server: requests from their first byte until they are
-    answered (or dropped while they arrived): the requests being read and being answered.
+    ``None``). ``requests_in_flight(current=None)`` is set by the server when it begins serving:
+    the requests from their first byte until they are answered (or dropped while they arrived),
+    the requests being read and being answered, counted from the live connections when it is
+    called (nothing per request); ``current``, the request a handler answers while it asks
+    (a scrape), counts as one too.
     A WebSocket reports ``websocket_opened`` after its 101 and ``websocket_closed`` once, with
     the close code, who closed, the messages received and sent, and the seconds it was open.
     """
 
     request_received: Optional[Callable[[HTTPRequest], None]]
-    in_flight: int
+    requests_in_flight: Callable[[Optional[HTTPRequest]], int]  # set by the server
     def response_sent(self, request: Optional[HTTPRequest], status: int, sent: int, seconds: float) -> None: ...
     def websocket_opened(self, request: HTTPRequest) -> None: ...
     def websocket_closed(self, request: HTTPRequest, code: int, by: str, received: int, sent: int,
