@@ -230,8 +230,13 @@ class ObservedHttpProtocol(HttpProtocol):
             return
         if request is self.answering:
             self.answering = None
-        report(request, status, 0 if status in NO_BODY_STATUSES or request.method == "HEAD"
-               else len(response.body), perf_counter() - request.started)
+        try:
+            # The body's bytes: ``size`` is bound above where the body was written (not for a
+            # HEAD or a status without a body), so no second test of status and method.
+            sent = size
+        except UnboundLocalError:
+            sent = 0
+        report(request, status, sent, perf_counter() - request.started)
 
     async def _write_stream(self, request: HTTPRequest, response: HTTPResponse) -> None:
         assert response.stream is not None
