@@ -34,7 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import types
+from types import CoroutineType
 from typing import Any, Callable, Coroutine, Generator, Optional
+
+from .interface import HTTPResponse
 
 # What Task.__step calls around every step of a task (the C and the Python Task alike): the
 # loop's "current task", read by asyncio.current_task(). Entering fails if another task is
@@ -97,17 +100,34 @@ class Outcome:
 
 @types.coroutine
 def _relay(outcome: Outcome) -> Generator[Any, Any, None]:
-    coro = yield
+    job = yield
     while True:
-        outcome.value = yield from coro
-        coro = yield DONE
+        if job.__class__ is tuple:
+            # A finishing quadruple (server/interface.py), finished here rather than by a
+            # coroutine around the application's: the relay is already the frame that takes
+            # its value. (interface.Finished does the same for the callers that await.)
+            coro, done, failed, argument = job
+            answer: Any
+            try:
+                answer = done(argument, (yield from coro))
+            except Exception as exc:
+                answer = failed(argument, exc)
+                if answer.__class__ is CoroutineType:  # e.g. an async exception handler
+                    answer = yield from answer  # type: ignore[misc]  # (types.coroutine allows it)
+            job = yield answer  # an HTTPResponse: what no awaitable yields, so it says "returned"
+        else:
+            outcome.value = yield from job
+            job = yield DONE
 
 
 def start_relay(outcome: Outcome) -> Callable[[Any], Any]:
     """A new relay, ready: ``send(coro)`` runs ``coro``'s first step and answers ``DONE`` (it
     returned; its value is ``outcome.value``) or what it suspended on (continue with
     ``Suspended``). Raises what the coroutine raises (the relay is then spent) and
-    ``StopIteration`` once spent, without touching ``coro``."""
+    ``StopIteration`` once spent, without touching ``coro``. ``coro`` may be a finishing quadruple
+    (``server/interface.py``): the relay then answers what ``done`` or ``failed`` answered (an
+    ``HTTPResponse``, awaited first when ``failed`` gave a coroutine) instead of ``DONE``, which
+    saves its owner the read of the outcome; only a ``BaseException`` (a cancel) gets out."""
     relay = _relay(outcome)
     relay.send(None)
     return relay.send
@@ -118,7 +138,7 @@ class Suspended:
     Awaited by the connection's task, it relays every future the coroutine waits on to that
     task and every outcome back, as if the task had run the coroutine from the start.
     ``coro`` may be a relay (``start_relay``; its ``outcome`` given): it is over when it
-    yields ``DONE``."""
+    yields ``DONE``, or an ``HTTPResponse`` (a finishing quadruple's answer)."""
 
     __slots__ = ("coro", "context", "pending", "cancel_first", "outcome")
 
@@ -153,6 +173,8 @@ class Suspended:
                 assert outcome is not None
                 value, outcome.value = outcome.value, None
                 return value
+            if isinstance(pending, HTTPResponse):
+                return pending
             try:
                 yield pending
             except BaseException as exc:  # thrown in by the task (a cancel, GeneratorExit): relay

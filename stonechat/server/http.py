@@ -61,7 +61,7 @@ import httptools
 from .eager import (DONE, Outcome, Suspended, cancel_requested, enter_task, forget_cancels, leave_task, primed_point,
                     primed_task, start_relay)
 from .flow import FlowControl
-from .interface import (BODY_STREAM_HIGH, NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, BodyError, BodyStream, FileBody,
+from .interface import (BODY_STREAM_HIGH, NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, BodyError, BodyStream, FileBody, Finished,
                         HTTPRequest, HTTPResponse, HTTPResponseThen, WebSocketAccept, plain_response)
 from .state import ServerState
 from .websocket.handshake import check_handshake
@@ -663,7 +663,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 result = plain_response(500, "Internal Server Error\n")
             if result.__class__ is HTTPResponse and result.stream is None:
                 self._write_response(request, result, request.keep_alive)
-            elif result.__class__ is CoroutineType:
+            elif result.__class__ is tuple or result.__class__ is CoroutineType:  # (a finishing quadruple first: the common one)
                 self._step(request, result, in_runner)
             else:
                 self._hand_over(request, result)
@@ -672,30 +672,33 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
 
     def _step(self, request: HTTPRequest, coro: Any, in_runner: bool) -> None:
         """The coroutine's first step, now, under the connection's task; the task takes the
-        coroutine over only if it suspends (see eager.py)."""
+        coroutine over only if it suspends (see eager.py). ``coro`` may be a finishing quadruple
+        (``interface.py``): the relay runs it, ``done``/``failed`` included, and yields its
+        answer itself (no ``Outcome`` to read).
+
+        Written for the common case, a quadruple answered at once with a plain response and
+        nothing else to do: one test of each, then the write. Everything else (a coroutine's
+        value, a suspension, a stream, a stray cancel, a body still arriving) is ``_stepped``."""
         runner = self.runner
         if runner is None:
             runner = self.runner = self._take_runner()
         task = runner.task
-        loop = self.loop
         if not in_runner:
             try:
-                enter_task(loop, task)
+                enter_task(self.loop, task)
             except RuntimeError:  # another task is current: let ours run it from the start
-                self._hand_over(request, coro)
+                self._hand_over(request, Finished(coro) if coro.__class__ is tuple else coro)
                 return
         relay = self.relay
         if relay is None:
-            self.outcome = Outcome()
-            relay = self.relay = start_relay(self.outcome)
+            relay = self._new_relay()
         context = self.context.copy()
         try:
             try:
-                pending = context.run(relay, coro)
+                result = context.run(relay, coro)
             except StopIteration:  # the relay is spent (an exception ended it): a fresh one
-                assert self.outcome is not None
-                relay = self.relay = start_relay(self.outcome)
-                pending = context.run(relay, coro)
+                relay = self._new_relay()
+                result = context.run(relay, coro)
         except asyncio.CancelledError:
             self._write_response(request, plain_response(503, _SHUTTING_DOWN.decode()), False)
             return
@@ -703,18 +706,34 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             logger.exception("unhandled error while answering %s %s", request.method, request.target)
             self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
             return
-        else:
-            if pending is not DONE:
-                # the relay's generator (``relay`` is its send) goes on with the coroutine
-                self._hand_over(request, Suspended(relay.__self__, context, pending,  # type: ignore[attr-defined]
-                                                   self.outcome))
-                return
         finally:
             if not in_runner:
-                leave_task(loop, task)
+                leave_task(self.loop, task)
+        if (result.__class__ is HTTPResponse and result.stream is None and not cancel_requested(task)
+                and self.streamed is not request):
+            self._write_response(request, result, request.keep_alive)
+        else:
+            self._stepped(request, result, task, relay, context)
+
+    def _new_relay(self) -> Callable[[Any], Any]:
         outcome = self.outcome
-        assert outcome is not None
-        result, outcome.value = outcome.value, None
+        if outcome is None:
+            outcome = self.outcome = Outcome()
+        relay = self.relay = start_relay(outcome)
+        return relay
+
+    def _stepped(self, request: HTTPRequest, result: Any, task: "asyncio.Task[Any]", relay: Any,
+                 context: contextvars.Context) -> None:
+        """What ``_step`` leaves: ``result`` is what the relay yielded (``leave_task`` done)."""
+        if result is DONE:  # a coroutine returned: its value is in the outcome
+            outcome = self.outcome
+            assert outcome is not None
+            result, outcome.value = outcome.value, None
+        elif not isinstance(result, HTTPResponse):  # (a quadruple's answer is one; a future never is)
+            # suspended on ``result``: the relay's generator (``relay`` is its send) goes on with
+            # the coroutine in the connection's task
+            self._hand_over(request, Suspended(relay.__self__, context, result, self.outcome))
+            return
         if cancel_requested(task):
             # it cancelled its task and returned before seeing it: the task wakes for nothing
             self.stray_cancel = True
