@@ -194,12 +194,18 @@ class _Runner:
     runs a coroutine. The same Task then answers several connections one after the other, as it
     answers one connection's requests one after the other."""
 
-    __slots__ = ("task", "conn", "wake")
+    __slots__ = ("task", "conn", "wake", "relay", "outcome")
 
     def __init__(self, conn: "HttpProtocol") -> None:
         self.conn: Optional[HttpProtocol] = conn
         self.wake: Optional[asyncio.Future[None]] = None
         self.task = primed_task(conn.loop, _serve_connections(self))
+        # The relay that runs the eager steps under this task, and where it leaves values
+        # (eager.py). The runner's, not a connection's: it is only ever busy with the job of
+        # the connection the runner serves, and idle when the runner is parked, so it serves
+        # the next connection too (a relay made per connection cost ~1k instructions each).
+        self.outcome = Outcome()
+        self.relay: Callable[[Any], Any] = start_relay(self.outcome)
 
 
 async def _serve_connections(runner: _Runner) -> None:
@@ -262,7 +268,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "connection_field", "expect_continue", "chunked", "linger_deadline", "linger_heard",
         "streamed", "counting", "uncounted_read",
-        "runner", "job", "context", "stray_cancel", "relay", "outcome",
+        "runner", "job", "context", "stray_cancel",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -279,9 +285,6 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.job: Optional[tuple[HTTPRequest, Any]] = None
         self.stray_cancel = False
         self.context = contextvars.copy_context()  # each request's steps run in a fresh copy
-        # The connection's relay and where it leaves values (eager.py), made at its first coroutine.
-        self.relay: Optional[Callable[[Any], Any]] = None
-        self.outcome: Optional[Outcome] = None
         self.request: Optional[HTTPRequest] = None
         # The body of the request being read, in pieces: one list for the connection, emptied
         # by on_message_complete (a request with no body never touches it).
@@ -689,15 +692,13 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             except RuntimeError:  # another task is current: let ours run it from the start
                 self._hand_over(request, Finished(coro) if coro.__class__ is tuple else coro)
                 return
-        relay = self.relay
-        if relay is None:
-            relay = self._new_relay()
+        relay = runner.relay
         context = self.context.copy()
         try:
             try:
                 result = context.run(relay, coro)
             except StopIteration:  # the relay is spent (an exception ended it): a fresh one
-                relay = self._new_relay()
+                relay = runner.relay = start_relay(runner.outcome)
                 result = context.run(relay, coro)
         except asyncio.CancelledError:
             self._write_response(request, plain_response(503, _SHUTTING_DOWN.decode()), False)
@@ -713,28 +714,20 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 and self.streamed is not request):
             self._write_response(request, result, request.keep_alive)
         else:
-            self._stepped(request, result, task, relay, context)
+            self._stepped(request, result, runner, relay, context)
 
-    def _new_relay(self) -> Callable[[Any], Any]:
-        outcome = self.outcome
-        if outcome is None:
-            outcome = self.outcome = Outcome()
-        relay = self.relay = start_relay(outcome)
-        return relay
-
-    def _stepped(self, request: HTTPRequest, result: Any, task: "asyncio.Task[Any]", relay: Any,
+    def _stepped(self, request: HTTPRequest, result: Any, runner: _Runner, relay: Any,
                  context: contextvars.Context) -> None:
         """What ``_step`` leaves: ``result`` is what the relay yielded (``leave_task`` done)."""
         if result is DONE:  # a coroutine returned: its value is in the outcome
-            outcome = self.outcome
-            assert outcome is not None
+            outcome = runner.outcome
             result, outcome.value = outcome.value, None
         elif not isinstance(result, HTTPResponse):  # (a quadruple's answer is one; a future never is)
             # suspended on ``result``: the relay's generator (``relay`` is its send) goes on with
             # the coroutine in the connection's task
-            self._hand_over(request, Suspended(relay.__self__, context, result, self.outcome))
+            self._hand_over(request, Suspended(relay.__self__, context, result, runner.outcome))
             return
-        if cancel_requested(task):
+        if cancel_requested(runner.task):
             # it cancelled its task and returned before seeing it: the task wakes for nothing
             self.stray_cancel = True
         if self.streamed is request:
