@@ -667,65 +667,62 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             if result.__class__ is HTTPResponse and result.stream is None:
                 self._write_response(request, result, request.keep_alive)
             elif result.__class__ is tuple or result.__class__ is CoroutineType:  # (a finishing quadruple first: the common one)
-                self._step(request, result, in_runner)
+                # The coroutine's first step, now, under the connection's task; the task takes
+                # the coroutine over only if it suspends (see eager.py). A finishing quadruple
+                # (interface.py) is run by the relay, done/failed included, which then yields
+                # the answer itself (no Outcome to read). Inline here rather than a method of
+                # its own (a call less per request, issue 13), and written for the common case,
+                # a quadruple answered at once with a plain response and nothing else to do:
+                # one test of each, then the write. Everything else (a coroutine's value, a
+                # suspension, a stream, a stray cancel, a body still arriving) is _stepped.
+                runner = self.runner
+                if runner is None:
+                    runner = self.runner = self._take_runner()
+                task = runner.task
+                if not in_runner:
+                    try:
+                        enter_task(self.loop, task)
+                    except RuntimeError:  # another task is current: let ours run it from the start
+                        self._hand_over(request, Finished(result) if result.__class__ is tuple else result)
+                        continue
+                context = self.context.copy()
+                try:
+                    try:
+                        answer = context.run(runner.relay, result)
+                    except StopIteration:  # the relay is spent (an exception ended it): a fresh one
+                        runner.relay = start_relay(runner.outcome)
+                        answer = context.run(runner.relay, result)
+                except asyncio.CancelledError:
+                    self._write_response(request, plain_response(503, _SHUTTING_DOWN.decode()), False)
+                    continue
+                except Exception:
+                    logger.exception("unhandled error while answering %s %s", request.method, request.target)
+                    self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
+                    continue
+                finally:
+                    if not in_runner:
+                        leave_task(self.loop, task)
+                if (answer.__class__ is HTTPResponse and answer.stream is None and not cancel_requested(task)
+                        and self.streamed is not request):
+                    self._write_response(request, answer, request.keep_alive)
+                else:
+                    self._stepped(request, answer, runner, context)
             else:
                 self._hand_over(request, result)
 
     # -- awaiting: the eager first step, the connection's task ---------------------------
 
-    def _step(self, request: HTTPRequest, coro: Any, in_runner: bool) -> None:
-        """The coroutine's first step, now, under the connection's task; the task takes the
-        coroutine over only if it suspends (see eager.py). ``coro`` may be a finishing quadruple
-        (``interface.py``): the relay runs it, ``done``/``failed`` included, and yields its
-        answer itself (no ``Outcome`` to read).
-
-        Written for the common case, a quadruple answered at once with a plain response and
-        nothing else to do: one test of each, then the write. Everything else (a coroutine's
-        value, a suspension, a stream, a stray cancel, a body still arriving) is ``_stepped``."""
-        runner = self.runner
-        if runner is None:
-            runner = self.runner = self._take_runner()
-        task = runner.task
-        if not in_runner:
-            try:
-                enter_task(self.loop, task)
-            except RuntimeError:  # another task is current: let ours run it from the start
-                self._hand_over(request, Finished(coro) if coro.__class__ is tuple else coro)
-                return
-        relay = runner.relay
-        context = self.context.copy()
-        try:
-            try:
-                result = context.run(relay, coro)
-            except StopIteration:  # the relay is spent (an exception ended it): a fresh one
-                relay = runner.relay = start_relay(runner.outcome)
-                result = context.run(relay, coro)
-        except asyncio.CancelledError:
-            self._write_response(request, plain_response(503, _SHUTTING_DOWN.decode()), False)
-            return
-        except Exception:
-            logger.exception("unhandled error while answering %s %s", request.method, request.target)
-            self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
-            return
-        finally:
-            if not in_runner:
-                leave_task(self.loop, task)
-        if (result.__class__ is HTTPResponse and result.stream is None and not cancel_requested(task)
-                and self.streamed is not request):
-            self._write_response(request, result, request.keep_alive)
-        else:
-            self._stepped(request, result, runner, relay, context)
-
-    def _stepped(self, request: HTTPRequest, result: Any, runner: _Runner, relay: Any,
-                 context: contextvars.Context) -> None:
-        """What ``_step`` leaves: ``result`` is what the relay yielded (``leave_task`` done)."""
+    def _stepped(self, request: HTTPRequest, result: Any, runner: _Runner, context: contextvars.Context) -> None:
+        """What the eager step in ``_process`` leaves: ``result`` is what the relay yielded
+        (``leave_task`` done)."""
         if result is DONE:  # a coroutine returned: its value is in the outcome
             outcome = runner.outcome
             result, outcome.value = outcome.value, None
         elif not isinstance(result, HTTPResponse):  # (a quadruple's answer is one; a future never is)
             # suspended on ``result``: the relay's generator (``relay`` is its send) goes on with
             # the coroutine in the connection's task
-            self._hand_over(request, Suspended(relay.__self__, context, result, runner.outcome))
+            self._hand_over(request, Suspended(runner.relay.__self__, context, result,  # type: ignore[attr-defined]
+                                               runner.outcome))
             return
         if cancel_requested(runner.task):
             # it cancelled its task and returned before seeing it: the task wakes for nothing
