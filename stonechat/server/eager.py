@@ -16,12 +16,22 @@ cancelling the Task cancels what the handler awaits, as for any task.
 Why the first step goes through a *relay* (``start_relay``): a coroutine stepped with
 ``send()`` that returns ends by raising ``StopIteration``, and an exception caught in Python
 costs the exception, a traceback and a frame object: about 2k instructions, a third of what an
-async handler costs over a sync one. A connection's relay is one generator that runs each
-coroutine it is sent with ``yield from`` (which takes a returned value without an exception)
-and then yields ``DONE``, its value left in an ``Outcome``; a coroutine that suspends yields
-its future through the relay, so ``Suspended`` continues the relay, which continues the
-coroutine. An exception from the coroutine ends the relay (it propagates as before); the
-relay's owner makes a new one when its ``send`` says ``StopIteration``.
+async handler costs over a sync one. A relay is one generator (one per connection task, kept
+with it from connection to connection) that runs each coroutine it is sent with ``yield from``
+(which takes a returned value without an exception) and then yields ``DONE``, its value left
+in an ``Outcome``; a coroutine that suspends yields its future through the relay, so
+``Suspended`` continues the relay, which continues the coroutine. An exception from the
+coroutine ends the relay (it propagates as before); the relay's owner makes a new one when its
+``send`` says ``StopIteration``.
+
+Sent a *finishing quadruple* (``interface.py``: an async handler's own coroutine and what the
+framework does with its value or its exception), the relay finishes it too: ``done(argument,
+value)``, or ``failed(argument, exc)`` for an ``Exception`` (awaited when it gives a
+coroutine), in the same step, task and context, and yields the answer itself, an
+``HTTPResponse`` (which no awaitable yields), rather than ``DONE``. Why: otherwise the framework
+needs a coroutine of its own around the handler's to convert the value and answer errors, made,
+stepped and freed per request; here the frame that takes the value is the relay's, which exists
+anyway, and there is no ``Outcome`` to read. An exception caught here does not end the relay.
 
 Why the Task is *primed* (run by hand up to its first ``await``) before the loop first steps
 it: ``Task.cancel()`` on a task that has not started yet throws into a coroutine that cannot

@@ -238,3 +238,38 @@ def test_the_async_exception_handler_answers_a_parameter_error_too(handled):
         # a ParamError is answered 400 before any exception handler (error_response.py)
         r = http.get("/typed/seven")
         assert r.status_code == 400 and "expected int" in r.text
+
+
+def test_the_test_client_awaits_the_same_answers(tmp_path):
+    # In process, the TestClient awaits the quadruple as one (interface.Finished): the same
+    # answers for values and errors, before and after the first await.
+    import asyncio
+
+    from stonechat import Robyn
+    from stonechat.exceptions import HTTPException
+    from stonechat.testing import TestClient
+
+    app = Robyn(str(tmp_path / "app.py"))
+
+    @app.get("/value")
+    async def value(request):
+        if request.query_params.get("later", "") == "1":
+            await asyncio.sleep(0)
+        return {"v": 1}
+
+    @app.get("/teapot")
+    async def teapot(request):
+        if request.query_params.get("later", "") == "1":
+            await asyncio.sleep(0)
+        raise HTTPException(418, "teapot")
+
+    @app.get("/unconvertible")
+    async def unconvertible():
+        return ("a", "tuple", "of", "four")
+
+    client = TestClient(app)
+    for later in LATER:
+        assert client.get("/value" + later).json() == {"v": 1}
+        r = client.get("/teapot" + later)
+        assert r.status_code == 418 and r.text == "teapot"
+    assert client.get("/unconvertible").status_code == 500
