@@ -195,8 +195,8 @@ def test_counts_are_summed_over_processes(serve, tmp_path: Path):
     assert len(pids) == 2, "one worker answered everything"
     send_known_traffic(server.url, server.ws_url)
     assert not (metrics_dir / "counter_999999.db").exists()
-    # each worker moves its counts into the shared files every second (and before a scrape
-    # it answers itself): the totals are exact within a second
+    # each worker moves its counts into the shared files every 50 ms (and before a scrape
+    # it answers itself): the totals are exact within a moment
     deadline = time.monotonic() + 15
     while True:
         samples = scrape_when(server.url, CLOSED_1000)
