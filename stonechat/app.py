@@ -34,7 +34,7 @@ from .core.files import OpenFile
 from .core.lifecycle import Events, Lifecycle, StartupError
 from .core.background import BackgroundRunner, arm_after_call
 from .core.observation import Observation, RouteLabels
-from .core.params import arity, compile_call, is_async_callable, uses_background_tasks
+from .core.params import arity, compile_call, is_async_callable, returns_coroutine, uses_background_tasks
 from .core.registry import HTTP_METHODS, FunctionInfo, HttpMethod, MiddlewareSpec, MiddlewareType, RouteSpec, WebSocketSpec
 from .core.request import Request
 from .core.routing import Router, normalize_endpoint
@@ -555,7 +555,8 @@ class Robyn(BaseRouter):
             route.after = global_after + [_hook_entry(m) for m in middlewares
                                           if m.kind is after and m.endpoint == spec.endpoint]
             route.fast = not (route.before or route.after or is_async or threaded or takes_tasks)
-            route.plain_async = is_async and not (route.before or route.after or takes_tasks)
+            route.plain_async = (is_async and not (route.before or route.after or takes_tasks)
+                                 and returns_coroutine(spec.handler))
             router.add(spec.method, spec.endpoint, route)
             routes.append(route)
         if any(r.threaded for r in routes) and self.executor is None:
@@ -733,7 +734,11 @@ class ServedApp:
             return None
         observation = Observation(sinks, settings.request_id)
         if self.metrics is not None:
-            self.metrics.in_flight_now = lambda: observation.in_flight
+            # the server's count (server/interface.py Observer), once it serves
+            def in_flight_now(current: Any = None) -> int:
+                count = getattr(observation, "requests_in_flight", None)
+                return count(current) if count is not None else 0
+            self.metrics.in_flight_now = in_flight_now
         return observation
 
     def stopping(self) -> None:
@@ -812,6 +817,7 @@ class ServedApp:
             if response.stream is not None:
                 raise StartupError(f"const route {route.name}", TypeError("a const route cannot stream"))
             route.cached = response
+            route.plain_async = False  # answered from the cache (_run), not by the handler
 
     async def shutdown(self) -> None:
         self.stopping()  # under an ASGI server, the first word of the stop

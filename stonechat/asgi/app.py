@@ -32,7 +32,7 @@ import logging
 from typing import Any, Callable, Optional
 from urllib.parse import quote
 
-from ..server.interface import (NO_BODY_STATUSES, TEXT_PLAIN, FileBody, HTTPRequest, HTTPResponse, HTTPResponseThen,
+from ..server.interface import (NO_BODY_STATUSES, TEXT_PLAIN, FileBody, Finished, HTTPRequest, HTTPResponse, HTTPResponseThen,
                                 WebSocketAccept)
 from .connection import ASGIWebSocket
 from .headers import asgi_from_block
@@ -214,7 +214,7 @@ class ASGIApp:
         try:
             result = served.handle(raw)
             if not isinstance(result, HTTPResponse):
-                result = await result
+                result = await (Finished(result) if result.__class__ is tuple else result)
         except Exception:
             logger.exception("unhandled error in the application for %s %s", raw.method,
                              raw.target.decode("latin-1"))
@@ -260,7 +260,7 @@ class ASGIApp:
         try:
             result = served.handle(raw)
             if result.__class__ is not HTTPResponse:
-                result = await result
+                result = await (Finished(result) if result.__class__ is tuple else result)
         except Exception:
             logger.exception("unhandled error in the WebSocket handshake on %s", raw.target.decode("latin-1"))
             result = HTTPResponse(500, b"content-type: text/plain; charset=utf-8\r\n", b"Internal Server Error\n")

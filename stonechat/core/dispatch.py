@@ -6,9 +6,10 @@ middleware chain and converter are fixed then. Per request, ``Dispatcher.handle`
 
 * answers a route with no middleware and a sync handler *synchronously*: no task, no
   coroutine, the server writes the bytes at once (Robyn runs sync handlers the same way);
-* returns a coroutine for everything else (async handlers, hooks, ``threaded=True``), which
-  the server awaits in order (its first step at once: most never suspend); an async handler
-  without hooks gets the leanest one (``_run_plain``);
+* returns a coroutine for everything else (hooks, ``threaded=True``), which the server awaits
+  in order (its first step at once: most never suspend); an async handler without hooks is
+  answered with the handler's own coroutine and what finishes it (a finishing quadruple,
+  ``server/interface.py``), no coroutine of ours around it;
 * hands a request no route matches to the mounted ASGI app whose prefix holds it
   (``app.mount``; ``asgi/mount.py``), so stonechat's own routes pay nothing for mounts.
 
@@ -43,7 +44,7 @@ class Route:
 
     __slots__ = ("spec", "method", "endpoint", "call", "is_async", "threaded", "const", "convert",
                  "before", "after", "param_names", "cached", "fast", "plain_async", "name", "background",
-                 "stream_body", "to_wire")
+                 "stream_body", "to_wire", "done", "failed")
 
     def __init__(self, spec: Any, call: Callable, is_async: bool, threaded: bool, convert: Converter) -> None:
         self.spec = spec  # a core/registry.RouteSpec (or a stand-in for the 404/405 routes)
@@ -60,7 +61,11 @@ class Route:
         self.after: list[tuple[Callable, bool, int]] = []
         self.cached: Optional[HTTPResponse] = None
         self.fast = False  # a sync handler, no hooks: answered without a coroutine
-        self.plain_async = False  # an async handler, no hooks: one coroutine around it (_run_plain)
+        # An async handler (a native coroutine function), no hooks, not const: answered with its
+        # own coroutine, ``done`` and ``failed`` (Dispatcher._finishers), no coroutine of ours.
+        self.plain_async = False
+        self.done: Any = None
+        self.failed: Any = None
         self.name: str = spec.name
         self.background = False  # has a BackgroundTasks parameter (never fast: see handle)
         self.stream_body: bool = getattr(spec, "stream_body", False)
@@ -104,6 +109,9 @@ class Dispatcher:
         self.not_found_route.before = global_before
         self.not_found_route.after = global_after
         self.not_allowed_routes: dict[int, Route] = {}
+        for route in routes:
+            if route.plain_async:
+                route.done, route.failed = self._finishers(route)
 
     # -- entry point (called by the server for every request) ------------------------------
 
@@ -162,10 +170,15 @@ class Dispatcher:
                 return response if response.stream is None else self._file_answer(raw, response)
             except Exception as exc:
                 return self._error(route, exc)
+        if route.plain_async:
+            # A finishing quadruple (server/interface.py): the server runs the handler's own
+            # coroutine and then ``done`` (or ``failed``), where _run would await it.
+            try:
+                return route.call(request), route.done, route.failed, raw
+            except Exception as exc:  # the getters of its parameters run in the call: a ParamError
+                return self._error(route, exc)
         if route.background:
             return self._run_then_tasks(route, request)
-        if route.plain_async and route.cached is None:
-            return self._run_plain(route, request)
         return self._run(route, request)
 
     def streams_body(self, raw: HTTPRequest) -> bool:
@@ -236,22 +249,31 @@ class Dispatcher:
             answer = self._error(route, exc)
             return answer if isinstance(answer, HTTPResponse) else await answer
 
-    async def _run_plain(self, route: Route, request: Request) -> HTTPResponse:
-        """``_run`` for an async handler with no hooks: the same answers, one frame less."""
-        try:
-            response = await route.call(request)
-        except Exception as exc:
-            response = self._error(route, exc)
-            if not isinstance(response, HTTPResponse):
-                response = await response
-        if response.__class__ is HTTPResponse:
-            return response
-        try:
-            wire = route.to_wire(response)  # the bound method: cheaper than calling the Converter
-            return wire if wire.stream is None else self._file_answer(request._raw, wire)
-        except Exception as exc:  # a value that cannot be an answer (bad status, missing file)
-            answer = self._error(route, exc)
-            return answer if isinstance(answer, HTTPResponse) else await answer
+    def _finishers(self, route: Route) -> tuple[Callable[[HTTPRequest, Any], HTTPResponse],
+                                               Callable[[HTTPRequest, Exception], Any]]:
+        """``done(raw, value)`` and ``failed(raw, exc)`` for an async handler with no hooks: what
+        ``_run`` does after the handler (its value to the wire; an error, the handler's or the
+        conversion's, to its answer), which the server runs after the handler's own coroutine
+        (the finishing quadruple of ``server/interface.py``).
+
+        Why not a coroutine of ours around the handler's, awaiting it (as ``_run`` is): that
+        costs a coroutine object made and freed, and a frame more to step, per request (issue
+        13: an async handler that never suspends should cost about what a sync one does). Made
+        once per route, what they read bound (closure cells are the cheapest reads)."""
+        to_wire = route.to_wire  # the bound method: cheaper than calling the Converter
+        convert = route.convert
+        name = route.name
+        errors = self.errors
+        file_answer = self._file_answer
+
+        def done(raw: HTTPRequest, value: Any) -> HTTPResponse:
+            # (the Converter passes an HTTPResponse through; what it raises goes to ``failed``)
+            wire = to_wire(value)
+            return wire if wire.stream is None else file_answer(raw, wire)
+
+        def failed(raw: HTTPRequest, exc: Exception) -> Any:
+            return errors(exc, convert, name)  # an HTTPResponse, or a coroutine (async exception handler)
+        return done, failed
 
     async def _after(self, route: Route, request: Request, response: Any) -> Any:
         response = self._as_response(route.convert, response)

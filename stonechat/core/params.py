@@ -14,6 +14,7 @@ Annotations core does not know (a Pydantic model) are resolved by a feature: the
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from dataclasses import dataclass
@@ -300,6 +301,19 @@ def is_async_callable(fn: Callable) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
+def returns_coroutine(fn: Callable) -> bool:
+    """Whether calling ``fn`` makes a native coroutine: its code (through ``functools.partial``,
+    a bound method, an object's ``__call__``) is an ``async def``. What the server steps with
+    ``yield from`` (a function only marked as a coroutine function may return any awaitable)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None:
+        call = getattr(type(fn), "__call__", None)
+        code = getattr(call, "__code__", None)
+    return code is not None and bool(code.co_flags & inspect.CO_COROUTINE)
+
+
 def arity(fn: Callable) -> int:
     try:
         return len([p for p in inspect.signature(fn).parameters.values()
@@ -310,4 +324,4 @@ def arity(fn: Callable) -> int:
 
 __all__ = ["BodyModel", "IndividualParam", "compile_call", "individual_params", "resolve_getters",
            "uses_background_tasks",
-           "is_async_callable", "arity"]
+           "is_async_callable", "returns_coroutine", "arity"]

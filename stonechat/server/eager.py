@@ -16,12 +16,22 @@ cancelling the Task cancels what the handler awaits, as for any task.
 Why the first step goes through a *relay* (``start_relay``): a coroutine stepped with
 ``send()`` that returns ends by raising ``StopIteration``, and an exception caught in Python
 costs the exception, a traceback and a frame object: about 2k instructions, a third of what an
-async handler costs over a sync one. A connection's relay is one generator that runs each
-coroutine it is sent with ``yield from`` (which takes a returned value without an exception)
-and then yields ``DONE``, its value left in an ``Outcome``; a coroutine that suspends yields
-its future through the relay, so ``Suspended`` continues the relay, which continues the
-coroutine. An exception from the coroutine ends the relay (it propagates as before); the
-relay's owner makes a new one when its ``send`` says ``StopIteration``.
+async handler costs over a sync one. A relay is one generator (one per connection task, kept
+with it from connection to connection) that runs each coroutine it is sent with ``yield from``
+(which takes a returned value without an exception) and then yields ``DONE``, its value left
+in an ``Outcome``; a coroutine that suspends yields its future through the relay, so
+``Suspended`` continues the relay, which continues the coroutine. An exception from the
+coroutine ends the relay (it propagates as before); the relay's owner makes a new one when its
+``send`` says ``StopIteration``.
+
+Sent a *finishing quadruple* (``interface.py``: an async handler's own coroutine and what the
+framework does with its value or its exception), the relay finishes it too: ``done(argument,
+value)``, or ``failed(argument, exc)`` for an ``Exception`` (awaited when it gives a
+coroutine), in the same step, task and context, and yields the answer itself, an
+``HTTPResponse`` (which no awaitable yields), rather than ``DONE``. Why: otherwise the framework
+needs a coroutine of its own around the handler's to convert the value and answer errors, made,
+stepped and freed per request; here the frame that takes the value is the relay's, which exists
+anyway, and there is no ``Outcome`` to read. An exception caught here does not end the relay.
 
 Why the Task is *primed* (run by hand up to its first ``await``) before the loop first steps
 it: ``Task.cancel()`` on a task that has not started yet throws into a coroutine that cannot
@@ -34,7 +44,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import types
+from types import CoroutineType
 from typing import Any, Callable, Coroutine, Generator, Optional
+
+from .interface import HTTPResponse
 
 # What Task.__step calls around every step of a task (the C and the Python Task alike): the
 # loop's "current task", read by asyncio.current_task(). Entering fails if another task is
@@ -97,17 +110,34 @@ class Outcome:
 
 @types.coroutine
 def _relay(outcome: Outcome) -> Generator[Any, Any, None]:
-    coro = yield
+    job = yield
     while True:
-        outcome.value = yield from coro
-        coro = yield DONE
+        if job.__class__ is tuple:
+            # A finishing quadruple (server/interface.py), finished here rather than by a
+            # coroutine around the application's: the relay is already the frame that takes
+            # its value. (interface.Finished does the same for the callers that await.)
+            coro, done, failed, argument = job
+            answer: Any
+            try:
+                answer = done(argument, (yield from coro))
+            except Exception as exc:
+                answer = failed(argument, exc)
+                if answer.__class__ is CoroutineType:  # e.g. an async exception handler
+                    answer = yield from answer  # type: ignore[misc]  # (types.coroutine allows it)
+            job = yield answer  # an HTTPResponse: what no awaitable yields, so it says "returned"
+        else:
+            outcome.value = yield from job
+            job = yield DONE
 
 
 def start_relay(outcome: Outcome) -> Callable[[Any], Any]:
     """A new relay, ready: ``send(coro)`` runs ``coro``'s first step and answers ``DONE`` (it
     returned; its value is ``outcome.value``) or what it suspended on (continue with
     ``Suspended``). Raises what the coroutine raises (the relay is then spent) and
-    ``StopIteration`` once spent, without touching ``coro``."""
+    ``StopIteration`` once spent, without touching ``coro``. ``coro`` may be a finishing quadruple
+    (``server/interface.py``): the relay then answers what ``done`` or ``failed`` answered (an
+    ``HTTPResponse``, awaited first when ``failed`` gave a coroutine) instead of ``DONE``, which
+    saves its owner the read of the outcome; only a ``BaseException`` (a cancel) gets out."""
     relay = _relay(outcome)
     relay.send(None)
     return relay.send
@@ -118,7 +148,7 @@ class Suspended:
     Awaited by the connection's task, it relays every future the coroutine waits on to that
     task and every outcome back, as if the task had run the coroutine from the start.
     ``coro`` may be a relay (``start_relay``; its ``outcome`` given): it is over when it
-    yields ``DONE``."""
+    yields ``DONE``, or an ``HTTPResponse`` (a finishing quadruple's answer)."""
 
     __slots__ = ("coro", "context", "pending", "cancel_first", "outcome")
 
@@ -153,6 +183,8 @@ class Suspended:
                 assert outcome is not None
                 value, outcome.value = outcome.value, None
                 return value
+            if isinstance(pending, HTTPResponse):
+                return pending
             try:
                 yield pending
             except BaseException as exc:  # thrown in by the task (a cancel, GeneratorExit): relay

@@ -61,7 +61,7 @@ import httptools
 from .eager import (DONE, Outcome, Suspended, cancel_requested, enter_task, forget_cancels, leave_task, primed_point,
                     primed_task, start_relay)
 from .flow import FlowControl
-from .interface import (BODY_STREAM_HIGH, NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, BodyError, BodyStream, FileBody,
+from .interface import (BODY_STREAM_HIGH, NO_BODY_STATUSES, TEXT_PLAIN as _TEXT_PLAIN, BodyError, BodyStream, FileBody, Finished,
                         HTTPRequest, HTTPResponse, HTTPResponseThen, WebSocketAccept, plain_response)
 from .state import ServerState
 from .websocket.handshake import check_handshake
@@ -194,12 +194,18 @@ class _Runner:
     runs a coroutine. The same Task then answers several connections one after the other, as it
     answers one connection's requests one after the other."""
 
-    __slots__ = ("task", "conn", "wake")
+    __slots__ = ("task", "conn", "wake", "relay", "outcome")
 
     def __init__(self, conn: "HttpProtocol") -> None:
         self.conn: Optional[HttpProtocol] = conn
         self.wake: Optional[asyncio.Future[None]] = None
         self.task = primed_task(conn.loop, _serve_connections(self))
+        # The relay that runs the eager steps under this task, and where it leaves values
+        # (eager.py). The runner's, not a connection's: it is only ever busy with the job of
+        # the connection the runner serves, and idle when the runner is parked, so it serves
+        # the next connection too (a relay made per connection cost ~1k instructions each).
+        self.outcome = Outcome()
+        self.relay: Callable[[Any], Any] = start_relay(self.outcome)
 
 
 async def _serve_connections(runner: _Runner) -> None:
@@ -262,7 +268,7 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         "error", "closing", "upgrade_tail",
         "send_continue", "host_count", "connection_field", "expect_continue", "chunked", "linger_deadline", "linger_heard",
         "streamed", "counting", "uncounted_read",
-        "runner", "job", "context", "stray_cancel", "relay", "outcome",
+        "runner", "job", "context", "stray_cancel",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -279,9 +285,6 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
         self.job: Optional[tuple[HTTPRequest, Any]] = None
         self.stray_cancel = False
         self.context = contextvars.copy_context()  # each request's steps run in a fresh copy
-        # The connection's relay and where it leaves values (eager.py), made at its first coroutine.
-        self.relay: Optional[Callable[[Any], Any]] = None
-        self.outcome: Optional[Outcome] = None
         self.request: Optional[HTTPRequest] = None
         # The body of the request being read, in pieces: one list for the connection, emptied
         # by on_message_complete (a request with no body never touches it).
@@ -663,59 +666,65 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
                 result = plain_response(500, "Internal Server Error\n")
             if result.__class__ is HTTPResponse and result.stream is None:
                 self._write_response(request, result, request.keep_alive)
-            elif result.__class__ is CoroutineType:
-                self._step(request, result, in_runner)
+            elif result.__class__ is tuple or result.__class__ is CoroutineType:  # (a finishing quadruple first: the common one)
+                # The coroutine's first step, now, under the connection's task; the task takes
+                # the coroutine over only if it suspends (see eager.py). A finishing quadruple
+                # (interface.py) is run by the relay, done/failed included, which then yields
+                # the answer itself (no Outcome to read). Inline here rather than a method of
+                # its own (a call less per request, issue 13), and written for the common case,
+                # a quadruple answered at once with a plain response and nothing else to do:
+                # one test of each, then the write. Everything else (a coroutine's value, a
+                # suspension, a stream, a stray cancel, a body still arriving) is _stepped.
+                runner = self.runner
+                if runner is None:
+                    runner = self.runner = self._take_runner()
+                task = runner.task
+                if not in_runner:
+                    try:
+                        enter_task(self.loop, task)
+                    except RuntimeError:  # another task is current: let ours run it from the start
+                        self._hand_over(request, Finished(result) if result.__class__ is tuple else result)
+                        continue
+                context = self.context.copy()
+                try:
+                    try:
+                        answer = context.run(runner.relay, result)
+                    except StopIteration:  # the relay is spent (an exception ended it): a fresh one
+                        runner.relay = start_relay(runner.outcome)
+                        answer = context.run(runner.relay, result)
+                except asyncio.CancelledError:
+                    self._write_response(request, plain_response(503, _SHUTTING_DOWN.decode()), False)
+                    continue
+                except Exception:
+                    logger.exception("unhandled error while answering %s %s", request.method, request.target)
+                    self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
+                    continue
+                finally:
+                    if not in_runner:
+                        leave_task(self.loop, task)
+                if (answer.__class__ is HTTPResponse and answer.stream is None and not cancel_requested(task)
+                        and self.streamed is not request):
+                    self._write_response(request, answer, request.keep_alive)
+                else:
+                    self._stepped(request, answer, runner, context)
             else:
                 self._hand_over(request, result)
 
     # -- awaiting: the eager first step, the connection's task ---------------------------
 
-    def _step(self, request: HTTPRequest, coro: Any, in_runner: bool) -> None:
-        """The coroutine's first step, now, under the connection's task; the task takes the
-        coroutine over only if it suspends (see eager.py)."""
-        runner = self.runner
-        if runner is None:
-            runner = self.runner = self._take_runner()
-        task = runner.task
-        loop = self.loop
-        if not in_runner:
-            try:
-                enter_task(loop, task)
-            except RuntimeError:  # another task is current: let ours run it from the start
-                self._hand_over(request, coro)
-                return
-        relay = self.relay
-        if relay is None:
-            self.outcome = Outcome()
-            relay = self.relay = start_relay(self.outcome)
-        context = self.context.copy()
-        try:
-            try:
-                pending = context.run(relay, coro)
-            except StopIteration:  # the relay is spent (an exception ended it): a fresh one
-                assert self.outcome is not None
-                relay = self.relay = start_relay(self.outcome)
-                pending = context.run(relay, coro)
-        except asyncio.CancelledError:
-            self._write_response(request, plain_response(503, _SHUTTING_DOWN.decode()), False)
+    def _stepped(self, request: HTTPRequest, result: Any, runner: _Runner, context: contextvars.Context) -> None:
+        """What the eager step in ``_process`` leaves: ``result`` is what the relay yielded
+        (``leave_task`` done)."""
+        if result is DONE:  # a coroutine returned: its value is in the outcome
+            outcome = runner.outcome
+            result, outcome.value = outcome.value, None
+        elif not isinstance(result, HTTPResponse):  # (a quadruple's answer is one; a future never is)
+            # suspended on ``result``: the relay's generator (``relay`` is its send) goes on with
+            # the coroutine in the connection's task
+            self._hand_over(request, Suspended(runner.relay.__self__, context, result,  # type: ignore[attr-defined]
+                                               runner.outcome))
             return
-        except Exception:
-            logger.exception("unhandled error while answering %s %s", request.method, request.target)
-            self._write_response(request, plain_response(500, "Internal Server Error\n"), False)
-            return
-        else:
-            if pending is not DONE:
-                # the relay's generator (``relay`` is its send) goes on with the coroutine
-                self._hand_over(request, Suspended(relay.__self__, context, pending,  # type: ignore[attr-defined]
-                                                   self.outcome))
-                return
-        finally:
-            if not in_runner:
-                leave_task(loop, task)
-        outcome = self.outcome
-        assert outcome is not None
-        result, outcome.value = outcome.value, None
-        if cancel_requested(task):
+        if cancel_requested(runner.task):
             # it cancelled its task and returned before seeing it: the task wakes for nothing
             self.stray_cancel = True
         if self.streamed is request:

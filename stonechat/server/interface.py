@@ -8,7 +8,19 @@ Per HTTP request the server builds one :class:`HTTPRequest` and calls the applic
 
 * an :class:`HTTPResponse` (returned directly: the fast path, no task is created), or
 * an awaitable that resolves to an :class:`HTTPResponse` or a :class:`WebSocketAccept`
-  (the server runs it as a task and answers pipelined requests strictly in order).
+  (the server runs it as a task and answers pipelined requests strictly in order), or
+* a *finishing quadruple* ``(coroutine, done, failed, argument)`` (a plain ``tuple``): the
+  coroutine's value is not the answer yet. The answer is ``done(argument, value)`` once the
+  coroutine returns ``value``, or ``failed(argument, exc)`` once the coroutine or ``done``
+  raises the ``Exception`` ``exc`` (a ``BaseException``, a cancel, propagates as from any
+  awaitable). ``done`` returns an :class:`HTTPResponse`; ``failed`` one, or a coroutine
+  resolving to one. The server runs them where it runs the coroutine (its step, its task, its
+  context), as if the coroutine had called them before returning. :class:`Finished` is the
+  quadruple as one awaitable, for callers that only await (the TestClient, ``app.asgi``).
+  Why: an ``async def`` handler's value must be converted (and its errors answered), and a
+  wrapper coroutine of the framework's around the handler's own to do that costs a coroutine
+  made and freed and a frame more to step, per request; the server runs the handler's own
+  coroutine instead and calls what the framework built once per route.
 
 A body is ``bytes``, an async iterator of chunks (sent chunked) or a :class:`FileBody`: a
 range of an open file, sent with its Content-Length and read as the client takes it.
@@ -63,7 +75,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Optional, Protocol, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Generator, Optional, Protocol, Union
 
 
 class HTTPRequest:
@@ -173,6 +185,30 @@ class HTTPResponse:
         self.headers = headers
         self.body = body
         self.stream = stream
+
+
+class Finished:
+    """A finishing quadruple (see the module's docstring) as one awaitable resolving to the
+    answer. ``close()`` closes the coroutine, for an owner that drops it unawaited."""
+
+    __slots__ = ("coro", "done", "failed", "argument")
+
+    def __init__(self, quadruple: tuple[Coroutine[Any, Any, Any], Callable[[Any, Any], HTTPResponse],
+                                        Callable[[Any, Exception], Any], Any]) -> None:
+        self.coro, self.done, self.failed, self.argument = quadruple
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        answer: Any
+        try:
+            answer = self.done(self.argument, (yield from self.coro.__await__()))
+        except Exception as exc:
+            answer = self.failed(self.argument, exc)
+            if not isinstance(answer, HTTPResponse):
+                answer = yield from answer.__await__()
+        return answer
+
+    def close(self) -> None:
+        self.coro.close()
 
 
 class HTTPResponseThen(HTTPResponse):
@@ -381,14 +417,17 @@ class Observer(Protocol):
     then; read once per connection). ``response_sent`` is called when the last byte of the
     answer is written, with the body bytes written and the seconds since the request's first
     byte (for a request the server refused while reading it, e.g. 413, ``request`` is
-    ``None``). ``in_flight`` is kept by the server: requests from their first byte until they are
-    answered (or dropped while they arrived): the requests being read and being answered.
+    ``None``). ``requests_in_flight(current=None)`` is set by the server when it begins serving:
+    the requests from their first byte until they are answered (or dropped while they arrived),
+    the requests being read and being answered, counted from the live connections when it is
+    called (nothing per request); ``current``, the request a handler answers while it asks
+    (a scrape), counts as one too.
     A WebSocket reports ``websocket_opened`` after its 101 and ``websocket_closed`` once, with
     the close code, who closed, the messages received and sent, and the seconds it was open.
     """
 
     request_received: Optional[Callable[[HTTPRequest], None]]
-    in_flight: int
+    requests_in_flight: Callable[[Optional[HTTPRequest]], int]  # set by the server
     def response_sent(self, request: Optional[HTTPRequest], status: int, sent: int, seconds: float) -> None: ...
     def websocket_opened(self, request: HTTPRequest) -> None: ...
     def websocket_closed(self, request: HTTPRequest, code: int, by: str, received: int, sent: int,
@@ -400,6 +439,6 @@ class Application(Protocol):
     (``b"server"``, ``b"date"``) the app puts on every response itself; the server then leaves
     its own header of that name out instead of sending two."""
 
-    def handle(self, request: HTTPRequest) -> Union[HTTPResponse, Awaitable[Any]]: ...
+    def handle(self, request: HTTPRequest) -> Union[HTTPResponse, Awaitable[Any], tuple[Any, Any, Any, Any]]: ...
     async def startup(self) -> None: ...
     async def shutdown(self) -> None: ...

@@ -12,12 +12,17 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any, AsyncIterator, Optional, Union
 
-from .http import (_CONTENT_LENGTHS, _CONTENT_LENGTHS_UPTO, _SHUTTING_DOWN, _STATUS_LINES, HttpProtocol, _join,
-                   _ParsedRequest, _status_line)
+from . import http as _http
+from .http import _CONTENT_LENGTHS, _CONTENT_LENGTHS_UPTO, _SHUTTING_DOWN, HttpProtocol, _join, _ParsedRequest, _status_line
 from .interface import NO_BODY_STATUSES, FileBody, HTTPRequest, HTTPResponse, Observer, WebSocketAccept
 from .state import ServerState
 from .websocket.frames import FrameReader
 from .websocket.protocol import CLOSED, WebSocketProtocol
+
+# Assigned, not imported: for a name bound by an import, CPython 3.11 compiles ``name.get(...)``
+# as an attribute load and a call (no LOAD_METHOD), which makes a bound method per answer
+# (about 100 instructions of _write_response's copy).
+_STATUS_LINES = _http._STATUS_LINES
 
 
 def protocol_for(app: Any) -> type[HttpProtocol]:
@@ -115,9 +120,8 @@ class ObservedHttpProtocol(HttpProtocol):
     one the connection's task answers (``answering``); one answered without the task is
     written in the same call that took it off the queue.
 
-    ``in_flight`` counts a request from its first byte (``on_message_begin``: no call more
-    per request) until it is reported, or dropped while it arrived (refused, timed out, the
-    connection lost): the requests being read and being answered."""
+    What is in flight (``Observer.requests_in_flight``) is counted when asked, from what the
+    connection holds anyway (``in_flight``), instead of a count kept up to date twice per request."""
 
     websocket_protocol = ObservedWebSocketProtocol
     __slots__ = ("observer", "report", "answering")
@@ -128,10 +132,17 @@ class ObservedHttpProtocol(HttpProtocol):
         self.report = self.observer.response_sent
         self.answering: Optional[HTTPRequest] = None  # handed to the connection's task, not reported yet
 
+    def in_flight(self) -> int:
+        """This connection's requests from their first byte until answered: the one arriving
+        (a streamed one is queued already), those queued, the one its task answers. Not the
+        one answered synchronously right now (``requests_in_flight`` adds that)."""
+        request = self.request
+        return (len(self.pending) + (request is not None and request is not self.streamed)
+                + (self.answering is not None))
+
     def _reported(self, request: HTTPRequest, status: int, sent: int) -> None:
         if request is self.answering:
             self.answering = None
-        self.observer.in_flight -= 1
         self.report(request, status, sent, perf_counter() - request.started)
 
     def _answered(self, request: HTTPRequest, status: int, sent: int) -> None:
@@ -139,14 +150,7 @@ class ObservedHttpProtocol(HttpProtocol):
         if request is self.answering:  # else reported already, as 499 (connection_lost)
             self._reported(request, status, sent)
 
-    def _drop_arriving(self) -> None:
-        """Before the plain protocol lets go of a request still arriving: not in flight any more
-        (a streamed one is queued already: it is answered, and reported, as the others)."""
-        if self.request is not None and self.request is not self.streamed:
-            self.observer.in_flight -= 1
-
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        self._drop_arriving()
         self.request = None
         super().connection_lost(exc)
         owed = list(self.pending)
@@ -157,16 +161,8 @@ class ObservedHttpProtocol(HttpProtocol):
         for request in owed:
             self._reported(request, 499, 0)
 
-    def _fail(self, reject: Any) -> None:
-        self._drop_arriving()
-        HttpProtocol._fail(self, reject)
-
-    def _timeout(self, status: int, message: str) -> None:
-        self._drop_arriving()
-        HttpProtocol._timeout(self, status, message)
-
     def _refuse_pending(self) -> None:
-        self._drop_arriving()  # its 503 is written, not reported: it was not received
+        # one still arriving gets a 503 too, not reported: it was not received
         for request in self.pending:  # the plain method writes their 503s next
             self._reported(request, 503, 0 if request.method == "HEAD" else len(_SHUTTING_DOWN))
         super()._refuse_pending()
@@ -198,7 +194,6 @@ class ObservedHttpProtocol(HttpProtocol):
         request.started = perf_counter()
         request.reply_headers = b""  # request_received may set them
         request.observed = None
-        self.observer.in_flight += 1
 
     def _write_response(self, request: Optional[HTTPRequest], response: HTTPResponse, keep_alive: bool) -> None:
         # HttpProtocol._write_response's body, not a call to it: one Python call less per
@@ -229,14 +224,19 @@ class ObservedHttpProtocol(HttpProtocol):
             self.idle_since = self.state.now
         else:
             self._after_close_response(request, True)
-        if request is None:  # refused while it arrived (dropped from in_flight already)
-            self.report(None, status, len(response.body), 0.0)
+        report = self.report  # (a call through the slot would not specialize: LOAD_METHOD)
+        if request is None:  # refused while it arrived
+            report(None, status, len(response.body), 0.0)
             return
         if request is self.answering:
             self.answering = None
-        self.observer.in_flight -= 1
-        self.report(request, status, 0 if status in NO_BODY_STATUSES or request.method == "HEAD"
-                    else len(response.body), perf_counter() - request.started)
+        try:
+            # The body's bytes: ``size`` is bound above where the body was written (not for a
+            # HEAD or a status without a body), so no second test of status and method.
+            sent = size
+        except UnboundLocalError:
+            sent = 0
+        report(request, status, sent, perf_counter() - request.started)
 
     async def _write_stream(self, request: HTTPRequest, response: HTTPResponse) -> None:
         assert response.stream is not None
@@ -259,8 +259,7 @@ class ObservedHttpProtocol(HttpProtocol):
 
     def _start_websocket(self, request: HTTPRequest, accept: WebSocketAccept) -> None:
         if request is self.answering:
-            self.answering = None
-        self.observer.in_flight -= 1  # answered by its 101: the session reports from now on
+            self.answering = None  # answered by its 101: the session reports from now on
         super()._start_websocket(request, accept)
 
 
@@ -300,4 +299,25 @@ class _HeaderedHttpProtocol(ObservedHttpProtocol):
         ObservedHttpProtocol._start_websocket(self, request, accept)
 
 
-__all__ = ["ObservedHttpProtocol", "ObservedWebSocketProtocol", "protocol_for"]
+def count_in_flight(app: Any, state: ServerState) -> None:
+    """When the server begins serving ``state``: the observer's ``requests_in_flight``
+    (``interface.Observer``), counted from the live connections when called."""
+    observer = getattr(app, "observer", None)
+    if observer is None:
+        return
+
+    def requests_in_flight(current: Optional[HTTPRequest] = None) -> int:
+        count = 0
+        counted = False
+        for conn in state.connections:
+            if isinstance(conn, ObservedHttpProtocol):
+                count += conn.in_flight()
+                counted = counted or (current is not None and conn.answering is current)
+        # ``current``: the request asking, being answered synchronously (a handler that has not
+        # suspended), which no connection holds; counted by its connection's task otherwise
+        return count + (current is not None and not counted)
+
+    observer.requests_in_flight = requests_in_flight
+
+
+__all__ = ["ObservedHttpProtocol", "ObservedWebSocketProtocol", "count_in_flight", "protocol_for"]

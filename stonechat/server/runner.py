@@ -45,7 +45,7 @@ import time
 from typing import Any, Optional
 
 from .http import HttpProtocol
-from .observed import protocol_for
+from .observed import count_in_flight, protocol_for
 from .interface import Application
 from .peers import PeerBus
 from .settings import ServerSettings
@@ -371,6 +371,7 @@ class Worker:
         # are accepted and answered instead of being reset when the socket closes.
         self.listener = self.sock.dup()
         protocol = self.protocol = protocol_for(self.app)  # observing only when the app observes
+        count_in_flight(self.app, state)
         server = await loop.create_server(lambda: protocol(state), sock=self.sock,
                                           backlog=self.settings.backlog)
         self.phase = "serving"

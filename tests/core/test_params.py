@@ -246,3 +246,35 @@ def test_dependency_injection(client):
 
 def test_subrouter_di(client):
     assert client.get("/sub/di").json() == {"g": "the-db", "r": "sub-value", "late": "late-value"}
+
+
+def test_returns_coroutine_is_true_only_for_code_that_makes_a_native_coroutine():
+    # Dispatch answers an async handler with its own coroutine only when calling it surely
+    # makes one (the server steps it with ``yield from``); anything else takes the awaiting path.
+    import asyncio
+    import functools as ft
+    from stonechat.core.params import returns_coroutine
+
+    async def native(x): return x
+
+    def plain(x): return x
+
+    def gives_a_future(x): return asyncio.get_event_loop().create_future()
+
+    class Caller:
+        async def __call__(self, x): return x
+
+        async def method(self, x): return x
+
+    class SyncCaller:
+        def __call__(self, x): return x
+
+    assert returns_coroutine(native)
+    assert returns_coroutine(ft.partial(native, 1))
+    assert returns_coroutine(ft.partial(ft.partial(native), 1))
+    assert returns_coroutine(Caller())
+    assert returns_coroutine(Caller().method)
+    assert not returns_coroutine(plain)
+    assert not returns_coroutine(gives_a_future)
+    assert not returns_coroutine(SyncCaller())
+    assert not returns_coroutine(ft.partial(plain, 1))

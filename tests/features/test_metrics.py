@@ -37,6 +37,19 @@ async def user(request: Request):
 def fail():
     raise RuntimeError("boom")
 
+released = asyncio.Event()
+
+@app.get("/slow")
+async def slow():
+    await released.wait()  # in flight until /release
+    released.clear()
+    return "slow"
+
+@app.get("/release")
+def release():
+    released.set()
+    return "released"
+
 @app.websocket("/ws/:room")
 async def ws(websocket):
     if websocket.path_params.get("room") == "pid":
@@ -144,6 +157,28 @@ def test_counts_after_known_traffic(serve):
     assert requests_total(again, "/metrics", "GET", "200") == requests_total(samples, "/metrics", "GET", "200") + 1
 
 
+IN_FLIGHT = ("stonechat_http_requests_in_flight", ())
+
+
+def test_in_flight_counts_a_waiting_request_and_the_scrape(serve):
+    """Counted when scraped, from the live connections: a request its handler keeps waiting
+    is in flight until answered, and the scrape itself always is."""
+    import threading
+    server = serve(APP)
+    assert scrape(server.url)[IN_FLIGHT] == 1
+    answers: list[str] = []
+    waiting = threading.Thread(target=lambda: answers.append(httpx.get(server.url + "/slow", timeout=30).text))
+    waiting.start()
+    deadline = time.monotonic() + 15
+    while scrape(server.url)[IN_FLIGHT] != 2:
+        assert time.monotonic() < deadline, "the waiting request never counted"
+        time.sleep(0.05)
+    assert httpx.get(server.url + "/release", timeout=10).status_code == 200
+    waiting.join(30)
+    assert answers == ["slow"]
+    assert scrape(server.url)[IN_FLIGHT] == 1
+
+
 def test_counts_are_summed_over_processes(serve, tmp_path: Path):
     metrics_dir = tmp_path / "multiproc"
     metrics_dir.mkdir()
@@ -160,8 +195,8 @@ def test_counts_are_summed_over_processes(serve, tmp_path: Path):
     assert len(pids) == 2, "one worker answered everything"
     send_known_traffic(server.url, server.ws_url)
     assert not (metrics_dir / "counter_999999.db").exists()
-    # each worker moves its counts into the shared files every second (and before a scrape
-    # it answers itself): the totals are exact within a second
+    # each worker moves its counts into the shared files every 50 ms (and before a scrape
+    # it answers itself): the totals are exact within a moment
     deadline = time.monotonic() + 15
     while True:
         samples = scrape_when(server.url, CLOSED_1000)
