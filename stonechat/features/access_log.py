@@ -54,7 +54,7 @@ _METHODS = {m: m.encode() for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HE
 _SAFE_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))  # need no escaping, in either format
 _DASH = b"-"
 # A target needs escaping only for a quote (34), a backslash (92) or a byte above 0x7f: the
-# parser (llhttp) refuses control bytes in a request target (tests/features/test_access_log.py).
+# parser (llhttp) refuses control bytes in a request target (400, before any line is made).
 # Two int membership tests and isascii() cost a fraction of bytes.translate's probe, which
 # builds its 256-entry table on every call. (``b'"' in target`` would first try the operand
 # as an int and raise inside: dearer still.)
