@@ -60,7 +60,8 @@ class Observation:
         # request before it is answered (the server then skips the call)
         self.request_received: Optional[Callable[[HTTPRequest], None]] = (
             self._assign_id if request_ids else self._tell_received if self._received else None)
-        self.in_flight = 0  # kept by the server (interface.Observer)
+        # requests_in_flight(current=None) is set by the server when it begins serving
+        # (interface.Observer): the metrics read it at a scrape
         self._answer_sinks: list[Callable[..., None]] = [s.answered for s in sinks]
         if len(self._answer_sinks) == 1:  # the sink itself: one call less per request
             self.response_sent = self._answer_sinks[0]  # type: ignore[method-assign]
