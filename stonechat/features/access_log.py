@@ -64,12 +64,10 @@ _QUOTE, _BACKSLASH = 34, 92
 _TABLED_MICROS = 10_000
 # The JSON time's milliseconds and the next field's name; 1000 is there for a float that rounds
 # up to the next second, and the last entry, also read as [-1], for one a hair below its second.
-_JSON_MILLIS = [b'%03dZ","status":' % min(n, 999) for n in range(1001)] + [b'000Z","status":']
+_JSON_MILLIS = [b'%03dZ",' % min(n, 999) for n in range(1001)] + [b'000Z",']
 _CONNECTIONS_KEPT = 4096  # connections' texts kept, at most (then they are all forgotten)
-# Per-request pieces from tables, each with the separator that follows it (fewer pieces a line).
-_STATUS_TEXTS = [b"%d " % n for n in range(1000)]  # the status, then the size
-_SENT_TEXTS = [b'%d "' % n for n in range(1024)]  # body bytes, then the Referer's opening quote
-_JSON_STATUSES = [b'%d,"bytes":' % n for n in range(1000)]
+_SIZES_KEPT = 64  # body sizes' texts kept per connection, at most
+# JSON: the body's size and the next field's name (combined keeps its sizes per connection)
 _JSON_SENT = [b'%d,"duration":' % n for n in range(1024)]
 
 
@@ -100,7 +98,7 @@ def _duration_table(fmt: str) -> list[bytes]:
     are cut); JSON, the seconds and the next field's name."""
     if fmt == "combined":
         return [b"%d -\n" % n for n in range(_TABLED_MICROS)]
-    return [b'0.%06d,"client":"' % n for n in range(_TABLED_MICROS)]
+    return [b'0.%06d}\n' % n for n in range(_TABLED_MICROS)]
 
 
 def _escape(raw: bytes) -> bytes:
@@ -137,6 +135,7 @@ def _fields(request: Any) -> tuple[bytes, bytes, bytes, bytes]:
 class AccessLog:
     """One per served app (per worker process); ``start()`` at startup, ``stop()`` at shutdown."""
 
+
     def __init__(self, destination: str, fmt: str = "combined") -> None:
         if fmt not in FORMATS:
             raise ValueError(f"access_log_format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -161,8 +160,9 @@ class AccessLog:
         self.connections: dict[Any, list[Any]] = {}
         self.hosts = _Texts(lambda host: _DASH if host is None else _client_bytes(host))
         self.methods = _Texts(lambda m: (_METHODS.get(m) or m.encode()) + (b" " if fmt == "combined" else b'","path":"'), 64)
-        self.versions = _Texts(lambda v: (b' HTTP/' + v.encode() + b'" ') if fmt == "combined"
-                               else (b'","http_version":"' + v.encode() + b'","user_agent":"'), 16)
+        # version -> status -> the text from the target's end to the body's size (exact dicts:
+        # a subscript of one is specialized, of a dict subclass it is not)
+        self.statuses: dict[str, dict[int, bytes]] = {}
         self.durations = _duration_table(fmt)
         if fmt == "combined":
             self.answered = self._answered_combined  # type: ignore[method-assign]
@@ -181,38 +181,75 @@ class AccessLog:
         if request.started + seconds >= self.next_second:  # the answer's moment (perf_counter)
             self._new_second(request.started + seconds)
         headers = request.headers
-        rid = request.observed
+        rid = request.observed  # the app's id (request ids on), else the client's valid one
         if rid is not None and headers and headers[-1][1] is rid:
             headers = headers[:-1]  # the id the app added: new every time, not the client's
-        # [headers, time text, client to the request line, Referer and User-Agent, client's id or None]
+        # [time text, headers, method -> the line to the target, body size -> its text to the
+        # duration, the client's valid id or None, the line's head (client, time), the Referer
+        # and User-Agent texts]
         conn = self.connections.get(request.client)
-        if conn is None or conn[1] is not self.time_text or conn[0] != headers:
+        if conn is None or conn[0] is not self.time_text or conn[1] != headers:
             conn = self._combined_connection(request.client, headers)
+        try:
+            head = conn[2][request.method]
+        except KeyError:
+            head = conn[2][request.method] = conn[5] + self.methods[request.method]
         target = request.target
         if _QUOTE in target or _BACKSLASH in target or not target.isascii():  # rare: bytes to escape (see _QUOTE)
             target = _escape(target)
-        micros = floor(seconds * 1e6)  # Apache's %D: whole microseconds
         try:
-            end = self.durations[micros]
-        except IndexError:  # a slow answer
-            end = b"%d -\n" % micros
+            middle = self.statuses[request.http_version][status]
+        except KeyError:
+            middle = self._status_text(request.http_version, status)
+        try:
+            tail = conn[3][sent]
+        except KeyError:
+            tail = self._combined_sent(conn, sent)
+        micros = floor(seconds * 1e6)  # Apache's %D: whole microseconds
         if rid is None:
             rid = conn[4]
-        if rid is not None:
-            end = end[:-2] + rid + b"\n"
-        self.parts += (conn[2], self.methods[request.method], target, self.versions[request.http_version],
-                       _STATUS_TEXTS[status] if status < 1000 else b"%d " % status,
-                       _SENT_TEXTS[sent] if sent < 1024 else b'%d "' % sent, conn[3], end)
+            if rid is None:
+                try:
+                    end = self.durations[micros]
+                except IndexError:  # a slow answer
+                    end = b"%d -\n" % micros
+                self.parts += (head, target, middle, tail, end)
+                return
+        self.parts += (head, target, middle, tail, b"%d %s\n" % (micros, rid))
 
     def _combined_connection(self, client: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
-        """A connection's texts for these headers in this second: its line's head (client,
-        time) and its Referer and User-Agent, escaped, and the client's valid request id."""
+        """A connection's texts for these headers in this second (see ``_answered_combined``)."""
         referer, ua, rid = _header_fields(headers, _escape)
         host = self.hosts[client[0] if client.__class__ is tuple else None]
-        conn = [headers, self.time_text, b"".join((host, b" - - [", self.time_text, b'] "')),
-                b"".join((referer, b'" "', ua, b'" ')), rid]
+        conn = [self.time_text, headers, {}, {}, rid, b"".join((host, b" - - [", self.time_text, b'] "')),
+                b"".join((b' "', referer, b'" "', ua, b'" '))]
         self._keep(client, conn)
         return conn
+
+    def _combined_sent(self, conn: list[Any], sent: int) -> bytes:
+        """The body's size and the Referer and User-Agent, for this connection (few sizes each)."""
+        sizes = conn[3]
+        if len(sizes) >= _SIZES_KEPT:
+            sizes.clear()
+        text = sizes[sent] = b"%d%s" % (sent, conn[6])
+        return text
+
+    def _status_text(self, version: str, status: int) -> bytes:
+        """The request line's end and the status (combined), or the version and the status to
+        the body's size (JSON), for this version and status; kept (few of either)."""
+        statuses = self.statuses.get(version)
+        if statuses is None:
+            if len(self.statuses) >= 16:
+                self.statuses.clear()
+            statuses = self.statuses[version] = {}
+        if len(statuses) >= 1024:
+            statuses.clear()
+        if self.format == "combined":
+            text = b' HTTP/%s" %d ' % (version.encode(), status)
+        else:
+            text = b'","http_version":"%s","status":%d,"bytes":' % (version.encode(), status)
+        statuses[status] = text
+        return text
 
     def _answered_json(self, request: Any, status: int, sent: int, seconds: float) -> None:
         if request is None:
@@ -225,31 +262,40 @@ class AccessLog:
         rid = request.observed
         if rid is not None and headers and headers[-1][1] is rid:
             headers = headers[:-1]
-        # [headers, the client to the method, User-Agent to the request id, the same with the
-        # client's id (or "-") and the line's end]
+        # [headers, method -> the client to the path (with the client's id), the client to the
+        # request id's opening quote, the same with the client's id]
         conn = self.connections.get(request.client)
         if conn is None or conn[0] != headers:
             conn = self._json_connection(request.client, headers)
+        if rid is None:
+            try:
+                head = conn[1][request.method]
+            except KeyError:
+                head = conn[1][request.method] = conn[3] + self.methods[request.method]
+        else:  # the app's id, new each request
+            head = b"".join((conn[2], rid, b'","method":"', self.methods[request.method]))
         target = request.target
         if _QUOTE in target or _BACKSLASH in target or not target.isascii():  # (see _QUOTE)
             target = _json_escape(target)
+        try:
+            middle = self.statuses[request.http_version][status]
+        except KeyError:
+            middle = self._status_text(request.http_version, status)
         micros = floor(seconds * 1e6)
         try:
             duration = self.durations[micros]
         except IndexError:  # a slow answer
-            duration = b'%d.%06d,"client":"' % divmod(micros, 1_000_000)
-        self.parts += (self.time_text, _JSON_MILLIS[floor((at - self.second_started) * 1000)],
-                       _JSON_STATUSES[status] if status < 1000 else b'%d,"bytes":' % status,
-                       _JSON_SENT[sent] if sent < 1024 else b'%d,"duration":' % sent, duration, conn[1],
-                       self.methods[request.method], target, self.versions[request.http_version],
-                       conn[3] if rid is None else conn[2] + rid + b'"}\n')
+            duration = b'%d.%06d}\n' % divmod(micros, 1_000_000)
+        self.parts += (self.time_text, _JSON_MILLIS[floor((at - self.second_started) * 1000)], head, target,
+                       middle, _JSON_SENT[sent] if sent < 1024 else b'%d,"duration":' % sent, duration)
 
     def _json_connection(self, client: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
         """A connection's texts for these headers (the JSON line's time is not among them)."""
         referer, ua, rid = _header_fields(headers, _json_escape)
         host = self.hosts[client[0] if client.__class__ is tuple else None]
-        fields = b"".join((ua, b'","referer":"', referer, b'","request_id":"'))
-        conn = [headers, host + b'","method":"', fields, fields + (rid or _DASH) + b'"}\n']
+        fields = b"".join((b'"client":"', host, b'","user_agent":"', ua, b'","referer":"', referer,
+                           b'","request_id":"'))
+        conn = [headers, {}, fields, fields + (rid or _DASH) + b'","method":"']
         self._keep(client, conn)
         return conn
 
