@@ -11,18 +11,21 @@ headers a keep-alive client sends the same every time (User-Agent, Referer, its 
 So each connection (its ``request.client``, one tuple per connection) keeps those texts,
 escaped, with the headers they came from: a request whose headers equal them (one list
 comparison in C) takes them as they are; any other reads its headers as a dict and keeps the
-new texts. The rest of a line comes from small tables (method, version, status, size and
-the duration in whole microseconds, each with the separator after it) and the target, probed
-for bytes to escape: eight pieces a combined line, ten a JSON one, nothing formatted per
-request. Nothing is cached on the request line itself: a log is only as cheap here as it is
-for every request, not just for a benchmark's repeated one. The combined line's head carries
-the time's second: a connection's texts are remade when the second changes.
+new texts. A combined line is five pieces: the line's head with the method (kept per
+connection and method), the target as it came, the version with the status (a table), the
+body size with the Referer and User-Agent (kept per connection and size), the duration in
+whole microseconds with the line's end (a table); a JSON line seven. Nothing is formatted
+per request, and nothing is cached on the request line itself: a log is only as cheap here as
+it is for every request, not just for a benchmark's repeated one. The combined line's head
+carries the time's second: a connection's texts are remade when the second changes. The
+targets are escaped by the writer thread, a batch at a time (``_write_batch``).
 
-The list holds only bytes (shared ones, nearly all), nothing of the request; so the join can
-wait for the writer: one C call per batch, not a call scheduled on the loop every iteration.
-It holds the GIL for that one call (a few hundred microseconds for a 0.1 s batch at tens of
-thousands of lines a second), never for Python work per line, which once made the loop wait
-whole 5 ms switch intervals.
+The list holds only bytes (shared ones, nearly all, and the targets), nothing else of the
+request; so the join can wait for the writer: one C call per batch, not a call scheduled on
+the loop every iteration. It holds the GIL for that one call and the targets' probe (a few
+hundred microseconds for a 0.1 s batch at tens of thousands of lines a second), never for
+Python work per line (except to escape the targets of a batch that has one to escape),
+which once made the loop wait whole 5 ms switch intervals.
 """
 
 from __future__ import annotations
@@ -164,6 +167,12 @@ class AccessLog:
         # a subscript of one is specialized, of a dict subclass it is not)
         self.statuses: dict[str, dict[int, bytes]] = {}
         self.durations = _duration_table(fmt)
+        # Every line is ``stride`` pieces with its target (as it came) at ``target_at``, a line
+        # formatted whole (a WebSocket's, a refused request's) followed by empty ones: the writer
+        # probes all of a batch's targets in one join (see _write_batch)
+        self.stride, self.target_at = (5, 1) if fmt == "combined" else (7, 3)
+        self.padding = (b"",) * (self.stride - 1)
+        self.escape = _escape if fmt == "combined" else _json_escape
         if fmt == "combined":
             self.answered = self._answered_combined  # type: ignore[method-assign]
         else:
@@ -176,7 +185,7 @@ class AccessLog:
 
     def _answered_combined(self, request: Any, status: int, sent: int, seconds: float) -> None:
         if request is None:  # refused while arriving (413, 431...): rare, formatted at once
-            self.parts.append(self._line(None, status, sent, seconds, time.time(), None))
+            self.parts += (self._line(None, status, sent, seconds, time.time(), None),) + self.padding
             return
         if request.started + seconds >= self.next_second:  # the answer's moment (perf_counter)
             self._new_second(request.started + seconds)
@@ -187,16 +196,16 @@ class AccessLog:
         # [time text, headers, method -> the line to the target, body size -> its text to the
         # duration, the client's valid id or None, the line's head (client, time), the Referer
         # and User-Agent texts]
-        conn = self.connections.get(request.client)
-        if conn is None or conn[0] is not self.time_text or conn[1] != headers:
+        try:
+            conn = self.connections[request.client]
+        except KeyError:
+            conn = self._combined_connection(request.client, headers)
+        if conn[0] is not self.time_text or conn[1] != headers:
             conn = self._combined_connection(request.client, headers)
         try:
             head = conn[2][request.method]
         except KeyError:
             head = conn[2][request.method] = conn[5] + self.methods[request.method]
-        target = request.target
-        if _QUOTE in target or _BACKSLASH in target or not target.isascii():  # rare: bytes to escape (see _QUOTE)
-            target = _escape(target)
         try:
             middle = self.statuses[request.http_version][status]
         except KeyError:
@@ -213,15 +222,15 @@ class AccessLog:
                     end = self.durations[micros]
                 except IndexError:  # a slow answer
                     end = b"%d -\n" % micros
-                self.parts += (head, target, middle, tail, end)
+                self.parts += (head, request.target, middle, tail, end)  # (the target is escaped by the writer)
                 return
-        self.parts += (head, target, middle, tail, b"%d %s\n" % (micros, rid))
+        self.parts += (head, request.target, middle, tail, b"%d %s\n" % (micros, rid))
 
     def _combined_connection(self, client: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
         """A connection's texts for these headers in this second (see ``_answered_combined``)."""
         referer, ua, rid = _header_fields(headers, _escape)
         host = self.hosts[client[0] if client.__class__ is tuple else None]
-        conn = [self.time_text, headers, {}, {}, rid, b"".join((host, b" - - [", self.time_text, b'] "')),
+        conn: list[Any] = [self.time_text, headers, {}, {}, rid, b"".join((host, b" - - [", self.time_text, b'] "')),
                 b"".join((b' "', referer, b'" "', ua, b'" '))]
         self._keep(client, conn)
         return conn
@@ -253,7 +262,7 @@ class AccessLog:
 
     def _answered_json(self, request: Any, status: int, sent: int, seconds: float) -> None:
         if request is None:
-            self.parts.append(self._line(None, status, sent, seconds, time.time(), None))
+            self.parts += (self._line(None, status, sent, seconds, time.time(), None),) + self.padding
             return
         at = request.started + seconds
         if at >= self.next_second:
@@ -264,8 +273,11 @@ class AccessLog:
             headers = headers[:-1]
         # [headers, method -> the client to the path (with the client's id), the client to the
         # request id's opening quote, the same with the client's id]
-        conn = self.connections.get(request.client)
-        if conn is None or conn[0] != headers:
+        try:
+            conn = self.connections[request.client]
+        except KeyError:
+            conn = self._json_connection(request.client, headers)
+        if conn[0] != headers:
             conn = self._json_connection(request.client, headers)
         if rid is None:
             try:
@@ -274,9 +286,6 @@ class AccessLog:
                 head = conn[1][request.method] = conn[3] + self.methods[request.method]
         else:  # the app's id, new each request
             head = b"".join((conn[2], rid, b'","method":"', self.methods[request.method]))
-        target = request.target
-        if _QUOTE in target or _BACKSLASH in target or not target.isascii():  # (see _QUOTE)
-            target = _json_escape(target)
         try:
             middle = self.statuses[request.http_version][status]
         except KeyError:
@@ -286,7 +295,7 @@ class AccessLog:
             duration = self.durations[micros]
         except IndexError:  # a slow answer
             duration = b'%d.%06d}\n' % divmod(micros, 1_000_000)
-        self.parts += (self.time_text, _JSON_MILLIS[floor((at - self.second_started) * 1000)], head, target,
+        self.parts += (self.time_text, _JSON_MILLIS[floor((at - self.second_started) * 1000)], head, request.target,
                        middle, _JSON_SENT[sent] if sent < 1024 else b'%d,"duration":' % sent, duration)
 
     def _json_connection(self, client: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
@@ -295,7 +304,7 @@ class AccessLog:
         host = self.hosts[client[0] if client.__class__ is tuple else None]
         fields = b"".join((b'"client":"', host, b'","user_agent":"', ua, b'","referer":"', referer,
                            b'","request_id":"'))
-        conn = [headers, {}, fields, fields + (rid or _DASH) + b'","method":"']
+        conn: list[Any] = [headers, {}, fields, fields + (rid or _DASH) + b'","method":"']
         self._keep(client, conn)
         return conn
 
@@ -305,7 +314,7 @@ class AccessLog:
         self.connections[client] = conn
 
     def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
-        self.parts.append(self._line(request, 101, 0, seconds, time.time(), (code, by, received, sent)))
+        self.parts += (self._line(request, 101, 0, seconds, time.time(), (code, by, received, sent)),) + self.padding
 
     def _new_second(self, at: float) -> None:
         """``at`` (perf_counter) is in a new wall-clock second: its time text."""
@@ -358,7 +367,12 @@ class AccessLog:
 
     def _write_batch(self) -> None:
         """Join and write the lines gathered since the last write, in one call (whole lines:
-        a line's pieces are appended by one call on the loop thread)."""
+        a line's pieces are appended by one call on the loop thread).
+
+        The targets are escaped here, not per request on the loop: one join of the batch's
+        targets and three probes of it find whether any needs escaping (a quote, a backslash,
+        a byte above 0x7f; the parser refuses control bytes), which is rare, and only then is
+        each probed (Python work on this thread, holding the GIL a few microseconds a line)."""
         parts = self.parts
         out = self.out
         count = len(parts)
@@ -367,6 +381,13 @@ class AccessLog:
         # a slice, then deleting it: what the loop appends in between is kept for the next
         pieces = parts[:count]
         del parts[:count]
+        targets = b"".join(pieces[self.target_at::self.stride])
+        if _QUOTE in targets or _BACKSLASH in targets or not targets.isascii():
+            escape = self.escape
+            for at in range(self.target_at, count, self.stride):
+                target = pieces[at]
+                if _QUOTE in target or _BACKSLASH in target or not target.isascii():
+                    pieces[at] = escape(target)
         out.write(b"".join(pieces))
         out.flush()
 
