@@ -996,19 +996,19 @@ def short(t):
     return SHORT[t.name] if len(t.peer_forms()) == 1 or t.form == "raw" else f"{SHORT[t.name]}-{t.form}"
 
 
-def median_runs(runs):
-    """One result per (target, scenario, phase): the run with the median CPU per request among
-    runs without problems. Problems seen in any run are kept on the result, so a wrong
-    response in one repeat still shows in the table."""
+def median_runs(runs, key="cpu_us_per_req"):
+    """One result per (target, scenario, phase): the run with the median ``key`` (CPU per
+    request; p99 for the fixed-rate phase) among runs without problems. Problems seen in any
+    run are kept on the result, so a wrong response in one repeat still shows in the table."""
     groups = {}
     for r in runs:
         groups.setdefault((r["target"], r["scenario"], r["phase"]), []).append(r)
     chosen = []
     for group in groups.values():
-        good = sorted((r for r in group if not r["flags"] and r.get("cpu_us_per_req")),
-                      key=lambda r: r["cpu_us_per_req"])
+        good = sorted((r for r in group if not r["flags"] and r.get(key) is not None), key=lambda r: r[key])
         pick = dict(good[(len(good) - 1) // 2] if good else group[0])
         pick["cpu_samples"] = [r.get("cpu_us_per_req") for r in group]
+        pick["p99_samples"] = [r.get("p99_ms") for r in group]
         pick["flags"] = [f"[run {r['rep']}] {f}" for r in group for f in r["flags"]]
         pick["notes"] = sorted({n for r in group for n in r.get("notes", [])})
         chosen.append(pick)
@@ -1135,6 +1135,29 @@ def target_checks(table, targets, scenarios):
     return checks
 
 
+# Issue 12: what observing may cost, CPU per request on ÷ off (the same scenario, the same form)
+OBSERVING_MAX = {"log": 1.15, "metrics": 1.10}
+
+
+def observing_checks(table, targets, scenarios):
+    """Issue 12's targets: stonechat's CPU per request with the access log (or metrics) on ÷
+    off, per form and scenario, each against its limit (True / False)."""
+    keys = {sc.key for sc in scenarios}
+    checks = []
+    for t in targets:
+        if t.peer.name != "stonechat":
+            continue
+        for base in ("text", "json"):
+            for variant, limit in OBSERVING_MAX.items():
+                on, off = table.get(t.key, f"{base}-{variant}"), table.get(t.key, base)
+                if f"{base}-{variant}" not in keys or not on or not off:
+                    continue
+                what = "access log" if variant == "log" else "metrics"
+                checks.append((f"{what} on ≤ +{limit - 1:.0%}: {t.title}, {base}", on / off <= limit,
+                               f"{on:.1f} vs {off:.1f} µs, {on / off - 1:+.0%}"))
+    return checks
+
+
 def latency_checks(results, targets):
     """stonechat's p99 at the fixed rate no worse than any peer's: each peer column against
     stonechat's same form (a one-form peer against stonechat async), as for the CPU ratios."""
@@ -1180,12 +1203,13 @@ def latency_rows(results, targets, md=True):
         rows.append([f"{r['label']}", name, fmt(r.get("target_rate"), ",.0f"), fmt(r.get("rps"), ",.0f") + mark,
                      fmt(r.get("p50_ms"), ".2f"), fmt(r.get("p99_ms"), ".2f"), fmt(r.get("p999_ms"), ".2f"),
                      fmt(r.get("max_ms"), ".2f"), fmt(r.get("cpu_us_per_req"), ".1f"),
-                     fmt(r.get("load_cpu_pct"), ".0f")])
+                     fmt(r.get("load_cpu_pct"), ".0f"),
+                     " / ".join(fmt(v, ".2f") for v in r.get("p99_samples") or [r.get("p99_ms")])])
     return rows
 
 
 LATENCY_HEADER = ["scenario", "server", "rate asked /s", "answered /s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
-                  "server CPU µs/req", "client CPU %"]
+                  "server CPU µs/req", "client CPU %", "p99 of each run ms"]
 
 
 def print_tables(results, targets, scenarios):
@@ -1212,6 +1236,11 @@ def print_tables(results, targets, scenarios):
         print(f"\nTargets of issue 13: {len(checks) - len(bad)} of {len(checks)} met in this run")
         for name, ok, detail in bad:
             print(f"  {'not met' if ok is False else 'not measured'}: {name} ({detail})")
+    observing = observing_checks(tb, targets, scenarios)
+    if observing:
+        print("\nThe price of observing (issue 12), on ÷ off:")
+        for name, ok, detail in observing:
+            print(f"  {'met' if ok else 'NOT MET'}: {name} ({detail})")
 
 
 def details_md(runs):
@@ -1309,7 +1338,9 @@ def render_markdown(results, runs, targets, scenarios, info, command, args):
                   (f"`bench/httpload.py`: constant rate of {args.latency_fraction:.0%} of each server's own "
                    f"maximum in the table above, {args.connections} keep-alive connections, "
                    f"{args.latency_warmup:g} s warm-up, {args.latency_duration:g} s measured; latency counted from "
-                   "each request's scheduled send time (coordinated omission corrected, as wrk2 does)."), "",
+                   "each request's scheduled send time (coordinated omission corrected, as wrk2 does). "
+                   f"{args.latency_repeat} run(s) per server, in rounds over all servers; each row is the run "
+                   "with the median p99 (all runs' p99 in the last column)."), "",
                   markdown_grid(LATENCY_HEADER, lrows), ""]
     checks = target_checks(tb, targets, scenarios) + latency_checks(results, targets)
     if checks:
@@ -1317,6 +1348,12 @@ def render_markdown(results, runs, targets, scenarios, info, command, args):
         parts += [f"### Targets of issue 13 in this run: {met} of {len(checks)} met", ""]
         parts += [f"- {'met' if ok else ('**not met**' if ok is False else '**not measured**')}: {name} ({detail})"
                   for name, ok, detail in checks]
+        parts.append("")
+    observing = observing_checks(tb, targets, scenarios)
+    if observing:
+        met = sum(1 for c in observing if c[1])
+        parts += [f"### The price of observing (issue 12) in this run: {met} of {len(observing)} within limits", ""]
+        parts += [f"- {'met' if ok else '**not met**'}: {name} ({detail})" for name, ok, detail in observing]
         parts.append("")
     bad = [r for r in results if r["flags"]]
     if bad:
@@ -1418,6 +1455,8 @@ def parse_args(argv=None):
                     help="fixed rate as a fraction of each server's own measured maximum (default 0.5)")
     ap.add_argument("--latency-duration", type=int, default=10, help="measured seconds at the fixed rate (default 10)")
     ap.add_argument("--latency-warmup", type=int, default=2, help="warm-up seconds at the fixed rate (default 2)")
+    ap.add_argument("--latency-repeat", type=int, default=3,
+                    help="fixed-rate runs per server, in rounds; the median p99 is reported (default 3)")
     for name in PEER_ORDER:
         ap.add_argument(f"--{name}-python", help=f"use this interpreter for {PEERS[name].title} "
                         f"instead of {os.path.relpath(PEERS[name].venv, ROOT)}")
@@ -1428,6 +1467,8 @@ def parse_args(argv=None):
         ap.error("--duration must be in (0, 300], --warmup in [0, 60], --repeat in [1, 20]")
     if not 0 < args.latency_fraction <= 1 or not 0 < args.latency_duration <= 300:
         ap.error("--latency-fraction must be in (0, 1] and --latency-duration in (0, 300]")
+    if not 1 <= args.latency_repeat <= 20:
+        ap.error("--latency-repeat must be in [1, 20]")
     args.framework_list = [n.strip() for n in args.frameworks.split(",") if n.strip()]
     unknown = set(args.framework_list) - set(PEERS)
     if not args.framework_list or unknown:
@@ -1471,13 +1512,32 @@ def build_targets(args, tmpdir):
     return order_targets(targets), unavailable
 
 
+def scenario_groups(scenarios):
+    """The scenarios in measuring order: each plain one with the variants of it being run
+    (``text`` with ``text-log`` and ``text-metrics``); a variant without its plain one alone."""
+    plain = {sc.key for sc in scenarios if sc.variant is None}
+    groups, placed = [], set()
+    for sc in scenarios:
+        if sc.key in placed:
+            continue
+        if sc.variant is None:
+            group = [sc] + [v for v in scenarios if v.variant is not None and v.key.rsplit("-", 1)[0] == sc.key]
+        elif sc.key.rsplit("-", 1)[0] in plain:
+            continue  # measured with its plain scenario
+        else:
+            group = [sc]
+        placed.update(v.key for v in group)
+        groups.append(group)
+    return groups
+
+
 def plan(args, targets):
     scenarios = [s for s in SCENARIOS if (not args.only or s.kind == args.only)
                  and (not args.want or s.key in args.want)]
     scenarios = [s for s in scenarios if any(t.supports(s) for t in targets)]
     runs = sum(1 for s in scenarios for t in targets if t.supports(s)) * args.repeat
     lat_sc = [s for s in SCENARIOS if s.key in args.latency_keys]
-    lat_runs = sum(1 for s in lat_sc for t in targets if t.supports(s))
+    lat_runs = sum(1 for s in lat_sc for t in targets if t.supports(s)) * args.latency_repeat
     seconds = runs * (args.duration + args.warmup + RUN_OVERHEAD_S) + \
         lat_runs * (args.latency_duration + args.latency_warmup + RUN_OVERHEAD_S)
     return scenarios, lat_sc, runs, lat_runs, seconds
@@ -1509,21 +1569,29 @@ def main(argv=None):
 
         # Servers alternate within each scenario, and each round repeats: noise from the host
         # (a shared VM) then hits every column alike, and the median run shows the typical cost.
+        # A variant (access log, metrics on) runs in the same rounds as its plain scenario, each
+        # round plain then variants: an on ÷ off ratio then compares runs a few seconds apart,
+        # not minutes (the VM's speed drifts by more than the 10-15 % being judged).
         runs = []
-        for sc in scenarios:
+        for group in scenario_groups(scenarios):
             for rep in range(args.repeat):
-                for t in targets:
-                    if not t.supports(sc):
-                        continue
-                    print(f"bench: {t.title:22s} {sc.label} [{rep + 1}/{args.repeat}] ...", end=" ", flush=True)
-                    r = MEASURE[sc.kind](args, t, sc, logdir)
-                    r["rep"] = rep + 1
-                    runs.append(r)
-                    report_line(r)
+                for sc in group:
+                    for t in targets:
+                        if not t.supports(sc):
+                            continue
+                        print(f"bench: {t.title:22s} {sc.label} [{rep + 1}/{args.repeat}] ...", end=" ", flush=True)
+                        r = MEASURE[sc.kind](args, t, sc, logdir)
+                        r["rep"] = rep + 1
+                        runs.append(r)
+                        report_line(r)
         results = median_runs(runs)
 
         # Latency at a fixed rate: a share of each server's own maximum, measured above (or now).
+        # A p99 from one 10 s window swings by 2x between runs on a shared VM, so each server is
+        # measured --latency-repeat times, in rounds over all servers (a slow minute of the
+        # machine falls on every server alike), and the run with the median p99 is reported.
         tb = Table(results)
+        rates = {}
         for sc in lat_sc:
             for t in targets:
                 if not t.supports(sc):
@@ -1540,15 +1608,18 @@ def main(argv=None):
                     report_line(r)
                     results.extend(median_runs([r]))
                     top = None if r["flags"] else r.get("rps")
-                if not top:
-                    continue
-                rate = args.latency_fraction * top
-                print(f"bench: {t.title:22s} {sc.label} at {rate:,.0f}/s ...", end=" ", flush=True)
+                if top:
+                    rates[(sc.key, t.key)] = (sc, t, args.latency_fraction * top)
+        latency_runs = []
+        for rep in range(args.latency_repeat):
+            for sc, t, rate in rates.values():
+                print(f"bench: {t.title:22s} {sc.label} at {rate:,.0f}/s (round {rep + 1}) ...", end=" ", flush=True)
                 r = measure_latency(args, t, sc, rate, logdir)
-                r["rep"] = 1
-                runs.append(r)
+                r["rep"] = rep + 1
+                latency_runs.append(r)
                 report_line(r)
-                results.extend(median_runs([r]))
+        runs.extend(latency_runs)
+        results.extend(median_runs(latency_runs, key="p99_ms"))
 
         info = machine_info(targets, args, unavailable)
         (logdir / "results.json").write_text(json.dumps({"command": command, "machine": info,
