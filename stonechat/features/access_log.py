@@ -56,11 +56,12 @@ _NUMBERS = [b"%d" % n for n in range(1024)]  # statuses and small bodies, format
 _METHODS = {m: m.encode() for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE")}
 _SAFE_BYTES = bytes(b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C))  # need no escaping, in either format
 _DASH = b"-"
-# A target needs escaping only for a quote (34), a backslash (92) or a byte above 0x7f: the
-# parser (llhttp) refuses control bytes in a request target (400, before any line is made).
-# Two int membership tests and isascii() cost a fraction of bytes.translate's probe, which
-# builds its 256-entry table on every call. (``b'"' in target`` would first try the operand
-# as an int and raise inside: dearer still.)
+# A target needs escaping only for a quote (34) or a backslash (92): the parser (llhttp)
+# refuses control bytes and bytes above 0x7f in a request target (400, before any line is
+# made; tests/features/test_access_log.py), and isascii() keeps the log safe should it ever
+# let one through. Two int membership tests and isascii() cost a fraction of bytes.translate's
+# probe, which builds its 256-entry table on every call. (``b'"' in target`` would first try
+# the operand as an int and raise inside: dearer still.)
 _QUOTE, _BACKSLASH = 34, 92
 # Durations below this many microseconds take their text from a table made once (the format's
 # own, when the log starts: about 0.6 MB), longer ones are formatted (they are the slow requests).

@@ -404,3 +404,44 @@ def test_a_connections_repeated_and_changed_requests_each_get_their_own_line(ser
         assert size is None or got[2] == size, line
     assert times[-1] - times[-2] >= 1.0  # the repeat after the pause has its own time
     assert server.stop() == 0
+
+
+@pytest.mark.parametrize("fmt", ["combined", "json"])
+def test_a_batch_with_one_target_to_escape_keeps_every_other_target_as_it_came(serve, tmp_path: Path, fmt: str):
+    """The writer thread escapes targets a batch at a time: among hundreds of requests logged
+    together, the one whose target holds a quote and a backslash is escaped (it cannot break
+    its line), and every other target is written exactly as it came. (A byte above 0x7f in a
+    target is refused by the parser, 400, before any line is made.)"""
+    log = tmp_path / "access.log"
+    server = serve(APP, args=["--access-log", str(log), "--access-log-format", fmt])
+    count = 300
+    odd = b'/user/150?q="a\\b'
+
+    def target_of(n: int) -> bytes:
+        return odd if n == 150 else b"/user/%d?n=%d" % (n, n)
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target_of(n) for n in range(count)))
+        s.settimeout(10)
+        received = b""
+        while received.count(b"HTTP/1.1 200 OK") < count:
+            chunk = s.recv(65536)
+            assert chunk, "the server closed the connection"
+            received += chunk
+    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], count)
+    assert len(lines) == count, len(lines)
+    for n, line in enumerate(lines):
+        if fmt == "combined":
+            m = COMBINED.match(line)
+            assert m, line
+            expected = '/user/150?q=\\"a\\\\b' if n == 150 else f"/user/{n}?n={n}"
+            assert m.group("line") == f"GET {expected} HTTP/1.1", line
+        else:
+            path = json.loads(line)["path"]
+            assert path == (odd.decode("latin-1") if n == 150 else f"/user/{n}?n={n}"), line
+    with socket.create_connection(("127.0.0.1", server.port)) as s:  # a byte above 0x7f: refused
+        s.settimeout(10)
+        s.sendall(b"GET /user/1?q=\xe9 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 400 ")
+    assert server.stop() == 0
+    refused = log.read_text().splitlines()[count:]
+    assert len(refused) == 1 and "\xe9" not in refused[0] and "\\xe9" not in refused[0], refused
