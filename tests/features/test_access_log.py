@@ -278,18 +278,27 @@ def test_files_sent_from_disk_are_logged_with_their_bytes(serve, tmp_path: Path)
     assert server.stop() == 0
 
 
-def _sent_requests(port: int, count: int, agent_of) -> None:
+def _sent_requests(port: int, count: int, agent_of, request_of=None) -> None:
     """``count`` requests on one keep-alive connection, all sent before any answer is read
-    (so that they are answered, and logged, in the same batches)."""
+    (so that they are answered, and logged, in the same batches); ``request_of(n)``, when
+    given, makes each request instead of the default one with ``agent_of(n)``."""
+    make = request_of or (lambda n: b"GET /user/%d HTTP/1.1\r\nHost: x\r\nUser-Agent: %s\r\nX-Request-ID: r-%d\r\n\r\n"
+                          % (n, agent_of(n), n))
     with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"".join(b"GET /user/%d HTTP/1.1\r\nHost: x\r\nUser-Agent: %s\r\nX-Request-ID: r-%d\r\n\r\n"
-                           % (n, agent_of(n), n) for n in range(count)))
+        s.sendall(b"".join(make(n) for n in range(count)))
         s.settimeout(10)
         received = b""
         while received.count(b"HTTP/1.1 200 OK") < count:
             chunk = s.recv(65536)
             assert chunk, "the server closed the connection"
             received += chunk
+
+
+def _all_lines(log: Path, count: int) -> list[str]:
+    """The log's lines once ``count`` are there (exactly ``count``)."""
+    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], count)
+    assert len(lines) == count, len(lines)
+    return lines
 
 
 @pytest.mark.parametrize("fmt", ["combined", "json"])
@@ -304,9 +313,7 @@ def test_batched_lines_each_arrive_whole_and_escaped(serve, tmp_path: Path, fmt:
     def agent_of(n: int) -> bytes:
         return b'odd"agent\\x' if n == 150 else b"bench/%d" % n
     _sent_requests(server.port, count, agent_of)
-    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], count)
-    assert len(lines) == count, len(lines)
-    for n, line in enumerate(lines):
+    for n, line in enumerate(_all_lines(log, count)):
         if fmt == "combined":
             m = COMBINED.match(line)
             assert m, line
@@ -419,17 +426,8 @@ def test_a_batch_with_one_target_to_escape_keeps_every_other_target_as_it_came(s
 
     def target_of(n: int) -> bytes:
         return odd if n == 150 else b"/user/%d?n=%d" % (n, n)
-    with socket.create_connection(("127.0.0.1", server.port)) as s:
-        s.sendall(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target_of(n) for n in range(count)))
-        s.settimeout(10)
-        received = b""
-        while received.count(b"HTTP/1.1 200 OK") < count:
-            chunk = s.recv(65536)
-            assert chunk, "the server closed the connection"
-            received += chunk
-    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], count)
-    assert len(lines) == count, len(lines)
-    for n, line in enumerate(lines):
+    _sent_requests(server.port, count, None, lambda n: b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target_of(n))
+    for n, line in enumerate(_all_lines(log, count)):
         if fmt == "combined":
             m = COMBINED.match(line)
             assert m, line
