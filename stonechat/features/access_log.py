@@ -371,9 +371,10 @@ class AccessLog:
         a line's pieces are appended by one call on the loop thread).
 
         The targets are escaped here, not per request on the loop: one join of the batch's
-        targets and three probes of it find whether any needs escaping (a quote, a backslash,
-        a byte above 0x7f; the parser refuses control bytes), which is rare, and only then is
-        each probed (Python work on this thread, holding the GIL a few microseconds a line)."""
+        targets and three probes of it find whether any needs escaping (a quote or a backslash;
+        a byte above 0x7f too, should the parser ever let one through: see ``_QUOTE``), which
+        is rare, and only then is each probed (Python work on this thread, holding the GIL a
+        few microseconds a line)."""
         parts = self.parts
         out = self.out
         count = len(parts)
