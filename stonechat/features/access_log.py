@@ -71,8 +71,6 @@ _TABLED_MICROS = 10_000
 _JSON_MILLIS = [b'%03dZ",' % min(n, 999) for n in range(1001)] + [b'000Z",']
 _CONNECTIONS_KEPT = 4096  # connections' texts kept, at most (then they are all forgotten)
 _SIZES_KEPT = 64  # body sizes' texts kept per connection, at most
-# JSON: the body's size and the next field's name (combined keeps its sizes per connection)
-_JSON_SENT = [b'%d,"duration":' % n for n in range(1024)]
 
 
 class _Texts(dict):  # type: ignore[type-arg]
@@ -164,14 +162,11 @@ class AccessLog:
         self.connections: dict[Any, list[Any]] = {}
         self.hosts = _Texts(lambda host: _DASH if host is None else _client_bytes(host))
         self.methods = _Texts(lambda m: (_METHODS.get(m) or m.encode()) + (b" " if fmt == "combined" else b'","path":"'), 64)
-        # version -> status -> the text from the target's end to the body's size (exact dicts:
-        # a subscript of one is specialized, of a dict subclass it is not)
-        self.statuses: dict[str, dict[int, bytes]] = {}
         self.durations = _duration_table(fmt)
         # Every line is ``stride`` pieces with its target (as it came) at ``target_at``, a line
         # formatted whole (a WebSocket's, a refused request's) followed by empty ones: the writer
         # probes all of a batch's targets in one join (see _write_batch)
-        self.stride, self.target_at = (5, 1) if fmt == "combined" else (7, 3)
+        self.stride, self.target_at = (4, 1) if fmt == "combined" else (6, 3)
         self.padding = (b"",) * (self.stride - 1)
         self.escape = _escape if fmt == "combined" else _json_escape
         if fmt == "combined":
@@ -188,76 +183,66 @@ class AccessLog:
         if request is None:  # refused while arriving (413, 431...): rare, formatted at once
             self.parts += (self._line(None, status, sent, seconds, time.time(), None),) + self.padding
             return
-        if request.started + seconds >= self.next_second:  # the answer's moment (perf_counter)
-            self._new_second(request.started + seconds)
         headers = request.headers
         rid = request.observed  # the app's id (request ids on), else the client's valid one
         if rid is not None and headers and headers[-1][1] is rid:
             headers = headers[:-1]  # the id the app added: new every time, not the client's
-        # [time text, headers, method -> the line to the target, body size -> its text to the
-        # duration, the client's valid id or None, the line's head (client, time), the Referer
-        # and User-Agent texts]
+        # [the end of the second its texts are of (perf_counter), headers, HTTP version,
+        # method -> the line to the target, body size -> status -> the text from the target
+        # to the duration, the client's valid id or None, the line's head (client, time), the
+        # Referer and User-Agent texts]
         try:
             conn = self.connections[request.client]
         except KeyError:
-            conn = self._combined_connection(request.client, headers)
-        if conn[0] is not self.time_text or conn[1] != headers:
-            conn = self._combined_connection(request.client, headers)
+            conn = self._combined_connection(request, headers, request.started + seconds)
+        if request.started + seconds >= conn[0] or conn[1] != headers or conn[2] is not request.http_version:
+            conn = self._combined_connection(request, headers, request.started + seconds)
         try:
-            head = conn[2][request.method]
+            head = conn[3][request.method]
         except KeyError:
-            head = conn[2][request.method] = conn[5] + self.methods[request.method]
+            head = conn[3][request.method] = conn[6] + self.methods[request.method]
         try:
-            middle = self.statuses[request.http_version][status]
+            rest = conn[4][sent][status]
         except KeyError:
-            middle = self._status_text(request.http_version, status)
-        try:
-            tail = conn[3][sent]
-        except KeyError:
-            tail = self._combined_sent(conn, sent)
+            rest = self._kept_rest(conn[4], sent, status, b"%s%d %d%s" % (conn[7], status, sent, conn[8]))
         micros = floor(seconds * 1e6)  # Apache's %D: whole microseconds
         if rid is None:
-            rid = conn[4]
+            rid = conn[5]
             if rid is None:
                 try:
                     end = self.durations[micros]
                 except IndexError:  # a slow answer
                     end = b"%d -\n" % micros
-                self.parts += (head, request.target, middle, tail, end)  # (the target is escaped by the writer)
+                self.parts += (head, request.target, rest, end)  # (the target is escaped by the writer)
                 return
-        self.parts += (head, request.target, middle, tail, b"%d %s\n" % (micros, rid))
+        self.parts += (head, request.target, rest, b"%d %s\n" % (micros, rid))
 
-    def _combined_connection(self, client: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
-        """A connection's texts for these headers in this second (see ``_answered_combined``)."""
+    def _combined_connection(self, request: Any, headers: list[tuple[bytes, bytes]], at: float) -> list[Any]:
+        """A connection's texts for these headers, this version and the second of ``at`` (an
+        answer's moment, perf_counter)."""
+        if at >= self.next_second:
+            self._new_second(at)
+        client = request.client
         referer, ua, rid = _header_fields(headers, _escape)
         host = self.hosts[client[0] if client.__class__ is tuple else None]
-        conn: list[Any] = [self.time_text, headers, {}, {}, rid, b"".join((host, b" - - [", self.time_text, b'] "')),
-                b"".join((b' "', referer, b'" "', ua, b'" '))]
+        conn: list[Any] = [self.next_second, headers, request.http_version, {}, {}, rid,
+                           b"".join((host, b" - - [", self.time_text, b'] "')),
+                           b"".join((b' HTTP/', request.http_version.encode(), b'" ')),
+                           b"".join((b' "', referer, b'" "', ua, b'" '))]
         self._keep(client, conn)
         return conn
 
-    def _combined_sent(self, conn: list[Any], sent: int) -> bytes:
-        """The body's size and the Referer and User-Agent, for this connection (few sizes each)."""
-        sizes = conn[3]
-        if len(sizes) >= _SIZES_KEPT:
-            sizes.clear()
-        text = sizes[sent] = b"%d%s" % (sent, conn[6])
-        return text
-
-    def _status_text(self, version: str, status: int) -> bytes:
-        """The request line's end and the status (combined), or the version and the status to
-        the body's size (JSON), for this version and status; kept (few of either)."""
-        statuses = self.statuses.get(version)
+    @staticmethod
+    def _kept_rest(sizes: dict[int, dict[int, bytes]], sent: int, status: int, text: bytes) -> bytes:
+        """Keep ``text``, a connection's text from the target to the duration, by body size,
+        then status (few of either: the dicts are emptied past a bound)."""
+        statuses = sizes.get(sent)
         if statuses is None:
-            if len(self.statuses) >= 16:
-                self.statuses.clear()
-            statuses = self.statuses[version] = {}
-        if len(statuses) >= 1024:
+            if len(sizes) >= _SIZES_KEPT:
+                sizes.clear()
+            statuses = sizes[sent] = {}
+        elif len(statuses) >= 64:
             statuses.clear()
-        if self.format == "combined":
-            text = b' HTTP/%s" %d ' % (version.encode(), status)
-        else:
-            text = b'","http_version":"%s","status":%d,"bytes":' % (version.encode(), status)
         statuses[status] = text
         return text
 
@@ -273,13 +258,14 @@ class AccessLog:
         if rid is not None and headers and headers[-1][1] is rid:
             headers = headers[:-1]
         # [headers, method -> the client to the path (with the client's id), the client to the
-        # request id's opening quote, the same with the client's id]
+        # request id's opening quote, the same with the client's id, HTTP version, body size ->
+        # status -> the text from the path to the duration]
         try:
             conn = self.connections[request.client]
         except KeyError:
-            conn = self._json_connection(request.client, headers)
-        if conn[0] != headers:
-            conn = self._json_connection(request.client, headers)
+            conn = self._json_connection(request, headers)
+        if conn[0] != headers or conn[4] is not request.http_version:
+            conn = self._json_connection(request, headers)
         if rid is None:
             try:
                 head = conn[1][request.method]
@@ -288,24 +274,27 @@ class AccessLog:
         else:  # the app's id, new each request
             head = b"".join((conn[2], rid, b'","method":"', self.methods[request.method]))
         try:
-            middle = self.statuses[request.http_version][status]
+            rest = conn[5][sent][status]
         except KeyError:
-            middle = self._status_text(request.http_version, status)
+            rest = self._kept_rest(conn[5], sent, status, b'","http_version":"%s","status":%d,"bytes":%d,"duration":'
+                                   % (request.http_version.encode(), status, sent))
         micros = floor(seconds * 1e6)
         try:
             duration = self.durations[micros]
         except IndexError:  # a slow answer
             duration = b'%d.%06d}\n' % divmod(micros, 1_000_000)
         self.parts += (self.time_text, _JSON_MILLIS[floor((at - self.second_started) * 1000)], head, request.target,
-                       middle, _JSON_SENT[sent] if sent < 1024 else b'%d,"duration":' % sent, duration)
+                       rest, duration)
 
-    def _json_connection(self, client: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
-        """A connection's texts for these headers (the JSON line's time is not among them)."""
+    def _json_connection(self, request: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
+        """A connection's texts for these headers and this version (the JSON line's time is not
+        among them)."""
+        client = request.client
         referer, ua, rid = _header_fields(headers, _json_escape)
         host = self.hosts[client[0] if client.__class__ is tuple else None]
         fields = b"".join((b'"client":"', host, b'","user_agent":"', ua, b'","referer":"', referer,
                            b'","request_id":"'))
-        conn: list[Any] = [headers, {}, fields, fields + (rid or _DASH) + b'","method":"']
+        conn: list[Any] = [headers, {}, fields, fields + (rid or _DASH) + b'","method":"', request.http_version, {}]
         self._keep(client, conn)
         return conn
 

@@ -79,6 +79,8 @@ def _unknown_method_line(data: bytes) -> bool:
     lines = _REQUEST_LINE.findall(data)
     return bool(lines) and lines[-1] not in _METHODS
 
+
+_VERSIONS = {v: v for v in ("0.9", "1.0", "1.1", "2.0")}
 _METHODS = {m: m.decode() for m in (
     b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE")}
 
@@ -519,6 +521,9 @@ class HttpProtocol(FlowControl, asyncio.Protocol):
             version = "1.1"
         else:
             version = parser.get_http_version()
+            # one object per version (get_http_version makes a new string each time), so that
+            # what keeps texts per connection can test a request's version with ``is``
+            version = _VERSIONS.get(version, version)
         request.http_version = version
         hosts = self.host_count
         if hosts != 1:

@@ -360,7 +360,7 @@ def _ask(s: socket.socket, request: bytes) -> None:
 @pytest.mark.parametrize("fmt", ["combined", "json"])
 def test_a_connections_repeated_and_changed_requests_each_get_their_own_line(serve, tmp_path: Path, fmt: str):
     """A connection's line is made again from its previous one when the request repeats (same
-    request line, headers, status and size): every change of any of them shows in its line,
+    request line, version, headers, status and size): every change of any of them shows in its line,
     a repeat across a second boundary has its own time, and a second connection its own line."""
     log = tmp_path / "access.log"
     server = serve(APP, args=["--access-log", str(log), "--access-log-format", fmt])
@@ -378,6 +378,12 @@ def test_a_connections_repeated_and_changed_requests_each_get_their_own_line(ser
         (get % (b"/missing", b"User-Agent: b/2\r\n"), ("GET /missing HTTP/1.1", 404, None, "-", "b/2", "-")),
         (b"POST /echo HTTP/1.1\r\nHost: x\r\nUser-Agent: b/2\r\nContent-Length: 3\r\n\r\nabc",
          ("POST /echo HTTP/1.1", 200, 3, "-", "b/2", "-")),
+        (b"GET /user/22 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nUser-Agent: b/2\r\n\r\n",
+         ("GET /user/22 HTTP/1.0", 200, 11, "-", "b/2", "-")),  # the version changes: its own text
+        (b"GET /user/22 HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nUser-Agent: b/2\r\n\r\n",
+         ("GET /user/22 HTTP/1.0", 200, 11, "-", "b/2", "-")),
+        (get % (b"/user/22", b"Connection: keep-alive\r\nUser-Agent: b/2\r\n"),
+         ("GET /user/22 HTTP/1.1", 200, 11, "-", "b/2", "-")),
         (get % (b"/user/1?q=\"x", b"User-Agent: a/1\r\n"), ('GET /user/1?q="x HTTP/1.1', 200, 10, "-", "a/1", "-")),
     ]
     with socket.create_connection(("127.0.0.1", server.port)) as s, \
