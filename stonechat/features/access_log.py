@@ -9,14 +9,17 @@ call per request and never waits for a disk.
 Most of a line's text depends on its connection, not on the request: the client, and the
 headers a keep-alive client sends the same every time (User-Agent, Referer, its request id).
 So each connection (its ``request.client``, one tuple per connection) keeps those texts,
-escaped, with the headers they came from: a request whose headers equal them (one list
-comparison in C) takes them as they are; any other reads its headers as a dict and keeps the
-new texts. A combined line is five pieces: the line's head with the method (kept per
-connection and method), the target as it came, the version with the status (a table), the
-body size with the Referer and User-Agent (kept per connection and size), the duration in
-whole microseconds with the line's end (a table); a JSON line seven. Nothing is formatted
-per request, and nothing is cached on the request line itself: a log is only as cheap here as
-it is for every request, not just for a benchmark's repeated one. The combined line's head
+escaped, with the header block they came from: a request whose read begins with it
+(``request.first_read``, server/observed.py) and holds the same block right after its request
+line (one slice and one comparison of bytes, whatever the number of headers; why that is
+sound: ``_head_block``) takes them as they are; a request not at the start of its read
+(pipelined) compares its header list; any other reads its headers as a dict and keeps the new
+texts. A combined line is four pieces: the line's head with the method (kept per connection
+and method), the target as it came, the text from there to the duration (version, status,
+body size, Referer, User-Agent: kept per connection, size and status), the duration in whole
+microseconds with the line's end (a table); a JSON line six. Nothing is formatted per
+request, and nothing is cached on the request line itself: a log is only as cheap here as it
+is for every request, not just for a benchmark's repeated one. The combined line's head
 carries the time's second: a connection's texts are remade when the second changes. The
 targets are escaped by the writer thread, a batch at a time (``_write_batch``).
 
@@ -158,7 +161,7 @@ class AccessLog:
         self.second_started = 0.0
         self.next_second = -1.0
         self.time_text = b""
-        # request.client -> that connection's texts: [headers, time text, ...] (see the docstring)
+        # request.client -> that connection's texts (see the docstring and the answered methods)
         self.connections: dict[Any, list[Any]] = {}
         self.hosts = _Texts(lambda host: _DASH if host is None else _client_bytes(host))
         self.methods = _Texts(lambda m: (_METHODS.get(m) or m.encode()) + (b" " if fmt == "combined" else b'","path":"'), 64)
@@ -183,20 +186,25 @@ class AccessLog:
         if request is None:  # refused while arriving (413, 431...): rare, formatted at once
             self.parts += (self._line(None, status, sent, seconds, time.time(), None),) + self.padding
             return
-        headers = request.headers
-        rid = request.observed  # the app's id (request ids on), else the client's valid one
-        if rid is not None and headers and headers[-1][1] is rid:
-            headers = headers[:-1]  # the id the app added: new every time, not the client's
-        # [the end of the second its texts are of (perf_counter), headers, HTTP version,
-        # method -> the line to the target, body size -> status -> the text from the target
-        # to the duration, the client's valid id or None, the line's head (client, time), the
-        # Referer and User-Agent texts]
+        # [the end of the second its texts are of (perf_counter), the header block they are
+        # of, HTTP version, method -> the line to the target, body size -> status -> the text
+        # from the target to the duration, the client's valid id or None, the line's head
+        # (client, time), the version's text, the Referer and User-Agent texts, the headers]
         try:
             conn = self.connections[request.client]
         except KeyError:
-            conn = self._combined_connection(request, headers, request.started + seconds)
-        if request.started + seconds >= conn[0] or conn[1] != headers or conn[2] is not request.http_version:
-            conn = self._combined_connection(request, headers, request.started + seconds)
+            conn = self._combined_connection(request, request.started + seconds)
+        if request.started + seconds >= conn[0] or conn[2] is not request.http_version:
+            conn = self._combined_connection(request, request.started + seconds)
+        else:
+            # The same header block again, right after the request line (see _head_block):
+            # one comparison of bytes; else (a pipelined request) the header lists compared.
+            read = request.first_read
+            if read is None or read[len(request.method) + len(request.target) + 10:] != conn[1]:
+                if conn[9] != _sent_headers(request):
+                    conn = self._combined_connection(request, request.started + seconds)
+                elif conn[1] == ():  # its first request's read did not begin with it
+                    conn[1] = _head_block(request)
         try:
             head = conn[3][request.method]
         except KeyError:
@@ -206,6 +214,7 @@ class AccessLog:
         except KeyError:
             rest = self._kept_rest(conn[4], sent, status, b"%s%d %d%s" % (conn[7], status, sent, conn[8]))
         micros = floor(seconds * 1e6)  # Apache's %D: whole microseconds
+        rid = request.observed  # the app's id (request ids on), else the client's valid one
         if rid is None:
             rid = conn[5]
             if rid is None:
@@ -217,18 +226,19 @@ class AccessLog:
                 return
         self.parts += (head, request.target, rest, b"%d %s\n" % (micros, rid))
 
-    def _combined_connection(self, request: Any, headers: list[tuple[bytes, bytes]], at: float) -> list[Any]:
-        """A connection's texts for these headers, this version and the second of ``at`` (an
-        answer's moment, perf_counter)."""
+    def _combined_connection(self, request: Any, at: float) -> list[Any]:
+        """A connection's texts for this request's headers, its version and the second of
+        ``at`` (its answer's moment, perf_counter)."""
         if at >= self.next_second:
             self._new_second(at)
         client = request.client
+        headers = _sent_headers(request)
         referer, ua, rid = _header_fields(headers, _escape)
         host = self.hosts[client[0] if client.__class__ is tuple else None]
-        conn: list[Any] = [self.next_second, headers, request.http_version, {}, {}, rid,
+        conn: list[Any] = [self.next_second, _head_block(request), request.http_version, {}, {}, rid,
                            b"".join((host, b" - - [", self.time_text, b'] "')),
                            b"".join((b' HTTP/', request.http_version.encode(), b'" ')),
-                           b"".join((b' "', referer, b'" "', ua, b'" '))]
+                           b"".join((b' "', referer, b'" "', ua, b'" ')), headers]
         self._keep(client, conn)
         return conn
 
@@ -253,19 +263,24 @@ class AccessLog:
         at = request.started + seconds
         if at >= self.next_second:
             self._new_second(at)
-        headers = request.headers
-        rid = request.observed
-        if rid is not None and headers and headers[-1][1] is rid:
-            headers = headers[:-1]
-        # [headers, method -> the client to the path (with the client's id), the client to the
-        # request id's opening quote, the same with the client's id, HTTP version, body size ->
-        # status -> the text from the path to the duration]
+        # [the header block its texts are of, method -> the client to the path (with the
+        # client's id), the client to the request id's opening quote, the same with the
+        # client's id, HTTP version, body size -> status -> the text from the path to the
+        # duration, the headers]
         try:
             conn = self.connections[request.client]
         except KeyError:
-            conn = self._json_connection(request, headers)
-        if conn[0] != headers or conn[4] is not request.http_version:
-            conn = self._json_connection(request, headers)
+            conn = self._json_connection(request)
+        if conn[4] is not request.http_version:
+            conn = self._json_connection(request)
+        else:  # as in _answered_combined
+            read = request.first_read
+            if read is None or read[len(request.method) + len(request.target) + 10:] != conn[0]:
+                if conn[6] != _sent_headers(request):
+                    conn = self._json_connection(request)
+                elif conn[0] == ():
+                    conn[0] = _head_block(request)
+        rid = request.observed
         if rid is None:
             try:
                 head = conn[1][request.method]
@@ -286,15 +301,17 @@ class AccessLog:
         self.parts += (self.time_text, _JSON_MILLIS[floor((at - self.second_started) * 1000)], head, request.target,
                        rest, duration)
 
-    def _json_connection(self, request: Any, headers: list[tuple[bytes, bytes]]) -> list[Any]:
-        """A connection's texts for these headers and this version (the JSON line's time is not
-        among them)."""
+    def _json_connection(self, request: Any) -> list[Any]:
+        """A connection's texts for this request's headers and its version (the JSON line's
+        time is not among them)."""
         client = request.client
+        headers = _sent_headers(request)
         referer, ua, rid = _header_fields(headers, _json_escape)
         host = self.hosts[client[0] if client.__class__ is tuple else None]
         fields = b"".join((b'"client":"', host, b'","user_agent":"', ua, b'","referer":"', referer,
                            b'","request_id":"'))
-        conn: list[Any] = [headers, {}, fields, fields + (rid or _DASH) + b'","method":"', request.http_version, {}]
+        conn: list[Any] = [_head_block(request), {}, fields, fields + (rid or _DASH) + b'","method":"',
+                           request.http_version, {}, headers]
         self._keep(client, conn)
         return conn
 
@@ -439,6 +456,38 @@ class AccessLog:
             record["websocket"] = {"close_code": code, "closed_by": by, "messages_in": received,
                                    "messages_out": sent_messages}
         return orjson.dumps(record) + b"\n"
+
+
+def _sent_headers(request: Any) -> list[tuple[bytes, bytes]]:
+    """A request's headers as its client sent them: without the id the app added (request ids on)."""
+    headers = request.headers
+    rid = request.observed
+    if rid is not None and headers and headers[-1][1] is rid:
+        return headers[:-1]
+    return headers
+
+
+def _head_block(request: Any) -> Any:
+    """The request's header block as it arrived, from the CRLF that ends its request line to the
+    empty line, when the read it began in began with it (``first_read``) and its request line is
+    the one the parser read, spelled the one way (single spaces); else ``()``, which no bytes
+    start with.
+
+    A later request's read that has this block at the same place, right after a request line of
+    its own method and target (``read.startswith(block, len(method) + len(target) + 10)``),
+    has these headers: the block begins with a CRLF and has its only empty line at its end, and
+    the parser refuses a field line without a colon or with a space before it, so the bytes at
+    that place can only be the request's own header block (a request line spelled otherwise,
+    or preceded by empty lines, puts a byte of the line or a second CRLF there, never the
+    block; tests/server/test_parser_assumptions.py holds the parser to this)."""
+    read = request.first_read
+    if read is None:
+        return ()
+    line = b"%s %s HTTP/%s" % (request.method.encode(), request.target, request.http_version.encode())
+    if not read.startswith(line) or not read.startswith(b"\r\n", len(line)):
+        return ()
+    end = read.find(b"\r\n\r\n", len(line))
+    return () if end < 0 else read[len(line):end + 4]
 
 
 def _clients_id(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -90,13 +90,16 @@ class HTTPRequest:
         "scheme", "http_version", "keep_alive", "websocket", "host", "body_stream",
         # Set only when the application has an ``observer`` (see ``Observer``); never read
         # otherwise, so they cost nothing: when the request began (``perf_counter``), and the
-        # header lines its response gains (the app's, e.g. ``x-request-id``), the observer's own data.
-        "started", "reply_headers", "observed",
+        # header lines its response gains (the app's, e.g. ``x-request-id``), the observer's own
+        # data, and the read the request's head arrived in when it began that read (else None:
+        # see ``server/observed.py``).
+        "started", "reply_headers", "observed", "first_read",
     )
     body_stream: "BodyStream"  # set only when the application streams this request's body
     started: float
     reply_headers: bytes
     observed: Any
+    first_read: Optional[bytes]
 
     def __init__(self) -> None:
         self.method: str = "GET"

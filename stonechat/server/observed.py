@@ -13,7 +13,10 @@ from time import perf_counter
 from typing import Any, AsyncIterator, Optional, Union
 
 from . import http as _http
-from .http import _CONTENT_LENGTHS, _CONTENT_LENGTHS_UPTO, _SHUTTING_DOWN, HttpProtocol, _join, _ParsedRequest, _status_line
+import httptools
+
+from .http import (_CONTENT_LENGTHS, _CONTENT_LENGTHS_UPTO, _SHUTTING_DOWN, HttpProtocol, _join, _ParsedRequest, _Reject,
+                   _status_line, _unknown_method_line)
 from .interface import NO_BODY_STATUSES, FileBody, HTTPRequest, HTTPResponse, Observer, WebSocketAccept
 from .state import ServerState
 from .websocket.frames import FrameReader
@@ -124,13 +127,14 @@ class ObservedHttpProtocol(HttpProtocol):
     connection holds anyway (``in_flight``), instead of a count kept up to date twice per request."""
 
     websocket_protocol = ObservedWebSocketProtocol
-    __slots__ = ("observer", "report", "answering")
+    __slots__ = ("observer", "report", "answering", "read")
 
     def __init__(self, state: ServerState) -> None:
         super().__init__(state)
         self.observer: Observer = state.app.observer  # type: ignore[attr-defined]
         self.report = self.observer.response_sent
         self.answering: Optional[HTTPRequest] = None  # handed to the connection's task, not reported yet
+        self.read: Optional[bytes] = None  # the read a request may begin at the start of (data_received)
 
     def in_flight(self) -> int:
         """This connection's requests from their first byte until answered: the one arriving
@@ -173,6 +177,50 @@ class ObservedHttpProtocol(HttpProtocol):
 
     # The overrides below call HttpProtocol's methods by name: cheaper than super() per request.
 
+    def data_received(self, data: bytes) -> None:
+        # A read that begins between two requests (none in progress) is kept for the next
+        # request to begin, its ``first_read``: then the read starts with that request, and a
+        # sink can tell that a request's head is a connection's previous one again with one
+        # comparison of bytes (features/access_log.py) instead of comparing the header lists.
+        self.read = data if self.request is None else None
+        # HttpProtocol.data_received's body, not a call to it: one Python call less per read;
+        # tests/server/test_observed.py checks the two agree.
+        if self.closing or self.error is not None:
+            if self.linger_deadline:
+                self.linger_heard = self.loop.time()  # dropped; the client is still sending
+            return
+        # (budget: see the note above on_message_begin)
+        if self.request is not None and not self.in_body:  # a head continues from the last read
+            if not self.counting:
+                self._count_head()
+        else:
+            self.counting = len(data) > self.uncounted_read
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # The upgrade request was queued by on_message_complete; keep what followed it
+            # (the first WebSocket frames, maybe) for the protocol that takes over.
+            self.upgrade_tail = data[exc.args[0]:]
+            self.pause_reading()
+            if self.pending:
+                # The parser cannot go on after an upgrade: unless this becomes a WebSocket,
+                # the connection closes after its response (h2c, refused handshakes).
+                self.pending[-1].keep_alive = False
+        except _Reject as exc:
+            self._fail(exc)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._fail(cause)
+            elif isinstance(exc, httptools.HttpParserInvalidMethodError) and _unknown_method_line(data):
+                # A well-formed request line whose method token we do not know: 405, as Robyn
+                # answers (garbage in place of a request line stays a 400).
+                self._fail(_Reject(405, "Method not allowed"))
+            else:
+                detail = str(exc) or "malformed request"
+                self._fail(_Reject(400, f"Bad request: {detail}"))
+        self._process()
+
     def on_message_begin(self) -> None:
         # HttpProtocol.on_message_begin's body, not a call to it: one Python call less per
         # request (about 1 % of one); tests/server/test_observed.py checks the two agree.
@@ -194,6 +242,8 @@ class ObservedHttpProtocol(HttpProtocol):
         request.started = perf_counter()
         request.reply_headers = b""  # request_received may set them
         request.observed = None
+        request.first_read = self.read  # the first to begin in a read that began with it
+        self.read = None
 
     def _write_response(self, request: Optional[HTTPRequest], response: HTTPResponse, keep_alive: bool) -> None:
         # HttpProtocol._write_response's body, not a call to it: one Python call less per

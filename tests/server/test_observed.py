@@ -1,5 +1,6 @@
 """The observing protocol repeats ``HttpProtocol.on_message_begin``'s and ``_write_response``'s
-bodies instead of calling them (one Python call less per request each): they must not drift apart."""
+bodies (and ``data_received``'s, after its own first statement) instead of calling them (one
+Python call less per request each): they must not drift apart."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ def test_on_message_begin_repeats_the_plain_protocols_body_first():
     observed = _statements(ObservedHttpProtocol.on_message_begin)
     assert plain and observed[:len(plain)] == plain
     assert len(observed) > len(plain)  # then the observing part
+
+
+def test_data_received_keeps_the_read_then_repeats_the_plain_protocols_body():
+    plain = _statements(HttpProtocol.data_received)
+    observed = _statements(ObservedHttpProtocol.data_received)
+    assert plain and observed[1:] == plain and "read" in observed[0]
 
 
 def test_write_response_repeats_the_plain_protocols_body_first():

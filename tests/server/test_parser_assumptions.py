@@ -4,6 +4,11 @@
 parser keeps the connection alive and the head has no Connection field. That holds only while
 llhttp accepts just the versions 0.9, 1.0, 1.1 and 2.0 and keeps a connection alive without a
 Connection field for 1.1 alone; an httptools upgrade that changed either would fail here.
+
+The access log (``features/access_log.py``, ``_head_block``) takes a request's header block to
+be its connection's previous one when those bytes sit right after a request line of its own
+method and target: sound while the parser refuses a field line without a colon or with white
+space before the colon (a request line read as a field line).
 """
 
 import httptools
@@ -37,3 +42,11 @@ def test_keep_alive_without_connection_field_means_http11(version, connection):
 def test_other_versions_are_refused(version):
     with pytest.raises(httptools.HttpParserError):
         _parse(b"GET / HTTP/%s\r\nHost: x\r\n\r\n" % version.encode())
+
+
+@pytest.mark.parametrize("line", [b"GET / HTTP/1.1", b"GET /a:b HTTP/1.1", b"Name : value", b"Na me: value",
+                                  b"GET http://h:80/ HTTP/1.1"])
+def test_a_field_line_without_a_colon_or_with_space_before_it_is_refused(line):
+    with pytest.raises(httptools.HttpParserError):
+        _parse(b"GET / HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n" % line)
+
