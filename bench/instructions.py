@@ -11,8 +11,9 @@ removes start-up and import costs, leaving the cost of one iteration.
     python3 bench/instructions.py forms       # bench/apps/http_app.py: each scenario, async and
                                               # sync, per request, and async ÷ sync
     python3 bench/instructions.py stages      # GET / and GET /json: parse, dispatch, write, the rest
-    python3 bench/instructions.py observe     # GET / and GET /json with the access log, metrics...
-                                              # on, per request, every thread, and on ÷ off
+    python3 bench/instructions.py observe     # GET / and GET /json (and GET / with a browser's 13
+                                              # header fields) with the access log, metrics... on,
+                                              # per request, every thread, and on ÷ off
 
 Compare two commits by running it on each. It says nothing about kernel time or cache misses
 (bench/run.py measures the real thing); it tells whether Python-level work went up or down.
