@@ -10,8 +10,8 @@ Most of a line's text depends on its connection, not on the request: the client,
 headers a keep-alive client sends the same every time (User-Agent, Referer, its request id).
 So each connection (its ``request.client``, one tuple per connection) keeps those texts,
 escaped, with the header block they came from: a request whose read begins with it
-(``request.first_read``, server/observed.py) and holds the same block right after its request
-line (one slice and one comparison of bytes, whatever the number of headers; why that is
+(``request.first_read``, server/observed.py) and holds the same block after its request line,
+and nothing else (one slice and one comparison of bytes, whatever the number of headers; why that is
 sound: ``_head_block``) takes them as they are; a request not at the start of its read
 (pipelined) compares its header list; any other reads its headers as a dict and keeps the new
 texts. A combined line is four pieces: the line's head with the method (kept per connection
@@ -469,25 +469,26 @@ def _sent_headers(request: Any) -> list[tuple[bytes, bytes]]:
 
 def _head_block(request: Any) -> Any:
     """The request's header block as it arrived, from the CRLF that ends its request line to the
-    empty line, when the read it began in began with it (``first_read``) and its request line is
-    the one the parser read, spelled the one way (single spaces); else ``()``, which no bytes
-    start with.
+    empty line, when the read it began in began with it (``first_read``), its request line is
+    the one the parser read, spelled the one way (single spaces), and nothing but the block
+    follows the line in that read; else ``()``, which equals no bytes.
 
-    A later request's read that has this block at the same place, right after a request line of
-    its own method and target (``read.startswith(block, len(method) + len(target) + 10)``),
-    has these headers: the block begins with a CRLF and has its only empty line at its end, and
-    the parser refuses a field line without a colon or with a space before it, so the bytes at
-    that place can only be the request's own header block (a request line spelled otherwise,
-    or preceded by empty lines, puts a byte of the line or a second CRLF there, never the
-    block; tests/server/test_parser_assumptions.py holds the parser to this)."""
+    A later request whose read, from the end of a request line of its own method and target
+    (``len(method) + len(target) + 10`` bytes in) to its end, is this block has these headers:
+    the block begins with a CRLF and has its only empty line at its end, and the parser refuses
+    a field line without a colon or with a space before it, so those bytes can only be the
+    request's own header block (a request line spelled otherwise, or preceded by empty lines,
+    puts a byte of the line or a second CRLF where the block would begin;
+    tests/server/test_parser_assumptions.py holds the parser to this). A read that carries a
+    body, or a second request, after the head does not match: its header list is compared."""
     read = request.first_read
     if read is None:
         return ()
     line = b"%s %s HTTP/%s" % (request.method.encode(), request.target, request.http_version.encode())
     if not read.startswith(line) or not read.startswith(b"\r\n", len(line)):
         return ()
-    end = read.find(b"\r\n\r\n", len(line))
-    return () if end < 0 else read[len(line):end + 4]
+    block = read[len(line):]
+    return block if block.find(b"\r\n\r\n") == len(block) - 4 else ()
 
 
 def _clients_id(headers: list[tuple[bytes, bytes]]) -> bytes:
