@@ -721,7 +721,8 @@ class ServedApp:
         the server runs its plain protocols and the hot path is untouched."""
         sinks: list[Any] = []
         if settings.access_log:
-            self.access_log = access_logging.AccessLog(settings.access_log, settings.access_log_format)
+            self.access_log = access_logging.AccessLog(settings.access_log, settings.access_log_format,
+                                                       settings.request_id)
             sinks.append(self.access_log)
         if app.metrics_path is not None:
             websocket = dispatcher.websocket

@@ -40,10 +40,13 @@ class RequestIds:
 
 
 class Sink(Protocol):
-    """What a feature implements to be told; ``received``, ``websocket_opened`` and
-    ``websocket_closed`` are optional. ``request`` is ``None`` for an answer the server gave
-    while the request was still arriving (413, 431...). ``request.observed`` holds its id
-    (bytes) and ``request.started`` when it began (``perf_counter``)."""
+    """What a feature implements to be told; ``received``, ``websocket_opened``,
+    ``websocket_closed`` and ``connection_answered`` (a new connection's own ``answered``,
+    called for that connection's answers instead) are optional. ``request`` is ``None`` for
+    an answer the server gave while the request was still arriving (413, 431...).
+    ``request.started`` is when it began (``perf_counter``); with request ids on,
+    ``request.observed`` holds its id (bytes, from when its head has been read), without
+    them it is not set."""
 
     def answered(self, request: Optional[HTTPRequest], status: int, sent: int, seconds: float) -> None: ...
 
@@ -65,6 +68,7 @@ class Observation:
         self._answer_sinks: list[Callable[..., None]] = [s.answered for s in sinks]
         if len(self._answer_sinks) == 1:  # the sink itself: one call less per request
             self.response_sent = self._answer_sinks[0]  # type: ignore[method-assign]
+        self._per_connection = any(hasattr(s, "connection_answered") for s in sinks)
         self._opened = [s.websocket_opened for s in sinks if hasattr(s, "websocket_opened")]
         self._closed = [s.websocket_closed for s in sinks if hasattr(s, "websocket_closed")]
 
@@ -92,8 +96,29 @@ class Observation:
 
     def _tell_received(self, request: HTTPRequest) -> None:
         """``request_received`` without request ids: no id, no header; the sinks only."""
+        request.reply_headers = b""
+        request.observed = None
         for fn in self._received:
             fn(request)
+
+    def connection_reporter(self) -> Callable[[Optional[HTTPRequest], int, int, float], None]:
+        """A new connection's ``response_sent`` (``interface.Observer``): a sink with
+        ``connection_answered`` (the access log) gives one of its own per connection, which
+        keeps that connection's state in hand instead of looking it up each answer."""
+        if not self._per_connection:
+            return self.response_sent
+        answers = [s.connection_answered() if hasattr(s, "connection_answered") else s.answered for s in self.sinks]
+        if len(answers) == 1:
+            return answers[0]  # type: ignore[no-any-return]
+
+        def report(request: Optional[HTTPRequest], status: int, sent: int, seconds: float) -> None:
+            for fn in answers:
+                try:
+                    fn(request, status, sent, seconds)
+                except Exception:  # a sink's failure must not break the connection
+                    pass
+
+        return report
 
     def response_sent(self, request: Optional[HTTPRequest], status: int, sent: int, seconds: float) -> None:
         for fn in self._answer_sinks:

@@ -3,25 +3,29 @@ format (plus duration and request id) or as JSON lines, to stdout or a file.
 
 It is a sink of ``core/observation.py`` and knows nothing of the server. Per request the loop
 thread appends a line's pieces, ready bytes, to one list, and a writer thread joins and
-writes what gathered every ``FLUSH_INTERVAL`` seconds in one call: the loop makes no system
-call per request and never waits for a disk.
+writes what gathered every ``FLUSH_INTERVAL`` seconds in one call, straight to the file's
+descriptor: the loop makes no system call per request and never waits for a disk.
 
 Most of a line's text depends on its connection, not on the request: the client, and the
 headers a keep-alive client sends the same every time (User-Agent, Referer, its request id).
-So each connection (its ``request.client``, one tuple per connection) keeps those texts,
-escaped, with the header block they came from: a request whose read begins with it
-(``request.first_read``, server/observed.py) and holds the same block after its request line,
-and nothing else (one slice and one comparison of bytes, whatever the number of headers; why that is
-sound: ``_head_block``) takes them as they are; a request not at the start of its read
-(pipelined) compares its header list; any other reads its headers as a dict and keeps the new
-texts. A combined line is four pieces: the line's head with the method (kept per connection
-and method), the target as it came, the text from there to the duration (version, status,
-body size, Referer, User-Agent: kept per connection, size and status), the duration in whole
-microseconds with the line's end (a table); a JSON line six. Nothing is formatted per
-request, and nothing is cached on the request line itself: a log is only as cheap here as it
-is for every request, not just for a benchmark's repeated one. The combined line's head
-carries the time's second: a connection's texts are remade when the second changes. The
-targets are escaped by the writer thread, a batch at a time (``_write_batch``).
+So each connection has its own reporter (``connection_answered``: the observer asks for one
+per connection, server/observed.py calls it for that connection's answers), a closure whose
+cells hold those texts, escaped, with the header block they came from; nothing is looked up by
+client per request. A request whose read begins with it (``request.first_read``) and holds
+the same block, from its HTTP version on, right after its target, and nothing else (one slice
+and one comparison of bytes, whatever the number of headers; why that is sound:
+``_head_block``) takes them as they are; any other (pipelined, a body in the same read, new
+headers) compares its header list, or reads its headers as a dict and keeps the new texts. A
+combined line is four pieces: the line's head with the method (kept per connection and
+method), the target as it came, the text from there to the duration (version, status, body
+size, Referer, User-Agent: kept per connection, size and status), the duration in whole
+microseconds with the line's end (a table); a JSON line five (its time to the millisecond
+first: a table of the current second's). The last answer's method, size and status are kept
+with their texts, which most answers repeat. Nothing is formatted per request, and nothing is
+cached on the request line itself: a log is only as cheap here as it is for every request, not
+just for a benchmark's repeated one. The combined line's head carries the time's second: it is
+remade when the second changes. The targets are escaped by the writer thread, a batch at a
+time (``_write_batch``).
 
 The list holds only bytes (shared ones, nearly all, and the targets), nothing else of the
 request; so the join can wait for the writer: one C call per batch, not a call scheduled on
@@ -37,12 +41,13 @@ import functools
 import logging
 import os
 import re
+import select
 import sys
 import threading
 import time
 from math import floor
 from time import perf_counter
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 import orjson
 
@@ -72,6 +77,7 @@ _TABLED_MICROS = 10_000
 # The JSON time's milliseconds and the next field's name; 1000 is there for a float that rounds
 # up to the next second, and the last entry, also read as [-1], for one a hair below its second.
 _JSON_MILLIS = [b'%03dZ",' % min(n, 999) for n in range(1001)] + [b'000Z",']
+# (A JSON line's time is the current second's text with one of these: ``AccessLog.stamps``.)
 _CONNECTIONS_KEPT = 4096  # connections' texts kept, at most (then they are all forgotten)
 _SIZES_KEPT = 64  # body sizes' texts kept per connection, at most
 
@@ -125,7 +131,7 @@ def _fields(request: Any) -> tuple[bytes, bytes, bytes, bytes]:
     The id is the one the app assigned (``request_id`` on), else the client's X-Request-ID
     when it is valid, never an invalid one."""
     ua = referer = b"-"
-    rid = request.observed
+    rid = getattr(request, "observed", None)  # (set only with request ids on)
     for name, value in request.headers:
         if name == b"user-agent":
             ua = value
@@ -141,15 +147,19 @@ class AccessLog:
     """One per served app (per worker process); ``start()`` at startup, ``stop()`` at shutdown."""
 
 
-    def __init__(self, destination: str, fmt: str = "combined") -> None:
+    def __init__(self, destination: str, fmt: str = "combined", request_ids: bool = False) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"access_log_format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
         self.destination = destination
         self.format = fmt
+        # With request ids on, each line has the app's id (``request.observed``, which is set
+        # only then: core/observation.py); without, the client's valid one
+        self.request_ids = request_ids
         self.parts: list[bytes] = []  # the lines' pieces since the last write
         self.thread: Optional[threading.Thread] = None
         self.stopping = False  # set by stop(): the writer thread ends after its next sleep
-        self.out: Optional[BinaryIO] = None
+        self.fd: Optional[int] = None  # where batches are written (a file's, or stdout's)
+        self.out: Optional[BinaryIO] = None  # instead, for a stdout without a descriptor
         self.owns_out = False
         self._line = self._combined if fmt == "combined" else self._json
         self._second = -1
@@ -161,164 +171,263 @@ class AccessLog:
         self.second_started = 0.0
         self.next_second = -1.0
         self.time_text = b""
-        # request.client -> that connection's texts (see the docstring and the answered methods)
-        self.connections: dict[Any, list[Any]] = {}
+        self.stamps: list[bytes] = []  # JSON: the time text with each of _JSON_MILLIS, this second
+        # request.client -> that connection's reporter, for ``answered`` (see there)
+        self.reporters: dict[Any, Callable[[Any, int, int, float], None]] = {}
         self.hosts = _Texts(lambda host: _DASH if host is None else _client_bytes(host))
         self.methods = _Texts(lambda m: (_METHODS.get(m) or m.encode()) + (b" " if fmt == "combined" else b'","path":"'), 64)
         self.durations = _duration_table(fmt)
         # Every line is ``stride`` pieces with its target (as it came) at ``target_at``, a line
         # formatted whole (a WebSocket's, a refused request's) followed by empty ones: the writer
         # probes all of a batch's targets in one join (see _write_batch)
-        self.stride, self.target_at = (4, 1) if fmt == "combined" else (6, 3)
+        self.stride, self.target_at = (4, 1) if fmt == "combined" else (5, 2)
         self.padding = (b"",) * (self.stride - 1)
         self.escape = _escape if fmt == "combined" else _json_escape
-        if fmt == "combined":
-            self.answered = self._answered_combined  # type: ignore[method-assign]
-        else:
-            self.answered = self._answered_json  # type: ignore[method-assign]
 
     # -- the loop thread (sink of core/observation.py) -------------------------------------
 
-    def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
-        """Replaced in ``__init__`` by the format's own (below)."""
+    def connection_answered(self) -> Callable[[Any, int, int, float], None]:
+        """A new connection's own ``answered``: the observer's ``connection_reporter`` (core/
+        observation.py) asks for one per connection, and the server calls it for each of that
+        connection's answers. The connection's texts live in the function's cells, not in a
+        log-wide table looked up by client each request."""
+        return self._combined_reporter() if self.format == "combined" else self._json_reporter()
 
-    def _answered_combined(self, request: Any, status: int, sent: int, seconds: float) -> None:
-        if request is None:  # refused while arriving (413, 431...): rare, formatted at once
-            self.parts += (self._line(None, status, sent, seconds, time.time(), None),) + self.padding
-            return
-        # [the end of the second its texts are of (perf_counter), the header block they are
-        # of, HTTP version, method -> the line to the target, body size -> status -> the text
-        # from the target to the duration, the client's valid id or None, the line's head
-        # (client, time), the version's text, the Referer and User-Agent texts, the headers]
+    def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
+        """The sink's per-answer call for an observer that has one function for all
+        connections: the connection's reporter is found by ``request.client`` (one tuple per
+        connection; a bounded table)."""
+        client = None if request is None else request.client
         try:
-            conn = self.connections[request.client]
+            report = self.reporters[client]
         except KeyError:
-            conn = self._combined_connection(request, request.started + seconds)
-        if request.started + seconds >= conn[0] or conn[2] is not request.http_version:
-            conn = self._combined_connection(request, request.started + seconds)
-        else:
-            # The same header block again, right after the request line (see _head_block):
-            # one comparison of bytes; else (a pipelined request) the header lists compared.
-            read = request.first_read
-            if read is None or read[len(request.method) + len(request.target) + 10:] != conn[1]:
-                if conn[9] != _sent_headers(request):
-                    conn = self._combined_connection(request, request.started + seconds)
-                elif conn[1] == ():  # its first request's read did not begin with it
-                    conn[1] = _head_block(request)
-        try:
-            head = conn[3][request.method]
-        except KeyError:
-            head = conn[3][request.method] = conn[6] + self.methods[request.method]
-        try:
-            rest = conn[4][sent][status]
-        except KeyError:
-            rest = self._kept_rest(conn[4], sent, status, b"%s%d %d%s" % (conn[7], status, sent, conn[8]))
-        micros = floor(seconds * 1e6)  # Apache's %D: whole microseconds
-        rid = request.observed  # the app's id (request ids on), else the client's valid one
-        if rid is None:
-            rid = conn[5]
+            if len(self.reporters) >= _CONNECTIONS_KEPT:
+                self.reporters.clear()
+            report = self.reporters[client] = self.connection_answered()
+        report(request, status, sent, seconds)
+
+    def _refused(self, status: int, sent: int, seconds: float) -> tuple[bytes, ...]:
+        """A refused request's line (413, 431...: answered while it arrived; rare), formatted at once."""
+        return (self._line(None, status, sent, seconds, time.time(), None),) + self.padding
+
+    def _combined_reporter(self) -> Callable[[Any, int, int, float], None]:
+        log = self
+        parts = self.parts  # (only ever changed in place: the writer deletes what it took)
+        durations = self.durations
+        methods = self.methods
+        refused = self._refused
+        # The connection's texts: the header block they are of, from the version on (see
+        # _head_block), and its header list, HTTP version, the client's valid id or None, the
+        # client's text, from the version to the status and from the body size to the
+        # duration (Referer, User-Agent); the second they are of (the end of it on the
+        # perf_counter clock, its text), the line's head to the method (client, time) by
+        # method, and the text from the target to the duration by body size then status.
+        block: Any = ()
+        headers: Any = None
+        version: Any = None
+        rid: Optional[bytes] = None
+        host = version_text = fields = b""
+        until = -1.0
+        stamp = line_head = b""
+        heads: dict[str, bytes] = {}
+        rests: dict[int, dict[int, bytes]] = {}
+        # The last answer's method, its head and where its block begins after the target, its
+        # body size and status and their text: what the next answer most likely repeats.
+        method: Optional[str] = None
+        head = rest = b""
+        offset = 0
+        last_sent = last_status = -1
+
+        def remake(request: Any) -> None:
+            nonlocal block, headers, version, rid, host, version_text, fields, line_head, heads, rests, last_sent
+            headers = _sent_headers(request)
+            referer, ua, rid = _header_fields(headers, _escape)
+            client = request.client
+            host = log.hosts[client[0] if client.__class__ is tuple else None]
+            block = _head_block(request)
+            version = request.http_version
+            version_text = b"".join((b" HTTP/", version.encode(), b'" '))
+            fields = b"".join((b' "', referer, b'" "', ua, b'" '))
+            line_head = b"".join((host, b" - - [", stamp, b'] "'))
+            heads, rests = {}, {}
+            last_sent = -1
+
+        def settle(request: Any, seconds: float) -> None:
+            """The texts for an answer that is not the common one: in a new second, to another
+            method than the last, or whose read does not show the same header block (other
+            headers or version, pipelined, a body after the head, a new connection)."""
+            nonlocal until, stamp, line_head, heads, block, method, head, offset
+            at = request.started + seconds
+            if at >= until:
+                if at >= log.next_second:
+                    log._new_second(at)
+                until, stamp = log.next_second, log.time_text
+                line_head = b"".join((host, b" - - [", stamp, b'] "'))
+                heads = {}
+            name = request.method
+            if request.first_read[len(name) + len(request.target) + 2:] != block:
+                if request.http_version is not version or headers != _sent_headers(request):
+                    remake(request)
+                elif block == ():  # its first request's read did not begin with it
+                    block = _head_block(request)
+            try:
+                head = heads[name]
+            except KeyError:
+                head = heads[name] = line_head + methods[name]
+            method, offset = name, len(name) + 2
+
+        def pick(sent: int, status: int) -> None:
+            nonlocal rest, last_sent, last_status
+            try:
+                rest = rests[sent][status]
+            except KeyError:
+                rest = _kept_rest(rests, sent, status, b"%s%d %d%s" % (version_text, status, sent, fields))
+            last_sent, last_status = sent, status
+
+        def answered(request: Any, status: int, sent: int, seconds: float) -> None:
+            nonlocal parts
+            if request is None:
+                parts += refused(status, sent, seconds)
+                return
+            # The common answer: the method of the last, in the same second, and the same
+            # header block (with the version before it) right after the request line, which
+            # one comparison of bytes shows (see _head_block).
+            if (request.method is not method or request.started + seconds >= until
+                    or request.first_read[len(request.target) + offset:] != block):
+                settle(request, seconds)
+            if sent != last_sent or status != last_status:
+                pick(sent, status)
+            # Apache's %D (whole microseconds), then the client's valid id, else none; the
+            # target is escaped by the writer.
             if rid is None:
                 try:
-                    end = self.durations[micros]
+                    parts += (head, request.target, rest, durations[floor(seconds * 1e6)])
                 except IndexError:  # a slow answer
-                    end = b"%d -\n" % micros
-                self.parts += (head, request.target, rest, end)  # (the target is escaped by the writer)
+                    parts += (head, request.target, rest, b"%d -\n" % floor(seconds * 1e6))
                 return
-        self.parts += (head, request.target, rest, b"%d %s\n" % (micros, rid))
+            parts += (head, request.target, rest, b"%d %s\n" % (floor(seconds * 1e6), rid))
 
-    def _combined_connection(self, request: Any, at: float) -> list[Any]:
-        """A connection's texts for this request's headers, its version and the second of
-        ``at`` (its answer's moment, perf_counter)."""
-        if at >= self.next_second:
-            self._new_second(at)
-        client = request.client
-        headers = _sent_headers(request)
-        referer, ua, rid = _header_fields(headers, _escape)
-        host = self.hosts[client[0] if client.__class__ is tuple else None]
-        conn: list[Any] = [self.next_second, _head_block(request), request.http_version, {}, {}, rid,
-                           b"".join((host, b" - - [", self.time_text, b'] "')),
-                           b"".join((b' HTTP/', request.http_version.encode(), b'" ')),
-                           b"".join((b' "', referer, b'" "', ua, b'" ')), headers]
-        self._keep(client, conn)
-        return conn
+        def answered_with_ids(request: Any, status: int, sent: int, seconds: float) -> None:
+            """``answered`` with request ids on: the app's id, new each request (none yet for
+            an answer before the request had arrived whole), else the client's valid one."""
+            nonlocal parts
+            if request is None:
+                parts += refused(status, sent, seconds)
+                return
+            if (request.method is not method or request.started + seconds >= until
+                    or request.first_read[len(request.target) + offset:] != block):  # as in answered
+                settle(request, seconds)
+            if sent != last_sent or status != last_status:
+                pick(sent, status)
+            parts += (head, request.target, rest,
+                      b"%d %s\n" % (floor(seconds * 1e6), request.observed or rid or _DASH))
 
-    @staticmethod
-    def _kept_rest(sizes: dict[int, dict[int, bytes]], sent: int, status: int, text: bytes) -> bytes:
-        """Keep ``text``, a connection's text from the target to the duration, by body size,
-        then status (few of either: the dicts are emptied past a bound)."""
-        statuses = sizes.get(sent)
-        if statuses is None:
-            if len(sizes) >= _SIZES_KEPT:
-                sizes.clear()
-            statuses = sizes[sent] = {}
-        elif len(statuses) >= 64:
-            statuses.clear()
-        statuses[status] = text
-        return text
+        return answered_with_ids if self.request_ids else answered
 
-    def _answered_json(self, request: Any, status: int, sent: int, seconds: float) -> None:
-        if request is None:
-            self.parts += (self._line(None, status, sent, seconds, time.time(), None),) + self.padding
-            return
-        at = request.started + seconds
-        if at >= self.next_second:
-            self._new_second(at)
-        # [the header block its texts are of, method -> the client to the path (with the
-        # client's id), the client to the request id's opening quote, the same with the
-        # client's id, HTTP version, body size -> status -> the text from the path to the
-        # duration, the headers]
-        try:
-            conn = self.connections[request.client]
-        except KeyError:
-            conn = self._json_connection(request)
-        if conn[4] is not request.http_version:
-            conn = self._json_connection(request)
-        else:  # as in _answered_combined
-            read = request.first_read
-            if read is None or read[len(request.method) + len(request.target) + 10:] != conn[0]:
-                if conn[6] != _sent_headers(request):
-                    conn = self._json_connection(request)
-                elif conn[0] == ():
-                    conn[0] = _head_block(request)
-        rid = request.observed
-        if rid is None:
+    def _json_reporter(self) -> Callable[[Any, int, int, float], None]:
+        log = self
+        parts = self.parts
+        durations = self.durations
+        methods = self.methods
+        refused = self._refused
+        # As in _combined_reporter. A JSON line's time is to the millisecond: the texts of its
+        # second's (``stamps``, by millisecond: the log's) from when it began (``started``).
+        # Its fields from the client to the request id's opening quote are the connection's
+        # (``opening``; with the client's id and the method's name after it: ``with_id``); the
+        # text from the path to the duration has the version.
+        block: Any = ()
+        headers: Any = None
+        version: Any = None
+        opening = with_id = b""
+        stamps: list[bytes] = []
+        until = started = -1.0
+        heads: dict[str, bytes] = {}
+        rests: dict[int, dict[int, bytes]] = {}
+        method: Optional[str] = None
+        head = rest = b""
+        offset = 0
+        last_sent = last_status = -1
+
+        def remake(request: Any) -> None:
+            nonlocal block, headers, version, opening, with_id, heads, rests, last_sent
+            headers = _sent_headers(request)
+            referer, ua, rid = _header_fields(headers, _json_escape)
+            client = request.client
+            host = log.hosts[client[0] if client.__class__ is tuple else None]
+            block = _head_block(request)
+            version = request.http_version
+            opening = b"".join((b'"client":"', host, b'","user_agent":"', ua, b'","referer":"', referer,
+                                b'","request_id":"'))
+            with_id = opening + (rid or _DASH) + b'","method":"'
+            heads, rests = {}, {}
+            last_sent = -1
+
+        def settle(request: Any, at: float) -> None:
+            """As in _combined_reporter."""
+            nonlocal until, stamps, started, block, method, head, offset
+            if at >= until:
+                if at >= log.next_second:
+                    log._new_second(at)
+                until, stamps, started = log.next_second, log.stamps, log.second_started
+            name = request.method
+            if request.first_read[len(name) + len(request.target) + 2:] != block:
+                if request.http_version is not version or headers != _sent_headers(request):
+                    remake(request)
+                elif block == ():
+                    block = _head_block(request)
             try:
-                head = conn[1][request.method]
+                head = heads[name]
             except KeyError:
-                head = conn[1][request.method] = conn[3] + self.methods[request.method]
-        else:  # the app's id, new each request
-            head = b"".join((conn[2], rid, b'","method":"', self.methods[request.method]))
-        try:
-            rest = conn[5][sent][status]
-        except KeyError:
-            rest = self._kept_rest(conn[5], sent, status, b'","http_version":"%s","status":%d,"bytes":%d,"duration":'
-                                   % (request.http_version.encode(), status, sent))
-        micros = floor(seconds * 1e6)
-        try:
-            duration = self.durations[micros]
-        except IndexError:  # a slow answer
-            duration = b'%d.%06d}\n' % divmod(micros, 1_000_000)
-        self.parts += (self.time_text, _JSON_MILLIS[floor((at - self.second_started) * 1000)], head, request.target,
-                       rest, duration)
+                head = heads[name] = with_id + methods[name]
+            method, offset = name, len(name) + 2
 
-    def _json_connection(self, request: Any) -> list[Any]:
-        """A connection's texts for this request's headers and its version (the JSON line's
-        time is not among them)."""
-        client = request.client
-        headers = _sent_headers(request)
-        referer, ua, rid = _header_fields(headers, _json_escape)
-        host = self.hosts[client[0] if client.__class__ is tuple else None]
-        fields = b"".join((b'"client":"', host, b'","user_agent":"', ua, b'","referer":"', referer,
-                           b'","request_id":"'))
-        conn: list[Any] = [_head_block(request), {}, fields, fields + (rid or _DASH) + b'","method":"',
-                           request.http_version, {}, headers]
-        self._keep(client, conn)
-        return conn
+        def pick(sent: int, status: int) -> None:
+            nonlocal rest, last_sent, last_status
+            try:
+                rest = rests[sent][status]
+            except KeyError:
+                rest = _kept_rest(rests, sent, status, b'","http_version":"%s","status":%d,"bytes":%d,"duration":'
+                                  % (version.encode(), status, sent))
+            last_sent, last_status = sent, status
 
-    def _keep(self, client: Any, conn: list[Any]) -> None:
-        if len(self.connections) >= _CONNECTIONS_KEPT:
-            self.connections.clear()
-        self.connections[client] = conn
+        def answered(request: Any, status: int, sent: int, seconds: float) -> None:
+            nonlocal parts
+            if request is None:
+                parts += refused(status, sent, seconds)
+                return
+            at = request.started + seconds
+            if (request.method is not method or at >= until
+                    or request.first_read[len(request.target) + offset:] != block):  # as in _combined_reporter
+                settle(request, at)
+            if sent != last_sent or status != last_status:
+                pick(sent, status)
+            try:
+                parts += (stamps[floor((at - started) * 1000.0)], head, request.target, rest,
+                          durations[floor(seconds * 1e6)])
+            except IndexError:  # a slow answer
+                parts += (stamps[floor((at - started) * 1000.0)], head, request.target, rest,
+                          b'%d.%06d}\n' % divmod(floor(seconds * 1e6), 1_000_000))
+
+        def answered_with_ids(request: Any, status: int, sent: int, seconds: float) -> None:
+            """As in _combined_reporter."""
+            nonlocal parts
+            if request is None:
+                parts += refused(status, sent, seconds)
+                return
+            at = request.started + seconds
+            if (request.method is not method or at >= until
+                    or request.first_read[len(request.target) + offset:] != block):  # as in answered
+                settle(request, at)
+            if sent != last_sent or status != last_status:
+                pick(sent, status)
+            micros = floor(seconds * 1e6)
+            parts += (stamps[floor((at - started) * 1000.0)],
+                      head if request.observed is None else
+                      b"".join((opening, request.observed, b'","method":"', methods[method])),
+                      request.target, rest,
+                      durations[micros] if micros < _TABLED_MICROS else b'%d.%06d}\n' % divmod(micros, 1_000_000))
+
+        return answered_with_ids if self.request_ids else answered
 
     def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
         self.parts += (self._line(request, 101, 0, seconds, time.time(), (code, by, received, sent)),) + self.padding
@@ -333,19 +442,25 @@ class AccessLog:
             self.time_text = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)).encode()
         else:
             self.time_text = time.strftime('{"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(second)).encode()
+            self.stamps = [self.time_text + millis for millis in _JSON_MILLIS]
 
     # -- the writer thread -----------------------------------------------------------------
 
     def start(self) -> None:
         if self.thread is not None:
             return
+        # A batch is written straight to the descriptor: through a buffered file it would be
+        # copied once more, every byte of the log (its buffer is smaller than a busy batch).
         if self.destination in STDOUT:
             sys.stdout.flush()
-            self.out, self.owns_out = sys.stdout.buffer, False
+            try:
+                self.fd, self.owns_out = sys.stdout.fileno(), False
+            except (AttributeError, OSError, ValueError):  # a stdout that is not a file (replaced)
+                self.fd, self.out, self.owns_out = None, sys.stdout.buffer, False
         else:
             # appended, one write per batch: O_APPEND keeps the lines of several worker
             # processes whole in one shared file
-            self.out = open(self.destination, "ab", buffering=1 << 20)
+            self.fd = os.open(self.destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             self.owns_out = True
         self.stopping = False
         self.thread = threading.Thread(target=self._write_loop, name="stonechat-access-log", daemon=True)
@@ -358,9 +473,9 @@ class AccessLog:
             self.stopping = True
             thread.join(5.0)
         self._write_batch()
-        if self.owns_out and self.out is not None:
-            self.out.close()
-        self.out = None
+        if self.owns_out and self.fd is not None:
+            os.close(self.fd)
+        self.fd = self.out = None
 
     def _write_loop(self) -> None:
         # A plain sleep, not an Event's wait (a Condition's Python code, at every wake-up): the
@@ -382,9 +497,9 @@ class AccessLog:
         is rare, and only then is each probed (Python work on this thread, holding the GIL a
         few microseconds a line)."""
         parts = self.parts
-        out = self.out
+        fd, out = self.fd, self.out
         count = len(parts)
-        if not count or out is None:
+        if not count or (fd is None and out is None):
             return
         # a slice, then deleting it: what the loop appends in between is kept for the next
         pieces = parts[:count]
@@ -396,8 +511,12 @@ class AccessLog:
                 target = pieces[at]
                 if _QUOTE in target or _BACKSLASH in target or not target.isascii():
                     pieces[at] = escape(target)
-        out.write(b"".join(pieces))
-        out.flush()
+        if fd is not None:
+            _write_all(fd, b"".join(pieces))
+        else:
+            assert out is not None
+            out.write(b"".join(pieces))
+            out.flush()
 
     def _combined(self, request: Any, status: int, sent: int, seconds: float, at: float, ws: Any) -> bytes:
         """One line, built by joining pieces: per request this is the log's main cost, and a
@@ -411,7 +530,7 @@ class AccessLog:
             return b"".join((b"- - - ", self._stamp, b'"-" ', _NUMBERS[status], b" ", sent_text, b' "-" "-" ',
                              b"%d" % (seconds * 1e6), b" -\n"))
         ua = referer = b"-"
-        rid = request.observed
+        rid = getattr(request, "observed", None)  # (set only with request ids on)
         for name, value in request.headers:
             if name == b"user-agent":
                 ua = value
@@ -458,36 +577,61 @@ class AccessLog:
         return orjson.dumps(record) + b"\n"
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd``: one system call for a file, more only where a pipe or a
+    terminal takes part of it (or a descriptor left non-blocking is full: then it waits)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            select.select([], [fd], [])
+
+
+def _kept_rest(sizes: dict[int, dict[int, bytes]], sent: int, status: int, text: bytes) -> bytes:
+    """Keep ``text``, a connection's text from the target to the duration, by body size, then
+    status (few of either: the dicts are emptied past a bound)."""
+    statuses = sizes.get(sent)
+    if statuses is None:
+        if len(sizes) >= _SIZES_KEPT:
+            sizes.clear()
+        statuses = sizes[sent] = {}
+    elif len(statuses) >= 64:
+        statuses.clear()
+    statuses[status] = text
+    return text
+
+
 def _sent_headers(request: Any) -> list[tuple[bytes, bytes]]:
     """A request's headers as its client sent them: without the id the app added (request ids on)."""
     headers = request.headers
-    rid = request.observed
+    rid = getattr(request, "observed", None)  # (set only with request ids on)
     if rid is not None and headers and headers[-1][1] is rid:
         return headers[:-1]
     return headers
 
 
 def _head_block(request: Any) -> Any:
-    """The request's header block as it arrived, from the CRLF that ends its request line to the
-    empty line, when the read it began in began with it (``first_read``), its request line is
-    the one the parser read, spelled the one way (single spaces), and nothing but the block
-    follows the line in that read; else ``()``, which equals no bytes.
+    """The request's header block as it arrived, with the HTTP version before it: its read's
+    bytes from the version in its request line (``HTTP/1.1``) to the empty line, when the read
+    it began in began with it (``first_read``), its request line is the one the parser read,
+    spelled the one way (single spaces), and nothing but the block follows the line in that
+    read; else ``()``, which equals no bytes.
 
-    A later request whose read, from the end of a request line of its own method and target
-    (``len(method) + len(target) + 10`` bytes in) to its end, is this block has these headers:
-    the block begins with a CRLF and has its only empty line at its end, and the parser refuses
-    a field line without a colon or with a space before it, so those bytes can only be the
-    request's own header block (a request line spelled otherwise, or preceded by empty lines,
-    puts a byte of the line or a second CRLF where the block would begin;
-    tests/server/test_parser_assumptions.py holds the parser to this). A read that carries a
-    body, or a second request, after the head does not match: its header list is compared."""
+    A later request whose read holds these bytes from just after its own target
+    (``len(method) + len(target) + 2`` bytes in) to its end has this version and these
+    headers: the bytes begin ``HTTP/`` and end their first line ten bytes in, which only a
+    request line spelled the one way with nothing before it has there (an empty line before
+    it puts a CR or LF where ``H`` would be; more spaces, or a shorter version, move the line's
+    end; the parser takes no other version than x.y, tests/server/test_parser_assumptions.py),
+    and they hold their only empty line at their end: the request's head is these bytes, and
+    nothing follows it. A read that carries a body, or a second request, after the head does
+    not match: its header list is compared."""
     read = request.first_read
-    if read is None:
-        return ()
     line = b"%s %s HTTP/%s" % (request.method.encode(), request.target, request.http_version.encode())
     if not read.startswith(line) or not read.startswith(b"\r\n", len(line)):
         return ()
-    block = read[len(line):]
+    block = read[len(line) - 5 - len(request.http_version):]
     return block if block.find(b"\r\n\r\n") == len(block) - 4 else ()
 
 

@@ -89,17 +89,18 @@ class HTTPRequest:
         "method", "target", "path", "query", "headers", "body", "client", "server",
         "scheme", "http_version", "keep_alive", "websocket", "host", "body_stream",
         # Set only when the application has an ``observer`` (see ``Observer``); never read
-        # otherwise, so they cost nothing: when the request began (``perf_counter``), and the
-        # header lines its response gains (the app's, e.g. ``x-request-id``), the observer's own
-        # data, and the read the request's head arrived in when it began that read (else None:
-        # see ``server/observed.py``).
+        # otherwise, so they cost nothing: when the request began (``perf_counter``), the read
+        # the request's head arrived in when it began that read (else b"": see
+        # ``server/observed.py``), and, only when the observer has ``request_received`` (which
+        # sets them), the header lines its response gains (the app's, e.g. ``x-request-id``)
+        # and the observer's own data.
         "started", "reply_headers", "observed", "first_read",
     )
     body_stream: "BodyStream"  # set only when the application streams this request's body
     started: float
     reply_headers: bytes
     observed: Any
-    first_read: Optional[bytes]
+    first_read: bytes
 
     def __init__(self) -> None:
         self.method: str = "GET"
@@ -414,17 +415,20 @@ class Observer(Protocol):
     every request and WebSocket session (access log, metrics). The server then runs observing
     subclasses of its protocols (``server/observed.py``); without one, nothing of this runs.
 
-    ``request_received`` is called once a request is fully read, before it is answered (its
-    ``started`` is set); it may set ``request.reply_headers`` (bytes of header lines) for
-    whatever answers it, including the 101 of a WebSocket. It may be ``None`` (nothing to do
-    then; read once per connection). ``response_sent`` is called when the last byte of the
-    answer is written, with the body bytes written and the seconds since the request's first
-    byte (for a request the server refused while reading it, e.g. 413, ``request`` is
-    ``None``). ``requests_in_flight(current=None)`` is set by the server when it begins serving:
-    the requests from their first byte until they are answered (or dropped while they arrived),
-    the requests being read and being answered, counted from the live connections when it is
-    called (nothing per request); ``current``, the request a handler answers while it asks
-    (a scrape), counts as one too.
+    ``request_received`` is called once a request's head is read, before it can be answered
+    (its ``started`` is set; a streamed body has not arrived yet); it must set
+    ``request.reply_headers`` (bytes of header lines, maybe none) for whatever answers it,
+    including the 101 of a WebSocket, and ``request.observed``. It may be ``None`` (nothing to
+    do then; read once per connection; the two attributes are then never set). ``response_sent`` is called when the last byte of the answer is written, with the
+    body bytes written and the seconds since the request's first byte (for a request the
+    server refused while reading it, e.g. 413, ``request`` is ``None``). An observer may have
+    ``connection_reporter()``: called once per connection, what it returns is called in place
+    of ``response_sent`` for that connection's answers (a sink then keeps what a connection's
+    answers share in hand). ``requests_in_flight(current=None)`` is set by the server when it
+    begins serving: the requests from their first byte until they are answered (or dropped
+    while they arrived), the requests being read and being answered, counted from the live
+    connections when it is called (nothing per request); ``current``, the request a handler
+    answers while it asks (a scrape), counts as one too.
     A WebSocket reports ``websocket_opened`` after its 101 and ``websocket_closed`` once, with
     the close code, who closed, the messages received and sent, and the seconds it was open.
     """

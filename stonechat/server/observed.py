@@ -132,9 +132,10 @@ class ObservedHttpProtocol(HttpProtocol):
     def __init__(self, state: ServerState) -> None:
         super().__init__(state)
         self.observer: Observer = state.app.observer  # type: ignore[attr-defined]
-        self.report = self.observer.response_sent
+        reporter = getattr(self.observer, "connection_reporter", None)  # optional: interface.Observer
+        self.report = self.observer.response_sent if reporter is None else reporter()
         self.answering: Optional[HTTPRequest] = None  # handed to the connection's task, not reported yet
-        self.read: Optional[bytes] = None  # the read a request may begin at the start of (data_received)
+        self.read = b""  # the read a request may begin at the start of (data_received), else b""
 
     def in_flight(self) -> int:
         """This connection's requests from their first byte until answered: the one arriving
@@ -182,7 +183,7 @@ class ObservedHttpProtocol(HttpProtocol):
         # request to begin, its ``first_read``: then the read starts with that request, and a
         # sink can tell that a request's head is a connection's previous one again with one
         # comparison of bytes (features/access_log.py) instead of comparing the header lists.
-        self.read = data if self.request is None else None
+        self.read = data if self.request is None else b""
         # HttpProtocol.data_received's body, not a call to it: one Python call less per read;
         # tests/server/test_observed.py checks the two agree.
         if self.closing or self.error is not None:
@@ -240,10 +241,8 @@ class ObservedHttpProtocol(HttpProtocol):
         if self.head_started is None:
             self.head_started = self.state.now
         request.started = perf_counter()
-        request.reply_headers = b""  # request_received may set them
-        request.observed = None
         request.first_read = self.read  # the first to begin in a read that began with it
-        self.read = None
+        self.read = b""
 
     def _write_response(self, request: Optional[HTTPRequest], response: HTTPResponse, keep_alive: bool) -> None:
         # HttpProtocol._write_response's body, not a call to it: one Python call less per
@@ -325,11 +324,11 @@ class _HeaderedHttpProtocol(ObservedHttpProtocol):
         super().__init__(state)
         self.received = self.observer.request_received
 
-    def on_message_complete(self) -> None:
-        request = self.request
-        HttpProtocol.on_message_complete(self)
-        if request is not None:
-            self.received(request)  # type: ignore[misc]
+    def on_headers_complete(self) -> None:
+        # Once the head is read: before the request can be answered (a streamed body's handler
+        # runs before the body has arrived), which sets its reply_headers and observed.
+        HttpProtocol.on_headers_complete(self)
+        self.received(self.request)  # type: ignore[misc,arg-type]
     plain_keep_alive = False  # _keep_alive_header below adds the observer's header lines
 
     def _keep_alive_header(self, request: Optional[HTTPRequest], keep_alive: bool) -> tuple[bool, bytes]:

@@ -38,6 +38,14 @@ def index(request: Request):
 async def echo(request: Request):
     return request.body
 
+@app.post("/upload", stream_body=True)
+async def upload(request: Request):
+    seen = request.headers.get("x-request-id") or "none"  # before the body has arrived
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+    return {"seen": seen, "bytes": size}
+
 @app.get("/user/:id")
 def user(request: Request):
     return {"id": request.path_params["id"]}
@@ -132,6 +140,34 @@ def test_combined_format_to_a_file(serve, tmp_path: Path):
     assert ws["ws_close"] is not None and first["ws_close"] is None
     time_of = time.strptime(first["time"], "%d/%b/%Y:%H:%M:%S +0000")
     assert abs(time.mktime(time_of) - time.mktime(time.gmtime())) < 120
+    assert server.stop() == 0
+
+
+def test_a_streamed_bodys_handler_has_the_request_id_before_the_body(serve, tmp_path: Path):
+    """The id is assigned once the head is read: a handler that streams the body runs before
+    the body has arrived, and sees it, and its answer and line carry it."""
+    log = tmp_path / "access.log"
+    server = serve(APP, args=["--access-log", str(log), "--request-id"])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nX-Request-ID: up-1\r\nContent-Length: 6\r\n\r\nabc")
+        time.sleep(0.3)  # the handler is reading the stream by now
+        s.sendall(b"def")
+        data = b""
+        while b"}" not in data:
+            chunk = s.recv(4096)
+            assert chunk, data
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"x-request-id: up-1\r\n" in head.lower() + b"\r\n"
+    assert json.loads(body) == {"seen": "up-1", "bytes": 6}
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        r = c.post("/upload", content=b"z" * 10, headers={"x-request-id": "not valid!"})
+    new_id = r.headers["x-request-id"]
+    assert HEX32.match(new_id) and r.json() == {"seen": new_id, "bytes": 10}
+    lines = wait_lines(lambda: log.read_text().splitlines() if log.exists() else [], 2)
+    parsed = [COMBINED.match(line).groupdict() for line in lines]  # type: ignore[union-attr]
+    assert [(p["line"], p["rid"]) for p in parsed] == [("POST /upload HTTP/1.1", "up-1"),
+                                                       ("POST /upload HTTP/1.1", new_id)]
     assert server.stop() == 0
 
 

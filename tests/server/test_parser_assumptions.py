@@ -5,10 +5,11 @@ parser keeps the connection alive and the head has no Connection field. That hol
 llhttp accepts just the versions 0.9, 1.0, 1.1 and 2.0 and keeps a connection alive without a
 Connection field for 1.1 alone; an httptools upgrade that changed either would fail here.
 
-The access log (``features/access_log.py``, ``_head_block``) takes a request's header block to
-be its connection's previous one when those bytes sit right after a request line of its own
-method and target: sound while the parser refuses a field line without a colon or with white
-space before the colon (a request line read as a field line).
+The access log (``features/access_log.py``, ``_head_block``) takes a request's version and
+header block to be its connection's previous ones when those bytes, from ``HTTP/`` on, sit
+right after its own method and target: sound while the parser takes no version but x.y (the
+line then ends where the bytes say only for a line spelled the one way) and refuses a field
+line without a colon or with white space before the colon (a request line read as a field line).
 """
 
 import httptools
