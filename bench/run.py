@@ -1212,7 +1212,7 @@ LATENCY_HEADER = ["scenario", "server", "rate asked /s", "answered /s", "p50 ms"
                   "server CPU µs/req", "client CPU %", "p99 of each run ms"]
 
 
-def print_tables(results, targets, scenarios):
+def print_tables(results, targets, scenarios, latency_rate=None, latency_fraction=0.5):
     tb = Table(results)
     print("\nServer CPU µs per request (per echoed message for WS); median run. ! = problem, * = note")
     print("columns: " + ", ".join(f"{short(t)} = {t.title}" for t in targets))
@@ -1227,8 +1227,9 @@ def print_tables(results, targets, scenarios):
     print(text_grid(["scenario"] + [short(t) for t in targets], value_rows(tb, targets, scenarios, "rps", ",.0f")))
     lrows = latency_rows(results, targets, md=False)
     if lrows:
-        print("\nLatency at a fixed rate (50 % of each server's own maximum above), from each request's "
-              "scheduled send time")
+        print("\nLatency at a fixed rate (the same rate for every server: --latency-rate)" if latency_rate else
+              f"\nLatency at a fixed rate ({latency_fraction:.0%} of each server's own maximum above)",
+              "from each request's scheduled send time")
         print(text_grid(LATENCY_HEADER, lrows))
     checks = target_checks(tb, targets, scenarios) + latency_checks(results, targets)
     if checks:
@@ -1335,8 +1336,10 @@ def render_markdown(results, runs, targets, scenarios, info, command, args):
     lrows = latency_rows(results, targets)
     if lrows:
         parts += ["### Latency at a fixed rate", "",
-                  (f"`bench/httpload.py`: constant rate of {args.latency_fraction:.0%} of each server's own "
-                   f"maximum in the table above, {args.connections} keep-alive connections, "
+                  ("`bench/httpload.py`: constant rate of " +
+                   (f"{args.latency_rate:,.0f} requests/s for every server" if args.latency_rate else
+                    f"{args.latency_fraction:.0%} of each server's own maximum in the table above") +
+                   f", {args.connections} keep-alive connections, "
                    f"{args.latency_warmup:g} s warm-up, {args.latency_duration:g} s measured; latency counted from "
                    "each request's scheduled send time (coordinated omission corrected, as wrk2 does). "
                    f"{args.latency_repeat} run(s) per server, in rounds over all servers; each row is the run "
@@ -1453,6 +1456,10 @@ def parse_args(argv=None):
     ap.add_argument("--no-latency", action="store_true", help="skip the fixed-rate latency phase")
     ap.add_argument("--latency-fraction", type=float, default=0.5,
                     help="fixed rate as a fraction of each server's own measured maximum (default 0.5)")
+    ap.add_argument("--latency-rate", type=float, default=None,
+                    help="one fixed rate (requests/s) for every server instead of --latency-fraction of its "
+                         "own maximum: the servers compared at the same load (and the load generator's own "
+                         "share of the tail the same for all)")
     ap.add_argument("--latency-duration", type=int, default=10, help="measured seconds at the fixed rate (default 10)")
     ap.add_argument("--latency-warmup", type=int, default=2, help="warm-up seconds at the fixed rate (default 2)")
     ap.add_argument("--latency-repeat", type=int, default=3,
@@ -1465,6 +1472,8 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if not 0 < args.duration <= 300 or not 0 <= args.warmup <= 60 or not 1 <= args.repeat <= 20:
         ap.error("--duration must be in (0, 300], --warmup in [0, 60], --repeat in [1, 20]")
+    if args.latency_rate is not None and args.latency_rate <= 0:
+        ap.error("--latency-rate: a rate above 0 requests/s")
     if not 0 < args.latency_fraction <= 1 or not 0 < args.latency_duration <= 300:
         ap.error("--latency-fraction must be in (0, 1] and --latency-duration in (0, 300]")
     if not 1 <= args.latency_repeat <= 20:
@@ -1608,7 +1617,12 @@ def main(argv=None):
                     report_line(r)
                     results.extend(median_runs([r]))
                     top = None if r["flags"] else r.get("rps")
-                if top:
+                if top and args.latency_rate:
+                    if top < args.latency_rate:
+                        print(f"bench: {t.title:22s} {sc.label}: its maximum {top:,.0f}/s is below the fixed rate "
+                              f"{args.latency_rate:,.0f}/s", flush=True)
+                    rates[(sc.key, t.key)] = (sc, t, args.latency_rate)
+                elif top:
                     rates[(sc.key, t.key)] = (sc, t, args.latency_fraction * top)
         latency_runs = []
         for rep in range(args.latency_repeat):
@@ -1625,7 +1639,7 @@ def main(argv=None):
         (logdir / "results.json").write_text(json.dumps({"command": command, "machine": info,
                                                          "results": results, "runs": runs},
                                                         indent=2, default=str))
-        print_tables(results, targets, scenarios)
+        print_tables(results, targets, scenarios, args.latency_rate, args.latency_fraction)
         section = render_markdown(results, runs, targets, scenarios, info, command, args)
         (logdir / "RESULTS.md").write_text(section)
         if not args.no_write:
