@@ -191,7 +191,7 @@ class AccessLog:
         observation.py) asks for one per connection, and the server calls it for each of that
         connection's answers. The connection's texts live in the function's cells, not in a
         log-wide table looked up by client each request."""
-        return self._combined_reporter() if self.format == "combined" else self._json_reporter()
+        return self._reporter()
 
     def answered(self, request: Any, status: int, sent: int, seconds: float) -> None:
         """The sink's per-answer call for an observer that has one function for all
@@ -210,25 +210,33 @@ class AccessLog:
         """A refused request's line (413, 431...: answered while it arrived; rare), formatted at once."""
         return (self._line(None, status, sent, seconds, time.time(), None),) + self.padding
 
-    def _combined_reporter(self) -> Callable[[Any, int, int, float], None]:
+    def _reporter(self) -> Callable[[Any, int, int, float], None]:
+        """``connection_answered``: the connection's texts in the cells of the closures below,
+        the common answer in ``answered`` (one per format), the rest in ``settle`` and ``pick``."""
         log = self
         parts = self.parts  # (only ever changed in place: the writer deletes what it took)
         durations = self.durations
         methods = self.methods
         refused = self._refused
+        combined = self.format == "combined"
+        request_ids = self.request_ids
+        escape = _escape if combined else _json_escape
         # The connection's texts: the header block they are of, from the version on (see
         # _head_block), and its header list, HTTP version, the client's valid id or None, the
-        # client's text, from the version to the status and from the body size to the
-        # duration (Referer, User-Agent); the second they are of (the end of it on the
-        # perf_counter clock, its text), the line's head to the method (client, time) by
-        # method, and the text from the target to the duration by body size then status.
+        # client's text; the second they are of (the end of it on the perf_counter clock, its
+        # text; for JSON lines the texts by millisecond, from when the second began); the
+        # line's opening (combined: the client and time; JSON: the fields from the client to
+        # the request id's opening quote, and ``with_id``, the same with the client's id and
+        # the method's name after it); combined, the texts from the version to the status and
+        # after the body size (Referer, User-Agent); the line to the target by method, and the
+        # text from the target to the duration by body size, then status.
         block: Any = ()
         headers: Any = None
         version: Any = None
         rid: Optional[bytes] = None
-        host = version_text = fields = b""
-        until = -1.0
-        stamp = line_head = b""
+        host = stamp = opening = with_id = version_text = fields = b""
+        stamps: list[bytes] = []
+        until = started = -1.0
         heads: dict[str, bytes] = {}
         rests: dict[int, dict[int, bytes]] = {}
         # The last answer's method, its head and where its block begins after the target, its
@@ -239,31 +247,37 @@ class AccessLog:
         last_sent = last_status = -1
 
         def remake(request: Any) -> None:
-            nonlocal block, headers, version, rid, host, version_text, fields, line_head, heads, rests, last_sent
+            nonlocal block, headers, version, rid, host, opening, with_id, version_text, fields, heads, rests
+            nonlocal last_sent
             headers = _sent_headers(request)
-            referer, ua, rid = _header_fields(headers, _escape)
+            referer, ua, rid = _header_fields(headers, escape)
             client = request.client
             host = log.hosts[client[0] if client.__class__ is tuple else None]
             block = _head_block(request)
             version = request.http_version
-            version_text = b"".join((b" HTTP/", version.encode(), b'" '))
-            fields = b"".join((b' "', referer, b'" "', ua, b'" '))
-            line_head = b"".join((host, b" - - [", stamp, b'] "'))
+            if combined:
+                opening = b"".join((host, b" - - [", stamp, b'] "'))
+                version_text = b"".join((b" HTTP/", version.encode(), b'" '))
+                fields = b"".join((b' "', referer, b'" "', ua, b'" '))
+            else:
+                opening = b"".join((b'"client":"', host, b'","user_agent":"', ua, b'","referer":"', referer,
+                                    b'","request_id":"'))
+                with_id = opening + (rid or _DASH) + b'","method":"'
             heads, rests = {}, {}
             last_sent = -1
 
-        def settle(request: Any, seconds: float) -> None:
+        def settle(request: Any, at: float) -> None:
             """The texts for an answer that is not the common one: in a new second, to another
             method than the last, or whose read does not show the same header block (other
             headers or version, pipelined, a body after the head, a new connection)."""
-            nonlocal until, stamp, line_head, heads, block, method, head, offset
-            at = request.started + seconds
+            nonlocal until, stamp, stamps, started, opening, heads, block, method, head, offset
             if at >= until:
                 if at >= log.next_second:
                     log._new_second(at)
-                until, stamp = log.next_second, log.time_text
-                line_head = b"".join((host, b" - - [", stamp, b'] "'))
-                heads = {}
+                until, stamp, stamps, started = log.next_second, log.time_text, log.stamps, log.second_started
+                if combined:  # the time is in the line's opening
+                    opening = b"".join((host, b" - - [", stamp, b'] "'))
+                    heads = {}
             name = request.method
             if request.first_read[len(name) + len(request.target) + 2:] != block:
                 if request.http_version is not version or headers != _sent_headers(request):
@@ -273,7 +287,7 @@ class AccessLog:
             try:
                 head = heads[name]
             except KeyError:
-                head = heads[name] = line_head + methods[name]
+                head = heads[name] = (opening if combined else with_id) + methods[name]
             method, offset = name, len(name) + 2
 
         def pick(sent: int, status: int) -> None:
@@ -281,153 +295,63 @@ class AccessLog:
             try:
                 rest = rests[sent][status]
             except KeyError:
-                rest = _kept_rest(rests, sent, status, b"%s%d %d%s" % (version_text, status, sent, fields))
+                text = (b"%s%d %d%s" % (version_text, status, sent, fields) if combined else
+                        b'","http_version":"%s","status":%d,"bytes":%d,"duration":' % (version.encode(), status, sent))
+                rest = _kept_rest(rests, sent, status, text)
             last_sent, last_status = sent, status
 
-        def answered(request: Any, status: int, sent: int, seconds: float) -> None:
+        # The common answer: the method of the last, in the same second, and the same header
+        # block (with the version before it) right after the request line, which one comparison
+        # of bytes shows (see _head_block); the same body size and status as the last.
+
+        def answered_combined(request: Any, status: int, sent: int, seconds: float) -> None:
             nonlocal parts
             if request is None:
                 parts += refused(status, sent, seconds)
                 return
-            # The common answer: the method of the last, in the same second, and the same
-            # header block (with the version before it) right after the request line, which
-            # one comparison of bytes shows (see _head_block).
             if (request.method is not method or request.started + seconds >= until
                     or request.first_read[len(request.target) + offset:] != block):
-                settle(request, seconds)
+                settle(request, request.started + seconds)
             if sent != last_sent or status != last_status:
                 pick(sent, status)
-            # Apache's %D (whole microseconds), then the client's valid id, else none; the
-            # target is escaped by the writer.
-            if rid is None:
+            # Apache's %D (whole microseconds), then the app's id (request ids on), else the
+            # client's valid one, else none; the target is escaped by the writer.
+            if request_ids:
+                parts += (head, request.target, rest,
+                          b"%d %s\n" % (floor(seconds * 1e6), request.observed or rid or _DASH))
+            elif rid is None:
                 try:
                     parts += (head, request.target, rest, durations[floor(seconds * 1e6)])
                 except IndexError:  # a slow answer
                     parts += (head, request.target, rest, b"%d -\n" % floor(seconds * 1e6))
-                return
-            parts += (head, request.target, rest, b"%d %s\n" % (floor(seconds * 1e6), rid))
+            else:
+                parts += (head, request.target, rest, b"%d %s\n" % (floor(seconds * 1e6), rid))
 
-        def answered_with_ids(request: Any, status: int, sent: int, seconds: float) -> None:
-            """``answered`` with request ids on: the app's id, new each request (none yet for
-            an answer before the request had arrived whole), else the client's valid one."""
-            nonlocal parts
-            if request is None:
-                parts += refused(status, sent, seconds)
-                return
-            if (request.method is not method or request.started + seconds >= until
-                    or request.first_read[len(request.target) + offset:] != block):  # as in answered
-                settle(request, seconds)
-            if sent != last_sent or status != last_status:
-                pick(sent, status)
-            parts += (head, request.target, rest,
-                      b"%d %s\n" % (floor(seconds * 1e6), request.observed or rid or _DASH))
-
-        return answered_with_ids if self.request_ids else answered
-
-    def _json_reporter(self) -> Callable[[Any, int, int, float], None]:
-        log = self
-        parts = self.parts
-        durations = self.durations
-        methods = self.methods
-        refused = self._refused
-        # As in _combined_reporter. A JSON line's time is to the millisecond: the texts of its
-        # second's (``stamps``, by millisecond: the log's) from when it began (``started``).
-        # Its fields from the client to the request id's opening quote are the connection's
-        # (``opening``; with the client's id and the method's name after it: ``with_id``); the
-        # text from the path to the duration has the version.
-        block: Any = ()
-        headers: Any = None
-        version: Any = None
-        opening = with_id = b""
-        stamps: list[bytes] = []
-        until = started = -1.0
-        heads: dict[str, bytes] = {}
-        rests: dict[int, dict[int, bytes]] = {}
-        method: Optional[str] = None
-        head = rest = b""
-        offset = 0
-        last_sent = last_status = -1
-
-        def remake(request: Any) -> None:
-            nonlocal block, headers, version, opening, with_id, heads, rests, last_sent
-            headers = _sent_headers(request)
-            referer, ua, rid = _header_fields(headers, _json_escape)
-            client = request.client
-            host = log.hosts[client[0] if client.__class__ is tuple else None]
-            block = _head_block(request)
-            version = request.http_version
-            opening = b"".join((b'"client":"', host, b'","user_agent":"', ua, b'","referer":"', referer,
-                                b'","request_id":"'))
-            with_id = opening + (rid or _DASH) + b'","method":"'
-            heads, rests = {}, {}
-            last_sent = -1
-
-        def settle(request: Any, at: float) -> None:
-            """As in _combined_reporter."""
-            nonlocal until, stamps, started, block, method, head, offset
-            if at >= until:
-                if at >= log.next_second:
-                    log._new_second(at)
-                until, stamps, started = log.next_second, log.stamps, log.second_started
-            name = request.method
-            if request.first_read[len(name) + len(request.target) + 2:] != block:
-                if request.http_version is not version or headers != _sent_headers(request):
-                    remake(request)
-                elif block == ():
-                    block = _head_block(request)
-            try:
-                head = heads[name]
-            except KeyError:
-                head = heads[name] = with_id + methods[name]
-            method, offset = name, len(name) + 2
-
-        def pick(sent: int, status: int) -> None:
-            nonlocal rest, last_sent, last_status
-            try:
-                rest = rests[sent][status]
-            except KeyError:
-                rest = _kept_rest(rests, sent, status, b'","http_version":"%s","status":%d,"bytes":%d,"duration":'
-                                  % (version.encode(), status, sent))
-            last_sent, last_status = sent, status
-
-        def answered(request: Any, status: int, sent: int, seconds: float) -> None:
+        def answered_json(request: Any, status: int, sent: int, seconds: float) -> None:
             nonlocal parts
             if request is None:
                 parts += refused(status, sent, seconds)
                 return
             at = request.started + seconds
             if (request.method is not method or at >= until
-                    or request.first_read[len(request.target) + offset:] != block):  # as in _combined_reporter
+                    or request.first_read[len(request.target) + offset:] != block):
                 settle(request, at)
             if sent != last_sent or status != last_status:
                 pick(sent, status)
+            # The time to the millisecond; the line to the method's name, with the app's id
+            # (request ids on) in it, else the client's valid one (in ``head``).
             try:
-                parts += (stamps[floor((at - started) * 1000.0)], head, request.target, rest,
-                          durations[floor(seconds * 1e6)])
-            except IndexError:  # a slow answer
-                parts += (stamps[floor((at - started) * 1000.0)], head, request.target, rest,
-                          b'%d.%06d}\n' % divmod(floor(seconds * 1e6), 1_000_000))
+                parts += (stamps[floor((at - started) * 1000.0)],
+                          b"".join((opening, request.observed, b'","method":"', methods[method]))
+                          if request_ids and request.observed is not None else head,
+                          request.target, rest, durations[floor(seconds * 1e6)])
+            except IndexError:  # a slow answer (its duration is not in the table)
+                parts += (stamps[floor((at - started) * 1000.0)],
+                          b"".join((opening, request.observed, b'","method":"', methods[method]))
+                          if request_ids and request.observed is not None else head,
+                          request.target, rest, b'%d.%06d}\n' % divmod(floor(seconds * 1e6), 1_000_000))
 
-        def answered_with_ids(request: Any, status: int, sent: int, seconds: float) -> None:
-            """As in _combined_reporter."""
-            nonlocal parts
-            if request is None:
-                parts += refused(status, sent, seconds)
-                return
-            at = request.started + seconds
-            if (request.method is not method or at >= until
-                    or request.first_read[len(request.target) + offset:] != block):  # as in answered
-                settle(request, at)
-            if sent != last_sent or status != last_status:
-                pick(sent, status)
-            micros = floor(seconds * 1e6)
-            parts += (stamps[floor((at - started) * 1000.0)],
-                      head if request.observed is None else
-                      b"".join((opening, request.observed, b'","method":"', methods[method])),
-                      request.target, rest,
-                      durations[micros] if micros < _TABLED_MICROS else b'%d.%06d}\n' % divmod(micros, 1_000_000))
-
-        return answered_with_ids if self.request_ids else answered
+        return answered_combined if combined else answered_json
 
     def websocket_closed(self, request: Any, code: int, by: str, received: int, sent: int, seconds: float) -> None:
         self.parts += (self._line(request, 101, 0, seconds, time.time(), (code, by, received, sent)),) + self.padding

@@ -151,13 +151,7 @@ def test_a_streamed_bodys_handler_has_the_request_id_before_the_body(serve, tmp_
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nX-Request-ID: up-1\r\nContent-Length: 6\r\n\r\nabc")
         time.sleep(0.3)  # the handler is reading the stream by now
-        s.sendall(b"def")
-        data = b""
-        while b"}" not in data:
-            chunk = s.recv(4096)
-            assert chunk, data
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+        head, _, body = _ask(s, b"def").partition(b"\r\n\r\n")
     assert b"x-request-id: up-1\r\n" in head.lower() + b"\r\n"
     assert json.loads(body) == {"seen": "up-1", "bytes": 6}
     with httpx.Client(base_url=server.url, timeout=10) as c:
@@ -382,11 +376,11 @@ def test_sigterm_right_after_traffic_loses_no_line(serve, tmp_path: Path):
         f"GET /user/{n} HTTP/1.1" for n in range(count)]
 
 
-def _ask(s: socket.socket, request: bytes, answers: int = 1) -> None:
+def _ask(s: socket.socket, request: bytes, answers: int = 1) -> bytes:
     """Requests (one by default) sent at once on an open connection, their answers read (framed
-    by Content-Length)."""
+    by Content-Length); the last answer returned."""
     s.sendall(request)
-    received = b""
+    received = answer = b""
     for _ in range(answers):
         while b"\r\n\r\n" not in received or len(received) < received.index(b"\r\n\r\n") + 4 + int(
                 re.search(rb"content-length: (\d+)", received.lower()).group(1)):  # type: ignore[union-attr]
@@ -394,7 +388,9 @@ def _ask(s: socket.socket, request: bytes, answers: int = 1) -> None:
             assert chunk, "the server closed the connection"
             received += chunk
         head_end = received.index(b"\r\n\r\n") + 4
-        received = received[head_end + int(re.search(rb"content-length: (\d+)", received[:head_end].lower()).group(1)):]  # type: ignore[union-attr]
+        end = head_end + int(re.search(rb"content-length: (\d+)", received[:head_end].lower()).group(1))  # type: ignore[union-attr]
+        answer, received = received[:end], received[end:]
+    return answer
 
 
 @pytest.mark.parametrize("fmt", ["combined", "json"])
