@@ -78,7 +78,7 @@ _TABLED_MICROS = 10_000
 # up to the next second, and the last entry, also read as [-1], for one a hair below its second.
 _JSON_MILLIS = [b'%03dZ",' % min(n, 999) for n in range(1001)] + [b'000Z",']
 # (A JSON line's time is the current second's text with one of these: ``AccessLog.stamps``.)
-_CONNECTIONS_KEPT = 4096  # connections' texts kept, at most (then they are all forgotten)
+_CONNECTIONS_KEPT = 4096  # reporters kept by ``AccessLog.answered``, at most (then they are all forgotten)
 _SIZES_KEPT = 64  # body sizes' texts kept per connection, at most
 
 
