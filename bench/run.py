@@ -192,6 +192,8 @@ for _key, _label, _path, _expect in (("text", "GET / (text)", "/", expect_text("
                                      ("json", "GET /json", "/json", expect_json({"message": "Hello, world!"}))):
     register(HttpScenario(f"{_key}-log", f"{_label}, access log on", _path, expect=_expect,
                           variant="access-log", latency=False))
+    register(HttpScenario(f"{_key}-jsonlog", f"{_label}, access log on (JSON lines)", _path, expect=_expect,
+                          variant="access-log-json", latency=False))
     register(HttpScenario(f"{_key}-metrics", f"{_label}, metrics on", _path, expect=_expect,
                           variant="metrics", latency=False))
 register(WsScenario("ws-1", "WS echo, 1 conn", 1))
@@ -271,6 +273,8 @@ PEERS = {p.name: p for p in [
             launch_script(ROBYN_FLAGS), venv=PROJECT_VENV,
             notes="the project's .venv; apps/http_app.py, ws_app.py, ws_sync_app.py with `robyn` renamed",
             variants={"access-log": (["--access-log", "/tmp/stonechat-bench-access.log"], {}),
+                      "access-log-json": (["--access-log", "/tmp/stonechat-bench-access.log",
+                                           "--access-log-format", "json"], {}),
                       "metrics": ([], {"BENCH_METRICS": "1"})}),
     PeerDef("socketify", "socketify", ["socketify==0.0.31"], "socketify",
             {"http": {"sync": ("socketify_app.py", "/sync"), "async": ("socketify_app.py", "")},
@@ -1135,8 +1139,15 @@ def target_checks(table, targets, scenarios):
     return checks
 
 
+# The fixed-rate phase's one rate for every server, requests/s: at most a quarter of the slowest
+# peer's maximum here (Robyn async, ~15,000/s), so every server meets a load it takes, and low
+# enough that the load generator (Python, one core) stays far from its own limit: above
+# ~30,000/s it is over 75 % busy and its own stalls decide the tail (bench/README.md).
+DEFAULT_LATENCY_RATE = 5_000
+
 # Issue 12: what observing may cost, CPU per request on ÷ off (the same scenario, the same form)
-OBSERVING_MAX = {"log": 1.15, "metrics": 1.10}
+OBSERVING_MAX = {"log": 1.15, "jsonlog": 1.15, "metrics": 1.10}
+OBSERVING_NAMES = {"log": "access log", "jsonlog": "access log (JSON lines)", "metrics": "metrics"}
 
 
 def observing_checks(table, targets, scenarios):
@@ -1152,7 +1163,7 @@ def observing_checks(table, targets, scenarios):
                 on, off = table.get(t.key, f"{base}-{variant}"), table.get(t.key, base)
                 if f"{base}-{variant}" not in keys or not on or not off:
                     continue
-                what = "access log" if variant == "log" else "metrics"
+                what = OBSERVING_NAMES[variant]
                 checks.append((f"{what} on ≤ +{limit - 1:.0%}: {t.title}, {base}", on / off <= limit,
                                f"{on:.1f} vs {off:.1f} µs, {on / off - 1:+.0%}"))
     return checks
@@ -1212,7 +1223,7 @@ LATENCY_HEADER = ["scenario", "server", "rate asked /s", "answered /s", "p50 ms"
                   "server CPU µs/req", "client CPU %", "p99 of each run ms"]
 
 
-def print_tables(results, targets, scenarios, latency_rate=None, latency_fraction=0.5):
+def print_tables(results, targets, scenarios, latency_rate=None, latency_fraction=None):
     tb = Table(results)
     print("\nServer CPU µs per request (per echoed message for WS); median run. ! = problem, * = note")
     print("columns: " + ", ".join(f"{short(t)} = {t.title}" for t in targets))
@@ -1454,12 +1465,12 @@ def parse_args(argv=None):
                     help="HTTP scenarios measured at a fixed rate after the throughput runs (default json, "
                          "when it is among the scenarios run; 'none' to skip)")
     ap.add_argument("--no-latency", action="store_true", help="skip the fixed-rate latency phase")
-    ap.add_argument("--latency-fraction", type=float, default=0.5,
-                    help="fixed rate as a fraction of each server's own measured maximum (default 0.5)")
     ap.add_argument("--latency-rate", type=float, default=None,
-                    help="one fixed rate (requests/s) for every server instead of --latency-fraction of its "
-                         "own maximum: the servers compared at the same load (and the load generator's own "
-                         "share of the tail the same for all)")
+                    help=f"one fixed rate (requests/s) for every server (default {DEFAULT_LATENCY_RATE:,}): the "
+                         "servers compared at the same load, and the load generator's own share of the tail "
+                         "the same for all")
+    ap.add_argument("--latency-fraction", type=float, default=None,
+                    help="instead of one rate, this fraction of each server's own measured maximum (e.g. 0.5)")
     ap.add_argument("--latency-duration", type=int, default=10, help="measured seconds at the fixed rate (default 10)")
     ap.add_argument("--latency-warmup", type=int, default=2, help="warm-up seconds at the fixed rate (default 2)")
     ap.add_argument("--latency-repeat", type=int, default=3,
@@ -1472,10 +1483,16 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if not 0 < args.duration <= 300 or not 0 <= args.warmup <= 60 or not 1 <= args.repeat <= 20:
         ap.error("--duration must be in (0, 300], --warmup in [0, 60], --repeat in [1, 20]")
+    if args.latency_rate is not None and args.latency_fraction is not None:
+        ap.error("--latency-rate and --latency-fraction: give one (a rate for all, or a fraction of each maximum)")
     if args.latency_rate is not None and args.latency_rate <= 0:
         ap.error("--latency-rate: a rate above 0 requests/s")
-    if not 0 < args.latency_fraction <= 1 or not 0 < args.latency_duration <= 300:
-        ap.error("--latency-fraction must be in (0, 1] and --latency-duration in (0, 300]")
+    if args.latency_fraction is None:
+        args.latency_rate = args.latency_rate or DEFAULT_LATENCY_RATE
+    elif not 0 < args.latency_fraction <= 1:
+        ap.error("--latency-fraction must be in (0, 1]")
+    if not 0 < args.latency_duration <= 300:
+        ap.error("--latency-duration must be in (0, 300]")
     if not 1 <= args.latency_repeat <= 20:
         ap.error("--latency-repeat must be in [1, 20]")
     args.framework_list = [n.strip() for n in args.frameworks.split(",") if n.strip()]
