@@ -621,6 +621,14 @@ class Server:
         env.update(extra_env or {})
         argv = target.peer.launch(target.python, target.app_dir, app, port) + list(extra_args)
         self.argv = ["taskset", "-c", str(cpu)] + argv
+        # An access log the variant writes starts empty and is removed at stop(): a run writes
+        # ~100 MB of it, and a file grown to gigabytes over a whole run (what logrotate exists
+        # to prevent) adds its own disk traffic to later runs.
+        extra = list(extra_args)
+        self.access_log = (Path(extra[extra.index("--access-log") + 1])
+                           if "--access-log" in extra[:-1] else None)
+        if self.access_log is not None:
+            self.access_log.unlink(missing_ok=True)
         self.log = open(log_path, "wb")  # noqa: SIM115 -- lives as long as the server; closed in stop()
         # stdin is /dev/null so Robyn's "port in use, enter another" prompt cannot hang us.
         self.proc = subprocess.Popen(self.argv, cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL,
@@ -676,6 +684,8 @@ class Server:
         except (ProcessLookupError, PermissionError):
             pass
         self.log.close()
+        if self.access_log is not None:
+            self.access_log.unlink(missing_ok=True)
 
     def pinned_flag(self, cpu):
         aff = sorted(os.sched_getaffinity(self.pid))

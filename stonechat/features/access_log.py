@@ -365,8 +365,8 @@ class AccessLog:
         if self.format == "combined":
             self.time_text = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)).encode()
         else:
-            self.time_text = time.strftime('{"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(second)).encode()
-            self.stamps = [self.time_text + millis for millis in _JSON_MILLIS]
+            self.time_text = text = time.strftime('{"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(second)).encode()
+            self.stamps = [text + millis for millis in _JSON_MILLIS]  # 1,002 texts a second, ~90 µs
 
     # -- the writer thread -----------------------------------------------------------------
 
